@@ -1,0 +1,3 @@
+from lbmgmt.cli import main
+
+raise SystemExit(main())

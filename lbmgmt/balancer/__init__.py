@@ -1,0 +1,1 @@
+"""The balancer daemon (listener): takes edge reports, hands out redirects."""

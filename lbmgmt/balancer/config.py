@@ -1,0 +1,87 @@
+"""Balancer daemon configuration (TOML); see examples/balancer.toml for every key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lbmgmt.configfile import ConfigError, ConfigFile, Section
+from lbmgmt.endpoints import Endpoint
+from lbmgmt.plugins import PluginError
+from lbmgmt.balancer.redirectors import redirector_class
+from lbmgmt.status import SharedKey
+
+DEFAULT_UDP_PORT = 1934
+DEFAULT_HTTP_PORT = 1935
+
+
+@dataclass(slots=True)
+class HttpConfig:
+    listen: Endpoint = Endpoint("", DEFAULT_HTTP_PORT)
+    enable_server_info_xml: bool = True
+    redirect_scheme: str = "http"  # scheme of the edges' HTTP service, for /redirect/
+    redirect_port: int | None = None  # None: the port in the edge's address, if any
+
+
+@dataclass(slots=True)
+class BalancerConfig:
+    key: SharedKey
+    listen: Endpoint = Endpoint("", DEFAULT_UDP_PORT)
+    message_timeout_ms: int = 5000
+    max_clock_skew_ms: int = 30_000
+    redirector: str = "concurrent-connects"
+    http: HttpConfig = field(default_factory=HttpConfig)
+
+
+def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
+    text = section.str(key, None)
+    if text is None:
+        return default
+    try:
+        return Endpoint.parse(text, default_port=default.port)
+    except ValueError as exc:
+        section.fail(key, str(exc))
+
+
+def load_balancer_config(path: str | Path) -> BalancerConfig:
+    cfg = ConfigFile.load(path)
+    cfg.check_tables(["balancer", "http"])
+    bal = cfg.section("balancer", required=True)
+    listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
+    key_text = bal.str("key", None)
+    key_file = bal.str("key_file", None)
+    if (key_text is None) == (key_file is None):
+        bal.fail("key", "set exactly one of key or key_file")
+    if key_file is not None:
+        key_path = cfg.path.parent / key_file
+        try:
+            key_text = key_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            bal.fail("key_file", f"cannot read {key_path}: {getattr(exc, 'strerror', exc)}")
+        if not key_text:
+            bal.fail("key_file", f"{key_path} is empty")
+    timeout = bal.int("message_timeout_ms", 5000, min=10, max=3_600_000)
+    skew = bal.int("max_clock_skew_ms", 30_000, min=100, max=3_600_000)
+    redirector = bal.str("redirector", "concurrent-connects")
+    try:
+        redirector_class(redirector)
+    except PluginError as exc:
+        bal.fail("redirector", str(exc))
+    bal.finish()
+
+    http = cfg.section("http")
+    http_cfg = HttpConfig(
+        listen=_endpoint(http, "listen", Endpoint("", DEFAULT_HTTP_PORT)),
+        enable_server_info_xml=http.bool("enable_server_info_xml", True),
+        redirect_scheme=http.str("redirect_scheme", "http"),
+        redirect_port=http.int("redirect_port", None, min=1, max=65535),
+    )
+    if http_cfg.redirect_scheme not in ("http", "https"):
+        http.fail("redirect_scheme", "must be http or https")
+    http.finish()
+    assert key_text is not None
+    return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
+                          max_clock_skew_ms=skew, redirector=redirector, http=http_cfg)
+
+
+__all__ = ["BalancerConfig", "ConfigError", "HttpConfig", "load_balancer_config"]

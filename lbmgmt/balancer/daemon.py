@@ -1,0 +1,198 @@
+"""The balancer daemon: asyncio glue around receiver, registry, redirector, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from aiohttp import web
+
+from lbmgmt.balancer.config import BalancerConfig
+from lbmgmt.balancer.http import make_http_app
+from lbmgmt.balancer.redirectors import Redirector, redirector_class
+from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
+                                      ServerRegistry, ServerStateChanged)
+from lbmgmt.balancer.serverinfo import render_server_info
+from lbmgmt.endpoints import Endpoint
+from lbmgmt.logs import fields
+from lbmgmt.status import ReportAccepted, ReportReceiver
+
+log = logging.getLogger("lbmgmt.balancer")
+
+UDP_RCVBUF = 4 * 1024 * 1024  # absorbs a burst of reports from a large fleet
+
+
+class _StatusProtocol(asyncio.DatagramProtocol):
+    def __init__(self, balancer: BalancerDaemon) -> None:
+        self.balancer = balancer
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.balancer.handle_datagram(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error", extra=fields(error=str(exc)))
+
+
+def bind_udp(endpoint: Endpoint) -> socket.socket:
+    """A UDP socket for ``endpoint``; '*' is dual-stack where the host has IPv6."""
+    if endpoint.host:
+        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    else:
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            addr = ("::", endpoint.port)
+        except OSError:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            addr = ("0.0.0.0", endpoint.port)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class BalancerDaemon:
+    """A balancer you can start in-process (tests do) or from ``lbmgmt balancer``.
+
+    ``clock`` is the wall clock (report timestamps), ``monotonic`` the clock
+    for timeouts; both are injectable so tests can drive time.
+    """
+
+    def __init__(self, config: BalancerConfig, *, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.monotonic = monotonic
+        self.registry = ServerRegistry(timeout=config.message_timeout_ms / 1000)
+        self.receiver = ReportReceiver(config.key, max_age=config.max_clock_skew_ms / 1000)
+        self.redirector: Redirector = redirector_class(config.redirector)()
+        self.redirects_served: Counter[str] = Counter(http=0, rtmp=0)
+        self.listeners: list[Callable[[RegistryEvent], None]] = []
+        self.udp_address: tuple[str, int] | None = None
+        self.http_address: tuple[str, int] | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = bind_udp(self.config.listen)
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _StatusProtocol(self), sock=sock)
+        self.udp_address = sock.getsockname()[:2]
+        try:
+            await self._start_http()
+        except BaseException:
+            self._transport.close()
+            raise
+        self._sweeper = asyncio.create_task(self._sweep(), name="balancer-sweep")
+        log.info("balancer started", extra=fields(udp=self._fmt(self.udp_address),
+                                                  http=self._fmt(self.http_address),
+                                                  redirector=self.redirector.name))
+
+    async def _start_http(self) -> None:
+        http = self.config.http
+        self._runner = web.AppRunner(make_http_app(self), access_log=None,
+                                     handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, http.listen.bind_host, http.listen.port,
+                           shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.http_address = tuple(self._runner.addresses[0][:2])  # type: ignore[assignment]
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        await self.start()
+        try:
+            await done.wait()
+        finally:
+            await self.stop()
+
+    @staticmethod
+    def _fmt(addr: tuple[str, int] | None) -> str:
+        if addr is None:
+            return "-"
+        host, port = addr
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # -- the report path -----------------------------------------------------
+    def handle_datagram(self, data: bytes) -> None:
+        event = self.receiver.receive(data, self.clock())
+        if isinstance(event, ReportAccepted):
+            self._emit(self.registry.apply(event, self.monotonic()))
+
+    def _emit(self, events: list[RegistryEvent]) -> None:
+        for event in events:
+            if isinstance(event, ServerJoined):
+                log.info("server joined", extra=fields(guid=str(event.server.guid),
+                                                       address=event.server.address))
+            elif isinstance(event, ServerLeft):
+                log.info("server left", extra=fields(guid=str(event.server.guid),
+                                                     reason=str(event.reason)))
+            elif isinstance(event, ServerStateChanged):
+                log.info("server state", extra=fields(guid=str(event.server.guid),
+                                                      state=event.new.name))
+            for listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("registry listener failed")
+
+    async def _sweep(self) -> None:
+        period = min(0.25, self.registry.timeout / 10)
+        while True:
+            await asyncio.sleep(period)
+            self._emit(self.registry.expire(self.monotonic()))
+            self.receiver.prune(self.clock())
+
+    # -- the redirect path ---------------------------------------------------
+    def redirect(self, protocol: str) -> ServerEntry | None:
+        """The edge for one new client, counted against that edge and ``protocol``."""
+        entry = self.redirector.redirect(self.registry, self.monotonic())
+        if entry is not None:
+            self.redirects_served[protocol] += 1
+        return entry
+
+    def set_redirector(self, spec: str) -> None:
+        self.redirector = redirector_class(spec)()
+        self.config.redirector = spec
+
+    def server_info_xml(self) -> bytes:
+        return render_server_info(self.registry, self.monotonic(),
+                                  redirector=self.redirector.name,
+                                  accepted=self.receiver.accepted,
+                                  drops=self.receiver.drops)

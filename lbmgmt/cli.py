@@ -1,0 +1,94 @@
+"""The ``lbmgmt`` command: one subcommand per daemon, plus the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import sys
+from collections.abc import Sequence
+
+from lbmgmt import __version__
+from lbmgmt.configfile import ConfigError
+from lbmgmt.logs import setup_logging
+
+
+def _add_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log more: -v info, -vv debug (default: warnings only)")
+    p.add_argument("--log-format", choices=("logfmt", "json"), default="logfmt",
+                   help="structured log line format on stderr (default: logfmt)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lbmgmt", description="Load balancer for media-streaming edge servers.")
+    parser.add_argument("--version", action="version", version=f"lbmgmt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bal = sub.add_parser("balancer", help="run a balancer (listener)",
+                         description="Take edge reports on UDP and redirect clients to the "
+                                     "least-loaded edge over HTTP.")
+    bal.add_argument("--config", "-c", required=True, metavar="FILE",
+                     help="balancer TOML config (see examples/balancer.toml)")
+    _add_logging(bal)
+
+    edge = sub.add_parser("edge", help="run an edge sender beside a media server",
+                          description="Measure this server's load and report it to every "
+                                      "balancer in the targets file.")
+    edge.add_argument("--config", "-c", required=True, metavar="FILE",
+                      help="edge TOML config (see examples/edge.toml)")
+    _add_logging(edge)
+
+    demo = sub.add_parser("demo", help="a balancer and local edges on 127.0.0.1",
+                          description="Start a balancer and a few edges on loopback in one "
+                                      "process and print URLs to try.")
+    demo.add_argument("--edges", type=int, default=3, help="number of edges (default 3)")
+    demo.add_argument("--http-port", type=int, default=1935, help="balancer HTTP port")
+    demo.add_argument("--udp-port", type=int, default=1934, help="balancer status port")
+    _add_logging(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_format)
+    try:
+        if args.command == "balancer":
+            from lbmgmt.balancer.config import load_balancer_config
+            from lbmgmt.balancer.daemon import BalancerDaemon
+
+            asyncio.run(BalancerDaemon(load_balancer_config(args.config)).run())
+        elif args.command == "edge":
+            from lbmgmt.edge.config import load_edge_config
+            from lbmgmt.edge.daemon import EdgeDaemon
+
+            config = load_edge_config(args.config)
+
+            async def run_edge() -> None:
+                await EdgeDaemon(config).run()
+
+            asyncio.run(run_edge())
+        elif args.command == "demo":
+            from lbmgmt.demo import run_demo
+
+            if not 1 <= args.edges <= 50:
+                print("lbmgmt demo: --edges must be 1 to 50", file=sys.stderr)
+                return 2
+            asyncio.run(run_demo(edges=args.edges, http_port=args.http_port,
+                                 udp_port=args.udp_port))
+    except ConfigError as exc:
+        print(f"lbmgmt {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"lbmgmt {args.command}: address already in use: {exc.strerror} "
+                  f"(another balancer running? set other ports)", file=sys.stderr)
+            return 1
+        if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+            print(f"lbmgmt {args.command}: cannot bind: {exc}", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        return 130
+    return 0

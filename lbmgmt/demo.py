@@ -1,0 +1,102 @@
+"""``lbmgmt demo``: a balancer and a few edges on loopback, in one process.
+
+Each demo edge also serves a tiny HTTP page on its redirect address, so
+``curl -L .../redirect/...`` visibly lands on one of them; their loads drift
+so the choice moves while you watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from lbmgmt.balancer.config import BalancerConfig, HttpConfig
+from lbmgmt.balancer.daemon import BalancerDaemon
+from lbmgmt.edge.config import EdgeConfig
+from lbmgmt.edge.daemon import EdgeDaemon
+from lbmgmt.edge.monitors import ManualMonitor
+from lbmgmt.edge.targets import Target
+from lbmgmt.endpoints import Endpoint
+from lbmgmt.status import SharedKey
+
+HOST = "127.0.0.1"
+
+
+async def _edge_page(name: str) -> web.AppRunner:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=f"{name} would serve {request.path_qs}\n")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, 0).start()
+    return runner
+
+
+async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 1934,
+                   interval_ms: int = 1000, out=sys.stdout) -> None:
+    key = SharedKey(secrets.token_hex(16))
+    balancer = BalancerDaemon(BalancerConfig(
+        key=key, listen=Endpoint(HOST, udp_port),
+        message_timeout_ms=interval_ms * 2 + 1000,
+        http=HttpConfig(listen=Endpoint(HOST, http_port))))
+    await balancer.start()
+    assert balancer.http_address and balancer.udp_address
+    lb = f"http://{HOST}:{balancer.http_address[1]}"
+    rng = random.Random()
+    workdir = Path(tempfile.mkdtemp(prefix="lbmgmt-demo-"))
+    pages: list[web.AppRunner] = []
+    daemons: list[EdgeDaemon] = []
+    lines = []
+    try:
+        for n in range(1, edges + 1):
+            page = await _edge_page(f"edge {n}")
+            pages.append(page)
+            port = page.addresses[0][1]
+            monitor = ManualMonitor(rng.randint(0, 20))
+            edge = EdgeDaemon(
+                EdgeConfig(redirect_address=f"{HOST}:{port}", targets_file=workdir / "none",
+                           guid_file=workdir / f"edge{n}.guid", message_interval_ms=interval_ms,
+                           monitor=monitor),
+                targets=[Target(HOST, balancer.udp_address[1], key, 1)])
+            await edge.start()
+            daemons.append(edge)
+            lines.append(f"  edge {n:<3}  http://{HOST}:{port}  guid {edge.guid}")
+        print(f"lbmgmt demo: a balancer and {edges} edges on {HOST} (Ctrl-C to stop)\n", file=out)
+        print(f"  balancer  HTTP {lb}   status reports on UDP {HOST}:{balancer.udp_address[1]}",
+              file=out)
+        print("\n".join(lines), file=out)
+        print(f"""
+Edge loads drift every few seconds; pick a URL and run it a few times:
+  curl {lb}/loadbalancer
+  curl '{lb}/loadbalancer?serverInfoXML'
+  curl -i {lb}/redirect/live/stream.m3u8
+  curl -L {lb}/redirect/live/stream.m3u8
+""", file=out, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            for edge in daemons:
+                monitor = edge.monitor
+                assert isinstance(monitor, ManualMonitor)
+                monitor.set_load(max(0, monitor.load + rng.randint(-3, 3)))
+            try:
+                await asyncio.wait_for(stop.wait(), 3.0)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for edge in daemons:
+            await edge.stop()
+        for page in pages:
+            await page.cleanup()
+        await balancer.stop()

@@ -1,0 +1,1 @@
+"""The edge daemon (sender): measures local load and reports it to balancers."""

@@ -1,0 +1,62 @@
+"""Edge daemon configuration (TOML); see examples/edge.toml for every key."""
+
+from __future__ import annotations
+
+import os
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lbmgmt.configfile import ConfigError, ConfigFile, Section
+from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor, MonitorError, monitor_class
+from lbmgmt.plugins import PluginError
+
+DEFAULT_INTERVAL_MS = 2500
+
+
+@dataclass(slots=True)
+class EdgeConfig:
+    redirect_address: str
+    targets_file: Path
+    guid_file: Path
+    message_interval_ms: int = DEFAULT_INTERVAL_MS
+    capacity: float | None = None
+    monitor: LoadMonitor = field(default_factory=ManualMonitor)
+
+
+def expand_env(text: str, section: Section, key: str) -> str:
+    """``${VAR}`` substitution; an unset variable is an error, never an empty host."""
+    try:
+        return string.Template(text).substitute(os.environ)
+    except KeyError as exc:
+        section.fail(key, f"environment variable {exc.args[0]} is not set")
+    except ValueError as exc:
+        section.fail(key, f"bad ${{...}} placeholder: {exc}")
+
+
+def load_edge_config(path: str | Path) -> EdgeConfig:
+    cfg = ConfigFile.load(path)
+    cfg.check_tables(["edge", "monitor"])
+    base = cfg.path.parent
+    edge = cfg.section("edge", required=True)
+    address = expand_env(edge.str("redirect_address"), edge, "redirect_address").strip()
+    if not address or len(address.encode()) > 255:
+        edge.fail("redirect_address", "must expand to 1-255 bytes")
+    targets = base / edge.str("targets_file", "targets.txt")
+    guid = base / edge.str("guid_file", "edge.guid")
+    interval = edge.int("message_interval_ms", DEFAULT_INTERVAL_MS, min=10, max=3_600_000)
+    capacity = edge.number("capacity", None, positive=True)
+    edge.finish()
+
+    mon = cfg.section("monitor")
+    spec = mon.str("type", "manual")
+    try:
+        monitor = monitor_class(spec).from_config(mon)
+    except (PluginError, MonitorError, ValueError) as exc:
+        mon.fail("type", str(exc))
+    mon.finish()
+    return EdgeConfig(redirect_address=address, targets_file=targets, guid_file=guid,
+                      message_interval_ms=interval, capacity=capacity, monitor=monitor)
+
+
+__all__ = ["ConfigError", "EdgeConfig", "load_edge_config"]

@@ -1,0 +1,246 @@
+"""The edge daemon: asyncio glue around the monitor and the report sealer.
+
+Each balancer gets its own connected UDP socket, so an unreachable balancer
+shows up as an error on that target alone (ICMP port-unreachable comes back
+as ECONNREFUSED on a connected socket) and never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lbmgmt.edge.config import EdgeConfig
+from lbmgmt.edge.identity import load_or_create_guid
+from lbmgmt.edge.monitors import LoadMonitor, MonitorError
+from lbmgmt.edge.targets import Target, load_targets
+from lbmgmt.logs import fields
+from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
+
+log = logging.getLogger("lbmgmt.edge")
+
+RESOLVE_TIMEOUT = 2.0
+MONITOR_TIMEOUT = 5.0
+
+
+@dataclass(slots=True)
+class TargetLink:
+    """One balancer the edge reports to, with what happened to the last send."""
+
+    target: Target
+    transport: asyncio.DatagramTransport | None = None
+    reports_sent: int = 0
+    send_errors: int = 0
+    last_result: str = "not sent yet"
+    last_send_at: float | None = None
+    _connecting: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class _TargetProtocol(asyncio.DatagramProtocol):
+    def __init__(self, link: TargetLink) -> None:
+        self.link = link
+
+    def error_received(self, exc: Exception) -> None:
+        self.link.send_errors += 1
+        self.link.last_result = f"error: {exc.strerror if isinstance(exc, OSError) else exc}"
+        # A fresh socket (and a fresh DNS answer) on the next send.
+        self.link.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        return None
+
+
+class EdgeDaemon:
+    """An edge sender you can start in-process (tests do) or from ``lbmgmt edge``."""
+
+    def __init__(self, config: EdgeConfig, *, targets: list[Target] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.monitor: LoadMonitor = config.monitor
+        self.clock = clock
+        self.guid: uuid.UUID = load_or_create_guid(config.guid_file)
+        self.state = EdgeState.RUNNING
+        self.load = 0.0
+        self.load_error: str | None = None
+        self.reports_sent = 0
+        self.send_errors = 0
+        self.started_at: float | None = None
+        self.links: list[TargetLink] = [TargetLink(t) for t in
+                                        (targets if targets is not None
+                                         else load_targets(config.targets_file))]
+        self._sealer = ReportSealer(self.guid)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        if not self.links:
+            log.warning("no targets: this edge reports to no balancer",
+                        extra=fields(file=str(self.config.targets_file)))
+        self.started_at = self.clock()
+        await self._refresh_load()
+        await self.send_now()
+        self._task = asyncio.create_task(self._loop(), name="edge-report-loop")
+        log.info("edge started", extra=fields(guid=str(self.guid),
+                                              address=self.config.redirect_address,
+                                              targets=len(self.links),
+                                              monitor=self.monitor.describe()))
+
+    async def stop(self) -> None:
+        """Send a stopping report to every balancer, then close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.state = EdgeState.STOPPING
+        await self.send_now()
+        for link in self.links:
+            if link._connecting is not None:
+                link._connecting.cancel()
+            link.close()
+        await self.monitor.close()
+        log.info("edge stopped", extra=fields(guid=str(self.guid)))
+
+    async def run(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly (the console script's body)."""
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        await self.start()
+        try:
+            await done.wait()
+        finally:
+            await self.stop()
+
+    # -- controls ------------------------------------------------------------
+    async def pause(self) -> None:
+        """No new clients: reported at once, not at the next tick."""
+        if self.state is EdgeState.RUNNING:
+            self.state = EdgeState.PAUSED
+            log.info("edge paused", extra=fields(guid=str(self.guid)))
+            await self.send_now()
+
+    async def unpause(self) -> None:
+        if self.state is EdgeState.PAUSED:
+            self.state = EdgeState.RUNNING
+            log.info("edge unpaused", extra=fields(guid=str(self.guid)))
+            await self.send_now()
+
+    def reload_targets(self) -> None:
+        """Re-read the targets file; links to unchanged targets keep their counters."""
+        new = load_targets(self.config.targets_file)
+        old = {(l.target.host, l.target.port, l.target.key): l for l in self.links}
+        links = []
+        for target in new:
+            link = old.pop((target.host, target.port, target.key), None)
+            links.append(link if link is not None else TargetLink(target))
+        for gone in old.values():
+            gone.close()
+        self.links = links
+        self._wake.set()
+
+    @property
+    def message_interval(self) -> float:
+        return self.config.message_interval_ms / 1000
+
+    def set_message_interval(self, ms: int) -> None:
+        if not 10 <= ms <= 3_600_000:
+            raise ValueError("message interval must be 10 ms to 1 hour")
+        self.config.message_interval_ms = ms
+        self._wake.set()
+
+    # -- reporting -----------------------------------------------------------
+    def current_report(self) -> Report:
+        return Report(state=self.state, address=self.config.redirect_address, load=self.load,
+                      interval_ms=self.config.message_interval_ms,
+                      capacity=self.config.capacity)
+
+    async def send_now(self) -> None:
+        """Seal the current report once per distinct key and send it to every target."""
+        report = self.current_report()
+        now = self.clock()
+        sealed: dict[SharedKey, bytes] = {}
+        for link in self.links:
+            if link.target.key not in sealed:
+                sealed[link.target.key] = self._sealer.seal(report, link.target.key, now=now)
+        await asyncio.gather(*(self._send(link, sealed[link.target.key])
+                               for link in self.links))
+
+    async def _send(self, link: TargetLink, datagram: bytes) -> None:
+        if link.transport is None:
+            if link._connecting is None or link._connecting.done():
+                link._connecting = asyncio.create_task(self._connect(link))
+            # A tick waits for DNS (bounded by RESOLVE_TIMEOUT); stopping waits little.
+            wait = 0.5 if self.state is EdgeState.STOPPING else None
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(link._connecting), wait)
+        if link.transport is None:
+            self.send_errors += 1
+            return
+        try:
+            link.transport.sendto(datagram)
+        except OSError as exc:
+            link.send_errors += 1
+            self.send_errors += 1
+            link.last_result = f"error: {exc.strerror or exc}"
+            link.close()
+            return
+        link.reports_sent += 1
+        link.last_send_at = self.clock()
+        link.last_result = "ok"
+        self.reports_sent += 1
+
+    async def _connect(self, link: TargetLink) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_datagram_endpoint(lambda: _TargetProtocol(link),
+                                              remote_addr=(link.target.host, link.target.port)),
+                RESOLVE_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            link.send_errors += 1
+            reason = "timed out resolving" if isinstance(exc, asyncio.TimeoutError) else (
+                getattr(exc, "strerror", None) or str(exc))
+            link.last_result = f"error: {reason}"
+            log.warning("target unreachable", extra=fields(target=str(link.target),
+                                                           error=reason))
+            return
+        link.transport = transport
+
+    async def _refresh_load(self) -> None:
+        try:
+            load = await asyncio.wait_for(self.monitor.read(), MONITOR_TIMEOUT)
+            if not (load == load and 0 <= load < float("inf")):
+                raise MonitorError(f"monitor returned {load!r}")
+            self.load = float(load)
+            self.load_error = None
+        except (MonitorError, OSError, ValueError, asyncio.TimeoutError) as exc:
+            message = str(exc) or type(exc).__name__
+            if message != self.load_error:
+                log.warning("monitor failed; reporting last load",
+                            extra=fields(monitor=self.monitor.describe(), error=message))
+            self.load_error = message
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.message_interval)
+            await self._refresh_load()
+            await self.send_now()

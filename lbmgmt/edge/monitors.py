@@ -1,0 +1,144 @@
+"""Load monitors: how an edge measures the load it reports.
+
+A monitor is chosen in the edge config by short name or ``module:Class``. The
+edge never knows what media server it sits beside; a monitor turns whatever
+that server exposes into one number.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from lbmgmt.configfile import Section
+from lbmgmt.plugins import resolve_plugin
+
+
+class MonitorError(RuntimeError):
+    """The monitor could not measure; the edge keeps its last load and says so."""
+
+
+class LoadMonitor(abc.ABC):
+    name: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, section: Section) -> LoadMonitor:
+        """Build from the ``[monitor]`` table; read every key so typos are caught."""
+
+    @abc.abstractmethod
+    async def read(self) -> float:
+        """The current load, a finite number >= 0."""
+
+    def describe(self) -> str:
+        return self.name
+
+    async def close(self) -> None:
+        return None
+
+
+class ManualMonitor(LoadMonitor):
+    """Load set from outside (the daemon's API): the default when embedding."""
+
+    name = "manual"
+
+    def __init__(self, load: float = 0.0) -> None:
+        self.load = 0.0
+        self.set_load(load)
+
+    @classmethod
+    def from_config(cls, section: Section) -> ManualMonitor:
+        return cls(section.number("load", 0.0, min=0))
+
+    def set_load(self, load: float) -> None:
+        load = float(load)
+        if not (math.isfinite(load) and load >= 0):
+            raise ValueError(f"load must be a finite number >= 0, not {load!r}")
+        self.load = load
+
+    async def read(self) -> float:
+        return self.load
+
+
+_ESTABLISHED = "01"
+
+
+class TcpConnectionsMonitor(LoadMonitor):
+    """Established TCP connections on given local ports, read from the OS.
+
+    This is the load of any media server running beside the edge (RTMP on 1935,
+    HLS on 80/443...) without talking to it. Reads /proc/net/tcp{,6} directly:
+    psutil's system-wide ``net_connections`` would also walk every process's
+    file descriptors to attach pids, which we do not need and costs far more.
+    """
+
+    name = "tcp-connections"
+    PROC_FILES = ("/proc/net/tcp", "/proc/net/tcp6")
+
+    def __init__(self, ports: Iterable[int], *, proc_files: Iterable[str] | None = None) -> None:
+        self.ports = frozenset(ports)
+        if not self.ports:
+            raise ValueError("tcp-connections needs at least one port")
+        self.proc_files = tuple(proc_files or self.PROC_FILES)
+        if not any(Path(p).exists() for p in self.proc_files):
+            raise MonitorError("tcp-connections needs Linux /proc/net/tcp")
+
+    @classmethod
+    def from_config(cls, section: Section) -> TcpConnectionsMonitor:
+        ports = section.int_list("ports", min=1, max=65535)
+        if not ports:
+            section.fail("ports", "must list at least one port")
+        return cls(ports)
+
+    def describe(self) -> str:
+        return f"{self.name} ports={','.join(map(str, sorted(self.ports)))}"
+
+    async def read(self) -> float:
+        return float(await asyncio.to_thread(self.count))
+
+    def count(self) -> int:
+        total = 0
+        found = False
+        for path in self.proc_files:
+            try:
+                with open(path, encoding="ascii") as f:
+                    next(f, None)  # header line
+                    total += count_established(f, self.ports)
+                found = True
+            except FileNotFoundError:  # no IPv6 on this host
+                continue
+            except OSError as exc:
+                raise MonitorError(f"cannot read {path}: {exc.strerror}") from None
+        if not found:
+            raise MonitorError("no /proc/net/tcp table readable")
+        return total
+
+
+def count_established(lines: Iterable[str], ports: frozenset[int]) -> int:
+    """Count rows of a /proc/net/tcp table in ESTABLISHED state on ``ports``."""
+    total = 0
+    for line in lines:
+        fields = line.split(None, 4)
+        if len(fields) < 4 or fields[3] != _ESTABLISHED:
+            continue
+        _, _, port_hex = fields[1].rpartition(":")
+        try:
+            if int(port_hex, 16) in ports:
+                total += 1
+        except ValueError:
+            continue
+    return total
+
+
+BUILTIN_MONITORS: dict[str, type[LoadMonitor]] = {
+    ManualMonitor.name: ManualMonitor,
+    TcpConnectionsMonitor.name: TcpConnectionsMonitor,
+}
+
+
+def monitor_class(spec: str) -> type[LoadMonitor]:
+    return resolve_plugin("monitor", spec, BUILTIN_MONITORS, LoadMonitor)

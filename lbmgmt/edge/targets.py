@@ -1,0 +1,64 @@
+"""The classic targets file: one ``host,port,key`` line per balancer.
+
+Kept byte-compatible with the original system's file so fleets can move over
+without rewriting it: a line starting with ``#`` is a comment, as is ``#``
+after white space (shell style); blank lines are ignored; the key is everything
+after the second comma, so keys may contain commas and a ``#`` not preceded by
+white space.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbmgmt.configfile import ConfigError
+from lbmgmt.status import SharedKey
+
+DEFAULT_PORT = 1934
+_COMMENT = re.compile(r"(^|\s)#.*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    host: str
+    port: int
+    key: SharedKey
+    line: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_targets(text: str, path: str | Path = "<targets>") -> list[Target]:
+    targets: list[Target] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _COMMENT.sub("", raw).strip()
+        if not line:
+            continue
+        parts = line.split(",", 2)
+        if len(parts) != 3:
+            raise ConfigError(path, "expected 'host,port,key'", line=number, field="line")
+        host, port_text, key = (p.strip() for p in parts)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host:
+            raise ConfigError(path, "empty host", line=number, field="host")
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(path, f"port must be 1-65535, not {port_text!r}", line=number,
+                              field="port")
+        if not key:
+            raise ConfigError(path, "empty key", line=number, field="key")
+        targets.append(Target(host, int(port_text), SharedKey(key), number))
+    return targets
+
+
+def load_targets(path: str | Path) -> list[Target]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read targets file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "targets file is not UTF-8 text") from None
+    return parse_targets(text, path)

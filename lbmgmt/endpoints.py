@@ -1,0 +1,77 @@
+"""``host:port`` strings as operators write them, IPv6 literals included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str  # "" means every interface
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, *, default_port: int | None = None) -> Endpoint:
+        """Parse ``host:port``, ``[v6]:port``, ``*:port``, ``:port`` or a bare host.
+
+        Raises ValueError with a message fit to show next to the config field.
+        """
+        text = text.strip()
+        if not text:
+            raise ValueError("empty address")
+        host, port_text = text, None
+        if text.startswith("["):
+            end = text.find("]")
+            if end < 0:
+                raise ValueError(f"unclosed '[' in {text!r}")
+            host, rest = text[1:end], text[end + 1:]
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"expected ':port' after ']' in {text!r}")
+                port_text = rest[1:]
+        elif text.count(":") == 1:
+            host, port_text = text.split(":")
+        elif text.count(":") > 1:
+            raise ValueError(f"IPv6 address must be written [addr]:port, not {text!r}")
+        if port_text is None:
+            if default_port is None:
+                raise ValueError(f"missing port in {text!r}")
+            port = default_port
+        else:
+            if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+                raise ValueError(f"bad port {port_text!r} in {text!r}")
+            port = int(port_text)
+        if host == "*":
+            host = ""
+        return cls(host, port)
+
+    @property
+    def bind_host(self) -> str | None:
+        """What asyncio's create_server/create_datagram_endpoint want for 'all'."""
+        return self.host or None
+
+    def __str__(self) -> str:
+        host = self.host or "*"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def split_address(address: str) -> tuple[str, int | None]:
+    """An edge's redirect address as (host, port or None).
+
+    Edges report ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6
+    literal; unlike ``Endpoint.parse`` this never fails, because the address
+    is the edge's to choose and is passed on as given.
+    """
+    if address.startswith("[") and "]" in address:
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        return host, int(port) if port.isdigit() else None
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        return host, int(port) if port.isdigit() else None
+    return address, None
+
+
+def join_host_port(host: str, port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port is None else f"{host}:{port}"

@@ -1,0 +1,162 @@
+"""Receiver side of the status protocol: authenticate, de-duplicate, count drops.
+
+Authentication comes before every other check, so a forged datagram is always
+counted as ``bad-auth`` whatever its header claims, and only datagrams that
+carry the key can touch replay state.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from lbmgmt.status.keys import SharedKey, sender_cipher
+from lbmgmt.status.wire import (HEADER, HEADER_SIZE, MAGIC, MAX_DATAGRAM, MIN_DATAGRAM,
+                                VERSION, MalformedPayload, Report, decode_payload,
+                                nonce_for)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_AGE = 30.0
+RETIRED_BOOTS = 8
+
+
+class DropReason(enum.StrEnum):
+    BAD_AUTH = "bad-auth"
+    MALFORMED = "malformed"
+    REPLAY = "replay"
+    STALE = "stale"
+    OVERSIZE = "oversize"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAccepted:
+    guid: uuid.UUID
+    boot_id: bytes
+    sequence: int
+    sent_at: float  # sender's wall clock, seconds
+    report: Report
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramDropped:
+    reason: DropReason
+    detail: str
+
+
+@dataclass(slots=True)
+class _Peer:
+    """Replay state of one sender GUID."""
+
+    boot_id: bytes
+    sequence: int
+    timestamp_ms: int
+    last_seen: float
+    retired: deque[bytes] = field(default_factory=lambda: deque(maxlen=RETIRED_BOOTS))
+
+
+class ReportReceiver:
+    """Opens datagrams sealed with one shared key.
+
+    Replay rule, per GUID: within a boot, the sequence must grow; a new boot id
+    is taken only if its timestamp is later than the last accepted one and it
+    was not seen before, so an old boot's datagrams cannot be replayed to
+    resurrect a restarted or stopped edge. ``max_age`` bounds how far a
+    timestamp may be from ``now`` either way (clock skew included).
+    """
+
+    def __init__(self, key: SharedKey, *, max_age: float = DEFAULT_MAX_AGE,
+                 max_datagram: int = MAX_DATAGRAM, cipher_cache: int = 4096) -> None:
+        self._master = key.master()
+        self.max_age = max_age
+        self.max_datagram = max_datagram
+        self._cache_size = cipher_cache
+        self._ciphers: OrderedDict[bytes, AESGCM] = OrderedDict()
+        self._peers: dict[bytes, _Peer] = {}
+        self.accepted = 0
+        self.drops: Counter[DropReason] = Counter({reason: 0 for reason in DropReason})
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    def receive(self, data: bytes, now: float) -> ReportAccepted | DatagramDropped:
+        """``now`` is the receiver's wall clock in seconds. Never raises."""
+        try:
+            event = self._open(data, now)
+        except Exception:  # a bug must not take the listener down; it stays visible
+            log.exception("status datagram handling failed")
+            event = DatagramDropped(DropReason.MALFORMED, "internal error")
+        if isinstance(event, DatagramDropped):
+            self.drops[event.reason] += 1
+        else:
+            self.accepted += 1
+        return event
+
+    def _open(self, data: bytes, now: float) -> ReportAccepted | DatagramDropped:
+        if len(data) > self.max_datagram:
+            return DatagramDropped(DropReason.OVERSIZE, f"{len(data)} bytes")
+        if len(data) < MIN_DATAGRAM:
+            return DatagramDropped(DropReason.MALFORMED, f"only {len(data)} bytes")
+        magic, version, flags, guid, boot_id, seq, ts_ms = HEADER.unpack_from(data)
+        if magic != MAGIC:
+            return DatagramDropped(DropReason.MALFORMED, "not a status datagram")
+        if version != VERSION or flags != 0:
+            return DatagramDropped(DropReason.MALFORMED, f"unsupported version {version}")
+        header = data[:HEADER_SIZE]
+        cache_key = guid + boot_id
+        cipher = self._ciphers.get(cache_key)
+        known = cipher is not None
+        if cipher is None:
+            cipher = sender_cipher(self._master, guid, boot_id)
+        try:
+            plaintext = cipher.decrypt(nonce_for(seq), data[HEADER_SIZE:], header)
+        except InvalidTag:
+            return DatagramDropped(DropReason.BAD_AUTH, "authentication failed")
+        if known:
+            self._ciphers.move_to_end(cache_key)
+        else:
+            self._ciphers[cache_key] = cipher
+            if len(self._ciphers) > self._cache_size:
+                self._ciphers.popitem(last=False)
+
+        if abs(now * 1000 - ts_ms) > self.max_age * 1000:
+            return DatagramDropped(DropReason.STALE, f"timestamp {ts_ms / 1000 - now:+.1f}s off")
+        peer = self._peers.get(guid)
+        if peer is not None:
+            if boot_id == peer.boot_id:
+                if seq <= peer.sequence:
+                    return DatagramDropped(DropReason.REPLAY, f"sequence {seq} not newer")
+            elif boot_id in peer.retired or ts_ms <= peer.timestamp_ms:
+                return DatagramDropped(DropReason.REPLAY, "older boot of this sender")
+        try:
+            report = decode_payload(plaintext)
+        except MalformedPayload as exc:
+            return DatagramDropped(DropReason.MALFORMED, str(exc))
+
+        if peer is None:
+            self._peers[guid] = _Peer(boot_id, seq, ts_ms, now)
+        else:
+            if boot_id != peer.boot_id:
+                peer.retired.append(peer.boot_id)
+                peer.boot_id = boot_id
+            peer.sequence, peer.timestamp_ms, peer.last_seen = seq, ts_ms, now
+        return ReportAccepted(uuid.UUID(bytes=guid), boot_id, seq, ts_ms / 1000, report)
+
+    def prune(self, now: float) -> int:
+        """Forget senders silent for twice ``max_age``: their datagrams are stale by then."""
+        horizon = now - 2 * self.max_age
+        gone = [guid for guid, peer in self._peers.items() if peer.last_seen < horizon]
+        for guid in gone:
+            del self._peers[guid]
+        return len(gone)
+
+    @property
+    def peer_count(self) -> int:
+        return len(self._peers)

@@ -1,0 +1,1 @@
+"""lb-console: the terminal console for lbmgmt's management plane."""
