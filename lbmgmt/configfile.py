@@ -103,8 +103,9 @@ class Section:
         self._seen: set[str] = set()
 
     def fail(self, key: str, message: str) -> NoReturn:
-        raise ConfigError(self.file.path, message, line=self.file.line_of(self.name, key),
-                          field=f"{self.name}.{key}")
+        # A missing key is reported at its table's header, the place to add it.
+        line = self.file.line_of(self.name, key) or self.file.line_of(self.name, None)
+        raise ConfigError(self.file.path, message, line=line, field=f"{self.name}.{key}")
 
     def _get(self, key: str, default: Any, types: tuple[type, ...], kind: str) -> Any:
         self._seen.add(key)

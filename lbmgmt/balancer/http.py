@@ -31,7 +31,7 @@ def make_http_app(balancer: BalancerDaemon) -> web.Application:
     app[BALANCER_KEY] = balancer
     app.router.add_get("/loadbalancer", _loadbalancer)
     app.router.add_get("/crossdomain.xml", _crossdomain)
-    app.router.add_get("/redirect/{path:.*}", _redirect)
+    app.router.add_get(r"/redirect/{path:[\s\S]*}", _redirect)  # any byte, CR/LF too
     return app
 
 

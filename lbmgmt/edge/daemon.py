@@ -27,6 +27,7 @@ log = logging.getLogger("lbmgmt.edge")
 
 RESOLVE_TIMEOUT = 2.0
 MONITOR_TIMEOUT = 5.0
+STOP_GRACE = 0.5
 
 
 @dataclass(slots=True)
@@ -39,6 +40,7 @@ class TargetLink:
     send_errors: int = 0
     last_result: str = "not sent yet"
     last_send_at: float | None = None
+    pending: bytes | None = field(default=None, repr=False)
     _connecting: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -83,6 +85,7 @@ class EdgeDaemon:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +112,12 @@ class EdgeDaemon:
                 await self._task
         self.state = EdgeState.STOPPING
         await self.send_now()
+        # Give targets still connecting a moment to take the stopping report.
+        connecting = [l._connecting for l in self.links
+                      if l._connecting is not None and not l._connecting.done()]
+        if connecting:
+            await asyncio.wait(connecting, timeout=STOP_GRACE)
+        self._closed = True
         for link in self.links:
             if link._connecting is not None:
                 link._connecting.cancel()
@@ -172,27 +181,29 @@ class EdgeDaemon:
                       capacity=self.config.capacity)
 
     async def send_now(self) -> None:
-        """Seal the current report once per distinct key and send it to every target."""
+        """Seal the current report once per distinct key and send it to every target.
+
+        Never waits on the network: a target still being resolved gets the
+        datagram when its socket is ready, so one slow or unresolvable
+        balancer cannot delay the others.
+        """
         report = self.current_report()
         now = self.clock()
         sealed: dict[SharedKey, bytes] = {}
         for link in self.links:
-            if link.target.key not in sealed:
-                sealed[link.target.key] = self._sealer.seal(report, link.target.key, now=now)
-        await asyncio.gather(*(self._send(link, sealed[link.target.key])
-                               for link in self.links))
-
-    async def _send(self, link: TargetLink, datagram: bytes) -> None:
-        if link.transport is None:
+            datagram = sealed.get(link.target.key)
+            if datagram is None:
+                datagram = sealed[link.target.key] = self._sealer.seal(
+                    report, link.target.key, now=now)
+            if link.transport is not None:
+                self._transmit(link, datagram)
+                continue
+            link.pending = datagram  # the newest report wins
             if link._connecting is None or link._connecting.done():
                 link._connecting = asyncio.create_task(self._connect(link))
-            # A tick waits for DNS (bounded by RESOLVE_TIMEOUT); stopping waits little.
-            wait = 0.5 if self.state is EdgeState.STOPPING else None
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(link._connecting), wait)
-        if link.transport is None:
-            self.send_errors += 1
-            return
+
+    def _transmit(self, link: TargetLink, datagram: bytes) -> None:
+        assert link.transport is not None
         try:
             link.transport.sendto(datagram)
         except OSError as exc:
@@ -215,17 +226,28 @@ class EdgeDaemon:
                 RESOLVE_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             link.send_errors += 1
+            self.send_errors += 1
             reason = "timed out resolving" if isinstance(exc, asyncio.TimeoutError) else (
                 getattr(exc, "strerror", None) or str(exc))
+            if link.last_result != f"error: {reason}":
+                log.warning("target unreachable", extra=fields(target=str(link.target),
+                                                               error=reason))
             link.last_result = f"error: {reason}"
-            log.warning("target unreachable", extra=fields(target=str(link.target),
-                                                           error=reason))
+            return
+        if self._closed:
+            transport.close()
             return
         link.transport = transport
+        if link.pending is not None:
+            datagram, link.pending = link.pending, None
+            self._transmit(link, datagram)
 
     async def _refresh_load(self) -> None:
         try:
-            load = await asyncio.wait_for(self.monitor.read(), MONITOR_TIMEOUT)
+            # A slow monitor must not delay the report: past half an interval
+            # the last known load goes out and the monitor is reported failing.
+            timeout = min(MONITOR_TIMEOUT, max(0.05, self.message_interval / 2))
+            load = await asyncio.wait_for(self.monitor.read(), timeout)
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)

@@ -1,0 +1,115 @@
+"""The console scripts as users run them: the demo with curl, bad configs, --help."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.fleet import HOST, free_port
+
+pytestmark = pytest.mark.e2e
+LBMGMT = [sys.executable, "-m", "lbmgmt"]
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "--max-time", "5", *args], capture_output=True,
+                          text=True, timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_demo_prints_urls_that_work_with_curl(tmp_path):
+    http_port, udp_port = free_port(), free_port(2)
+    out = tmp_path / "demo.out"
+    proc = subprocess.Popen([*LBMGMT, "demo", "--http-port", str(http_port), "--udp-port",
+                             str(udp_port)], stdout=open(out, "w"), stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while "curl -L" not in out.read_text():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "demo printed no URLs"
+            time.sleep(0.05)
+        text = out.read_text()
+        edges = re.findall(r"edge \d+\s+(http://\S+)", text)
+        assert len(edges) == 3
+        commands = re.findall(r"^  (curl .+)$", text, re.M)
+        assert len(commands) == 4
+        base = f"http://{HOST}:{http_port}"
+
+        r = curl(f"{base}/loadbalancer")
+        assert re.fullmatch(r"redirect=127\.0\.0\.1:\d+", r.stdout)
+        assert f"http://{r.stdout.removeprefix('redirect=')}" in edges
+        r = curl(f"{base}/loadbalancer?serverInfoXML")
+        assert r.stdout.count("<Server>") == 3
+        r = curl("-i", f"{base}/redirect/live/stream.m3u8")
+        assert r.stdout.startswith("HTTP/1.1 302")
+        r = curl("-L", f"{base}/redirect/live/stream.m3u8?token=1")
+        assert re.fullmatch(r"edge \d would serve /live/stream.m3u8\?token=1\n", r.stdout)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("role, text, where", [
+    ("balancer", '[balancer]\nkey = "k"\nlisten = "*:notaport"\n', ":3: balancer.listen: "),
+    ("edge", '[edge]\nredirect_address = "a"\nmessage_interval_ms = "x"\n',
+     ":3: edge.message_interval_ms: "),
+    ("edge", '[edge]\nredirect_address = "a"\ntargets_file = "t.txt"\n', "t.txt: cannot read"),
+])
+def test_config_errors_exit_2_naming_file_line_field(tmp_path, role, text, where):
+    path = tmp_path / f"{role}.toml"
+    path.write_text(text)
+    r = subprocess.run([*LBMGMT, role, "--config", str(path)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 2
+    assert where in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_targets_line_exits_2(tmp_path):
+    (tmp_path / "targets.txt").write_text("# fine\n127.0.0.1,1934\n")
+    path = tmp_path / "edge.toml"
+    path.write_text('[edge]\nredirect_address = "a"\n')
+    r = subprocess.run([*LBMGMT, "edge", "-c", str(path)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 2
+    assert f"{tmp_path / 'targets.txt'}:2: line: expected 'host,port,key'" in r.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind((HOST, 0))
+        path = tmp_path / "b.toml"
+        path.write_text(f'[balancer]\nkey = "k"\nlisten = "{HOST}:{busy.getsockname()[1]}"\n'
+                        f'[http]\nlisten = "{HOST}:0"\n')
+        r = subprocess.run([*LBMGMT, "balancer", "-c", str(path)], capture_output=True,
+                           text=True, timeout=20)
+    assert r.returncode == 1 and "address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["balancer", "--help"], ["edge", "--help"],
+                                  ["demo", "--help"]])
+def test_help(args):
+    r = subprocess.run([*LBMGMT, *args], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and "usage: lbmgmt" in r.stdout
+
+
+def test_shared_key_is_never_logged(tmp_path):
+    secret = "sup3r-s3cret-value"
+    path = tmp_path / "b.toml"
+    path.write_text(f'[balancer]\nkey = "{secret}"\nlisten = "{HOST}:0"\n'
+                    f'[http]\nlisten = "{HOST}:0"\n')
+    proc = subprocess.Popen([*LBMGMT, "balancer", "-c", str(path), "-vv"],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert "balancer started" in err and secret not in err

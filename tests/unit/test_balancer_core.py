@@ -1,0 +1,134 @@
+"""Registry and redirectors, sans-IO: reports and time passed in, no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+
+import pytest
+
+from lbmgmt.balancer.redirectors import ConcurrentConnects, RoundRobin, redirector_class
+from lbmgmt.balancer.registry import (LeaveReason, ServerJoined, ServerLeft, ServerRegistry,
+                                      ServerStateChanged)
+from lbmgmt.plugins import PluginError
+from lbmgmt.status import EdgeState, Report, ReportAccepted
+
+
+def report(guid: uuid.UUID, load: float = 0, state=EdgeState.RUNNING, *, boot=b"b" * 8,
+           seq=1, address=None) -> ReportAccepted:
+    return ReportAccepted(guid, boot, seq, 0.0,
+                          Report(state, address or f"edge-{guid.int}", load, 2500))
+
+
+def guids(n):
+    return [uuid.UUID(int=i + 1) for i in range(n)]
+
+
+def test_join_update_state_change_and_stop():
+    reg = ServerRegistry(timeout=5)
+    a = guids(1)[0]
+    [joined] = reg.apply(report(a, 3), now=0)
+    assert isinstance(joined, ServerJoined) and len(reg) == 1
+    assert reg.apply(report(a, 4, seq=2), now=1) == []
+    assert reg.get(a).load == 4 and reg.get(a).reports_received == 2
+    [changed] = reg.apply(report(a, 4, EdgeState.PAUSED, seq=3), now=2)
+    assert isinstance(changed, ServerStateChanged) and changed.new is EdgeState.PAUSED
+    assert list(reg.available(2)) == [] and len(reg) == 1  # paused: listed, not available
+    [left] = reg.apply(report(a, 4, EdgeState.STOPPING, seq=4), now=3)
+    assert isinstance(left, ServerLeft) and left.reason is LeaveReason.STOPPED
+    assert len(reg) == 0
+
+
+def test_timeout_without_sleeping():
+    reg = ServerRegistry(timeout=5)
+    a, b = guids(2)
+    reg.apply(report(a), now=0)
+    reg.apply(report(b), now=3)
+    assert {e.guid for e in reg.available(5.0)} == {a, b}
+    assert {e.guid for e in reg.available(5.1)} == {b}  # a is out of choice at once
+    [left] = reg.expire(5.1)
+    assert left.server.guid == a and left.reason is LeaveReason.TIMED_OUT
+    assert reg.expire(8.0) == [] and len(reg) == 1
+    assert len(reg.expire(8.1)) == 1 and len(reg) == 0
+
+
+def test_restarted_edge_replaces_its_entry():
+    reg = ServerRegistry()
+    a = guids(1)[0]
+    reg.apply(report(a, 9, boot=b"1" * 8), now=0)
+    assert reg.apply(report(a, 1, boot=b"2" * 8, address="new:1935"), now=1) == []
+    [entry] = list(reg)
+    assert entry.boot_id == b"2" * 8 and entry.address == "new:1935" and entry.load == 1
+
+
+def test_stop_report_from_unknown_edge_is_ignored():
+    assert ServerRegistry().apply(report(guids(1)[0], state=EdgeState.STOPPING), now=0) == []
+
+
+def test_remove():
+    reg = ServerRegistry()
+    a = guids(1)[0]
+    reg.apply(report(a), now=0)
+    [left] = reg.remove(a)
+    assert left.reason is LeaveReason.REMOVED and reg.remove(a) == []
+
+
+def test_concurrent_connects_fills_the_least_loaded_and_counts_since_report():
+    reg = ServerRegistry()
+    a, b, c = guids(3)
+    for g, load in ((a, 6), (b, 0), (c, 3)):
+        reg.apply(report(g, load), now=0)
+    rd = ConcurrentConnects(rng=random.Random(1))
+    picks = [rd.redirect(reg, 0).guid for _ in range(9)]
+    assert picks[:3] == [b, b, b]  # b climbs to c's load first
+    assert Counter(picks) == {b: 6, c: 3}  # then b and c share until all are at 6
+    assert reg.get(b).redirects_since_report == 6
+    reg.apply(report(b, 1, seq=2), now=1)  # a report resets the count to the fresh load
+    assert reg.get(b).redirects_since_report == 0 and reg.get(b).redirects_total == 6
+    assert rd.redirect(reg, 1).guid == b
+
+
+def test_concurrent_connects_breaks_ties_evenly():
+    reg = ServerRegistry()
+    gs = guids(4)
+    rd = ConcurrentConnects(rng=random.Random(7))
+    first = Counter()
+    for round_ in range(400):
+        for g in gs:
+            reg.apply(report(g, 5, seq=round_ + 1), now=round_)
+        first[rd.redirect(reg, round_).guid] += 1
+    assert set(first) == set(gs) and min(first.values()) > 60  # ~100 each
+
+
+def test_concurrent_connects_skips_paused_drained_and_silent():
+    reg = ServerRegistry(timeout=5)
+    a, b, c, d = guids(4)
+    reg.apply(report(a, 0, EdgeState.PAUSED), now=10)
+    reg.apply(report(b, 0), now=10)
+    reg.apply(report(c, 0), now=0)  # silent for 10 s
+    reg.apply(report(d, 50), now=10)
+    reg.get(b).drained = True
+    rd = ConcurrentConnects()
+    assert {rd.redirect(reg, 10).guid for _ in range(5)} == {d}
+    reg.get(d).drained = True
+    assert rd.redirect(reg, 10) is None
+
+
+def test_round_robin_cycles_over_available_edges():
+    reg = ServerRegistry()
+    gs = guids(3)
+    for i, g in enumerate(gs):
+        reg.apply(report(g, load=i * 100), now=0)
+    rd = RoundRobin()
+    assert [rd.redirect(reg, 0).guid for _ in range(6)] == gs + gs
+    assert RoundRobin().redirect(ServerRegistry(), 0) is None
+
+
+def test_redirectors_by_name_or_path():
+    assert redirector_class("round-robin") is RoundRobin
+    assert redirector_class("lbmgmt.balancer.redirectors:ConcurrentConnects") is ConcurrentConnects
+    with pytest.raises(PluginError, match="unknown redirector"):
+        redirector_class("fastest")
+    with pytest.raises(PluginError, match="not a subclass"):
+        redirector_class("lbmgmt.balancer.registry:ServerRegistry")

@@ -1,0 +1,208 @@
+"""The balancer's HTTP answers and config, in-process with a fake clock."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lbmgmt.balancer.config import BalancerConfig, HttpConfig, load_balancer_config
+from lbmgmt.balancer.daemon import BalancerDaemon
+from lbmgmt.balancer.http import make_http_app
+from lbmgmt.configfile import ConfigError
+from lbmgmt.endpoints import Endpoint
+from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
+
+KEY = SharedKey("http-test-key")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_balancer(**http) -> tuple[BalancerDaemon, Clock]:
+    clock = Clock()
+    cfg = BalancerConfig(key=KEY, http=HttpConfig(**http))
+    return BalancerDaemon(cfg, clock=clock, monotonic=clock), clock
+
+
+def send(balancer, clock, sealer, load=0.0, state=EdgeState.RUNNING, address=None):
+    address = address or f"edge-{sealer.guid.int % 1000}.example:1935"
+    balancer.handle_datagram(sealer.seal(Report(state, address, load, 2500), KEY, now=clock()))
+
+
+@pytest.fixture
+async def client_for():
+    clients = []
+
+    async def make(balancer):
+        client = TestClient(TestServer(make_http_app(balancer)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def test_loadbalancer_answers_redirect_then_503(client_for):
+    balancer, clock = make_balancer()
+    client = await client_for(balancer)
+    resp = await client.get("/loadbalancer")
+    assert resp.status == 503 and await resp.text() == "error=no available server"
+    sealer = ReportSealer(uuid.uuid4())
+    send(balancer, clock, sealer, address="10.1.2.3")
+    resp = await client.get("/loadbalancer?cachebust=1")
+    assert resp.status == 200 and await resp.text() == "redirect=10.1.2.3"
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert balancer.redirects_served["http"] == 1
+    clock.now += 5.01  # silent past the timeout: out of choice at once, before any sweep
+    assert (await client.get("/loadbalancer")).status == 503
+
+
+async def test_server_info_xml_lists_every_edge(client_for):
+    balancer, clock = make_balancer()
+    client = await client_for(balancer)
+    a, b = ReportSealer(uuid.uuid4()), ReportSealer(uuid.uuid4())
+    send(balancer, clock, a, load=3, address="a.example:1935")
+    send(balancer, clock, b, load=1, state=EdgeState.PAUSED, address="b.example:1935")
+    balancer.handle_datagram(b"garbage")
+    await client.get("/loadbalancer")
+    clock.now += 1.5
+    resp = await client.get("/loadbalancer?serverInfoXML")
+    assert resp.status == 200 and resp.content_type == "text/xml"
+    root = ET.fromstring(await resp.read())
+    assert root.get("serverCount") == "2" and root.get("availableCount") == "1"
+    drops = {d.get("reason"): int(d.get("count")) for d in root.iter("Drop")}
+    assert drops["malformed"] == 1 and root.find("Receiver").get("accepted") == "2"
+    servers = {s.findtext("redirect"): s for s in root.iter("Server")}
+    sa, sb = servers["a.example:1935"], servers["b.example:1935"]
+    assert sa.findtext("guid") == str(a.guid)
+    assert (sa.findtext("state"), sa.findtext("available"), sa.findtext("load")) == (
+        "RUNNING", "true", "3")
+    assert sa.findtext("redirectsSinceReport") == "1"
+    assert float(sa.findtext("secondsSinceReport")) == pytest.approx(1.5)
+    assert sa.findtext("messageCount") == "1"
+    assert (sb.findtext("state"), sb.findtext("available")) == ("PAUSED", "false")
+
+
+async def test_server_info_xml_can_be_switched_off(client_for):
+    balancer, _ = make_balancer(enable_server_info_xml=False)
+    client = await client_for(balancer)
+    assert (await client.get("/loadbalancer?serverInfoXML")).status == 404
+
+
+async def test_crossdomain_policy(client_for):
+    balancer, _ = make_balancer()
+    client = await client_for(balancer)
+    resp = await client.get("/crossdomain.xml")
+    root = ET.fromstring(await resp.read())
+    assert root.tag == "cross-domain-policy"
+    assert root.find("allow-access-from").get("domain") == "*"
+
+
+@pytest.mark.parametrize("http, address, path, location", [
+    ({}, "edge1.example:8080", "/redirect/live/s.m3u8?token=a%20b&x=1",
+     "http://edge1.example:8080/live/s.m3u8?token=a%20b&x=1"),
+    ({"redirect_scheme": "https", "redirect_port": 8443}, "edge1.example:1935",
+     "/redirect/hls/x.m3u8", "https://edge1.example:8443/hls/x.m3u8"),
+    ({}, "edge1.example", "/redirect/a%0D%0ASet-Cookie:x/b", "http://edge1.example/a%0D%0ASet-Cookie:x/b"),
+    ({"redirect_port": 8080}, "[2001:db8::1]:1935", "/redirect/", "http://[2001:db8::1]:8080/"),
+    ({}, "2001:db8::1", "/redirect/v", "http://[2001:db8::1]/v"),
+])
+async def test_redirect_302_keeps_path_and_query(client_for, http, address, path, location):
+    balancer, clock = make_balancer(**http)
+    client = await client_for(balancer)
+    send(balancer, clock, ReportSealer(uuid.uuid4()), address=address)
+    resp = await client.get(path, allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == location
+
+
+async def test_redirect_503_and_unknown_paths(client_for):
+    balancer, _ = make_balancer()
+    client = await client_for(balancer)
+    assert (await client.get("/redirect/live/x", allow_redirects=False)).status == 503
+    assert (await client.get("/nothing")).status == 404
+    assert (await client.post("/loadbalancer")).status == 405
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=1300), max_size=5))
+def test_fuzz_receive_path_never_raises_or_changes_the_pool(datagrams):
+    balancer, clock = make_balancer()
+    sealer = ReportSealer(uuid.UUID(int=1))
+    send(balancer, clock, sealer, load=2)
+    before = [(e.guid, e.state, e.load, e.reports_received) for e in balancer.registry]
+    for data in datagrams:
+        balancer.handle_datagram(data)
+    assert [(e.guid, e.state, e.load, e.reports_received) for e in balancer.registry] == before
+    assert balancer.receiver.dropped == len(datagrams)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "balancer.toml"
+    path.write_text(text)
+    return path
+
+
+def test_balancer_config_full(tmp_path):
+    (tmp_path / "key").write_text("s3cret\n")
+    cfg = load_balancer_config(write(tmp_path, """
+[balancer]
+listen = "127.0.0.1:11934"
+key_file = "key"
+message_timeout_ms = 3000
+redirector = "round-robin"
+[http]
+listen = "[::1]:8080"
+enable_server_info_xml = false
+redirect_scheme = "https"
+redirect_port = 443
+"""))
+    assert cfg.key == SharedKey("s3cret") and cfg.listen == Endpoint("127.0.0.1", 11934)
+    assert cfg.message_timeout_ms == 3000 and cfg.redirector == "round-robin"
+    assert cfg.http.listen == Endpoint("::1", 8080) and not cfg.http.enable_server_info_xml
+    assert (cfg.http.redirect_scheme, cfg.http.redirect_port) == ("https", 443)
+
+
+def test_balancer_config_defaults(tmp_path):
+    cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k"\n'))
+    assert cfg.listen == Endpoint("", 1934) and cfg.http.listen == Endpoint("", 1935)
+    assert cfg.message_timeout_ms == 5000 and cfg.redirector == "concurrent-connects"
+    assert "k" not in repr(cfg.key)
+
+
+@pytest.mark.parametrize("text, line, field, message", [
+    ('[balancer]\nlisten = "*:1934"\n', 1, "balancer.key", "exactly one of key or key_file"),
+    ('[balancer]\nkey = "a"\nkey_file = "b"\n', 2, "balancer.key", "exactly one"),
+    ('[balancer]\nkey_file = "missing"\n', 2, "balancer.key_file", "cannot read"),
+    ('[balancer]\nkey = "k"\nlisten = "1.2.3.4:99999"\n', 3, "balancer.listen", "bad port"),
+    ('[balancer]\nkey = "k"\nlisten = "::1:1934"\n', 3, "balancer.listen", "[addr]:port"),
+    ('[balancer]\nkey = "k"\nredirector = "fastest"\n', 3, "balancer.redirector",
+     "unknown redirector"),
+    ('[balancer]\nkey = "k"\n[http]\nenable_server_info_xml = "yes"\n', 4,
+     "http.enable_server_info_xml", "true or false"),
+    ('[balancer]\nkey = "k"\n[http]\nredirect_scheme = "rtmp"\n', 4, "http.redirect_scheme",
+     "http or https"),
+    ('[balancer]\nkey = "k"\nmessage_timeout = 5\n', 3, "balancer.message_timeout",
+     "unknown key"),
+    ('key = "k"\n', 1, "key", "unknown table or key"),
+])
+def test_balancer_config_errors_name_file_line_field(tmp_path, text, line, field, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_balancer_config(path)
+    assert (err.value.path, err.value.line, err.value.field) == (str(path), line, field), \
+        str(err.value)
+    assert message in str(err.value)

@@ -1,0 +1,151 @@
+"""Edge inputs: the classic targets file, the GUID file, the TOML config."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from lbmgmt.configfile import ConfigError
+from lbmgmt.edge.config import load_edge_config
+from lbmgmt.edge.identity import load_or_create_guid
+from lbmgmt.edge.monitors import ManualMonitor, TcpConnectionsMonitor
+from lbmgmt.edge.targets import load_targets, parse_targets
+from lbmgmt.status import SharedKey
+
+
+def test_targets_classic_format():
+    targets = parse_targets(
+        "# balancers\n"
+        "\n"
+        "10.0.0.1,1934,023D4FB4F5E4\n"
+        "  lb2.example.net , 1935 , key,with,commas   # prod\n"
+        "[::1],1934,k#notacomment\n"
+        "::1,1934,v6key\n")
+    assert [(t.host, t.port, t.line) for t in targets] == [
+        ("10.0.0.1", 1934, 3), ("lb2.example.net", 1935, 4), ("::1", 1934, 5), ("::1", 1934, 6)]
+    assert targets[0].key == SharedKey("023D4FB4F5E4")
+    assert targets[1].key == SharedKey("key,with,commas")
+    assert targets[2].key == SharedKey("k#notacomment")
+    assert str(targets[3]) == "[::1]:1934"
+
+
+@pytest.mark.parametrize("line, field", [
+    ("10.0.0.1,1934", "line"),
+    ("10.0.0.1", "line"),
+    (",1934,key", "host"),
+    ("10.0.0.1,port,key", "port"),
+    ("10.0.0.1,70000,key", "port"),
+    ("10.0.0.1,1934,", "key"),
+])
+def test_targets_bad_line_names_file_line_and_field(line, field, tmp_path):
+    path = tmp_path / "targets.txt"
+    path.write_text(f"# ok\n10.0.0.2,1934,k\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_targets(path)
+    assert err.value.line == 3 and err.value.field == field
+    assert str(err.value).startswith(f"{path}:3: {field}: ")
+
+
+def test_targets_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read targets file"):
+        load_targets(tmp_path / "nope.txt")
+
+
+def test_guid_made_once_kept_and_reset_by_deleting(tmp_path):
+    path = tmp_path / "sub" / "edge.guid"
+    first = load_or_create_guid(path)
+    assert path.read_text().strip() == str(first)
+    assert load_or_create_guid(path) == first
+    os.remove(path)
+    assert load_or_create_guid(path) != first
+
+
+def test_corrupt_guid_file_is_a_config_error(tmp_path):
+    path = tmp_path / "edge.guid"
+    path.write_text("not-a-guid\n")
+    with pytest.raises(ConfigError, match="delete the file"):
+        load_or_create_guid(path)
+    path.write_text(f"  {uuid.UUID(int=5)}\n")
+    assert load_or_create_guid(path) == uuid.UUID(int=5)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_edge_config_defaults_env_and_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_HOST", "edge7.example.net")
+    cfg = load_edge_config(write(tmp_path, '[edge]\nredirect_address = "${EDGE_HOST}:1935"\n'))
+    assert cfg.redirect_address == "edge7.example.net:1935"
+    assert cfg.targets_file == tmp_path / "targets.txt"
+    assert cfg.guid_file == tmp_path / "edge.guid"
+    assert cfg.message_interval_ms == 2500 and cfg.capacity is None
+    assert isinstance(cfg.monitor, ManualMonitor)
+
+
+def test_edge_config_tcp_monitor(tmp_path):
+    cfg = load_edge_config(write(tmp_path, '[edge]\nredirect_address = "a"\ncapacity = 300\n'
+                                           '[monitor]\ntype = "tcp-connections"\n'
+                                           'ports = [1935, 8080]\n'))
+    assert isinstance(cfg.monitor, TcpConnectionsMonitor)
+    assert cfg.monitor.ports == {1935, 8080} and cfg.capacity == 300
+
+
+def test_edge_config_monitor_by_module_path(tmp_path):
+    cfg = load_edge_config(write(tmp_path, '[edge]\nredirect_address = "a"\n[monitor]\n'
+                                           'type = "lbmgmt.edge.monitors:ManualMonitor"\n'
+                                           'load = 4\n'))
+    assert isinstance(cfg.monitor, ManualMonitor) and cfg.monitor.load == 4
+
+
+@pytest.mark.parametrize("text, line, field, message", [
+    ('[edge]\nredirect_address = "${NO_SUCH_VAR_X}"\n', 2, "edge.redirect_address",
+     "NO_SUCH_VAR_X is not set"),
+    ('[edge]\nredirect_address = "a"\nmessage_interval_ms = "fast"\n', 3,
+     "edge.message_interval_ms", "must be an integer"),
+    ('[edge]\nredirect_address = "a"\nmessage_interval_ms = 1\n', 3,
+     "edge.message_interval_ms", "at least 10"),
+    ('[edge]\nredirect_address = "a"\nmesage_interval_ms = 100\n', 3,
+     "edge.mesage_interval_ms", "unknown key"),
+    ('[edge]\nredirect_address = "a"\n\n[monitor]\ntype = "cpu"\n', 5, "monitor.type",
+     "unknown monitor 'cpu'"),
+    ('[edge]\nredirect_address = "a"\n[monitor]\ntype = "tcp-connections"\nports = [0]\n',
+     5, "monitor.ports", "1 to 65535"),
+    ('[edge]\nredirect_address = "a"\n[monitor]\ntype = "no.such.module:X"\n', 4,
+     "monitor.type", "cannot import"),
+    ('[edge]\nredirect_address = "a"\ncapacity = -5\n', 3, "edge.capacity", "greater than 0"),
+    ('[edge]\n# no address\n', 1, "edge.redirect_address", "required"),
+    ('[edge]\nredirect_address = "a"\n[extra]\n', 3, "extra", "unknown table"),
+    ('[edge]\nredirect_address = "a\n', 2, None, "not valid TOML"),
+])
+def test_edge_config_errors_name_file_line_field(tmp_path, text, line, field, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_edge_config(path)
+    assert err.value.path == str(path)
+    assert err.value.line == line, str(err.value)
+    assert err.value.field == field
+    assert message in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_edge_config(tmp_path / "missing.toml")
+
+
+def test_shipped_examples_load(monkeypatch):
+    from pathlib import Path
+
+    from lbmgmt.balancer.config import load_balancer_config
+
+    examples = Path(__file__).parents[2] / "examples"
+    monkeypatch.setenv("EDGE_HOST", "edge1.example.net")
+    edge = load_edge_config(examples / "edge.toml")
+    assert edge.redirect_address == "edge1.example.net:1935"
+    assert [t.port for t in load_targets(edge.targets_file)] == [1934]
+    balancer = load_balancer_config(examples / "balancer.toml")
+    assert load_targets(edge.targets_file)[0].key == balancer.key
