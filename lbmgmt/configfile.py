@@ -121,16 +121,16 @@ class Section:
             self.fail(key, f"must be {kind}, not {type(value).__name__} {value!r}")
         return value
 
-    def str(self, key: str, default: Any = _REQUIRED, *, nonempty: bool = True) -> Any:
+    def get_str(self, key: str, default: Any = _REQUIRED, *, nonempty: bool = True) -> Any:
         value = self._get(key, default, (str,), "a string")
         if nonempty and isinstance(value, str) and key in self.data and not value.strip():
             self.fail(key, "must not be empty")
         return value
 
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+    def get_bool(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._get(key, default, (bool,), "true or false")
 
-    def int(self, key: str, default: Any = _REQUIRED, *, min: int | None = None,
+    def get_int(self, key: str, default: Any = _REQUIRED, *, min: int | None = None,
             max: int | None = None) -> Any:
         value = self._get(key, default, (int,), "an integer")
         if key in self.data:
@@ -140,7 +140,7 @@ class Section:
                 self.fail(key, f"must be at most {max}, not {value}")
         return value
 
-    def number(self, key: str, default: Any = _REQUIRED, *, min: float | None = None,
+    def get_number(self, key: str, default: Any = _REQUIRED, *, min: float | None = None,
                positive: bool = False) -> Any:
         value = self._get(key, default, (int, float), "a number")
         if key in self.data:
@@ -152,7 +152,7 @@ class Section:
                 self.fail(key, f"must be at least {min}, not {value}")
         return float(value) if isinstance(value, int) else value
 
-    def int_list(self, key: str, default: Any = _REQUIRED, *, min: int = 0,
+    def get_int_list(self, key: str, default: Any = _REQUIRED, *, min: int = 0,
                  max: int = 2**31) -> Any:
         value = self._get(key, default, (list,), "a list of integers")
         if key in self.data:
@@ -161,7 +161,7 @@ class Section:
                     self.fail(key, f"items must be integers from {min} to {max}, not {item!r}")
         return value
 
-    def table(self, key: str, default: Any = _REQUIRED) -> Any:
+    def get_table(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._get(key, default, (dict,), "a table")
 
     def finish(self, *, allow_extra: bool = False) -> dict[str, Any]:

@@ -8,6 +8,7 @@ so the choice moves while you watch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import signal
@@ -87,13 +88,11 @@ Edge loads drift every few seconds; pick a URL and run it a few times:
             loop.add_signal_handler(sig, stop.set)
         while not stop.is_set():
             for edge in daemons:
-                monitor = edge.monitor
-                assert isinstance(monitor, ManualMonitor)
-                monitor.set_load(max(0, monitor.load + rng.randint(-3, 3)))
-            try:
+                drifting = edge.monitor
+                assert isinstance(drifting, ManualMonitor)
+                drifting.set_load(max(0, drifting.load + rng.randint(-3, 3)))
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 3.0)
-            except asyncio.TimeoutError:
-                pass
     finally:
         for edge in daemons:
             await edge.stop()

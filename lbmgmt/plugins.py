@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -18,7 +18,7 @@ class PluginError(ValueError):
 
 
 def resolve_plugin(kind: str, spec: str, builtins: Mapping[str, type[T]],
-                   base: type[T]) -> type[T]:
+                   base: type[Any]) -> type[T]:
     if spec in builtins:
         return builtins[spec]
     if ":" not in spec:
@@ -29,7 +29,7 @@ def resolve_plugin(kind: str, spec: str, builtins: Mapping[str, type[T]],
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginError(f"{kind} {spec!r}: cannot import {module_name!r}: {exc}") from None
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:

@@ -34,7 +34,7 @@ class BalancerConfig:
 
 
 def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
-    text = section.str(key, None)
+    text = section.get_str(key, None)
     if text is None:
         return default
     try:
@@ -48,8 +48,8 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg.check_tables(["balancer", "http"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
-    key_text = bal.str("key", None)
-    key_file = bal.str("key_file", None)
+    key_text = bal.get_str("key", None)
+    key_file = bal.get_str("key_file", None)
     if (key_text is None) == (key_file is None):
         bal.fail("key", "set exactly one of key or key_file")
     if key_file is not None:
@@ -60,9 +60,9 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
             bal.fail("key_file", f"cannot read {key_path}: {getattr(exc, 'strerror', exc)}")
         if not key_text:
             bal.fail("key_file", f"{key_path} is empty")
-    timeout = bal.int("message_timeout_ms", 5000, min=10, max=3_600_000)
-    skew = bal.int("max_clock_skew_ms", 30_000, min=100, max=3_600_000)
-    redirector = bal.str("redirector", "concurrent-connects")
+    timeout = bal.get_int("message_timeout_ms", 5000, min=10, max=3_600_000)
+    skew = bal.get_int("max_clock_skew_ms", 30_000, min=100, max=3_600_000)
+    redirector = bal.get_str("redirector", "concurrent-connects")
     try:
         redirector_class(redirector)
     except PluginError as exc:
@@ -72,9 +72,9 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     http = cfg.section("http")
     http_cfg = HttpConfig(
         listen=_endpoint(http, "listen", Endpoint("", DEFAULT_HTTP_PORT)),
-        enable_server_info_xml=http.bool("enable_server_info_xml", True),
-        redirect_scheme=http.str("redirect_scheme", "http"),
-        redirect_port=http.int("redirect_port", None, min=1, max=65535),
+        enable_server_info_xml=http.get_bool("enable_server_info_xml", True),
+        redirect_scheme=http.get_str("redirect_scheme", "http"),
+        redirect_port=http.get_int("redirect_port", None, min=1, max=65535),
     )
     if http_cfg.redirect_scheme not in ("http", "https"):
         http.fail("redirect_scheme", "must be http or https")

@@ -107,16 +107,15 @@ class BalancerDaemon:
     async def _start_http(self) -> None:
         http = self.config.http
         self._runner = web.AppRunner(make_http_app(self), access_log=None,
-                                     handle_signals=False)
+                                     handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, http.listen.bind_host, http.listen.port,
-                           shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, http.listen.bind_host, http.listen.port)
         try:
             await site.start()
         except BaseException:
             await self._runner.cleanup()
             raise
-        self.http_address = tuple(self._runner.addresses[0][:2])  # type: ignore[assignment]
+        self.http_address = tuple(self._runner.addresses[0][:2])
 
     async def stop(self) -> None:
         if self._sweeper is not None:

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
 from lbmgmt.balancer.registry import ServerRegistry
+from lbmgmt.status import DropReason
 
 
 def _fmt(value: float) -> str:
@@ -17,7 +18,7 @@ def _fmt(value: float) -> str:
 
 
 def render_server_info(servers: ServerRegistry, now: float, *, redirector: str,
-                       accepted: int, drops: Mapping[str, int]) -> bytes:
+                       accepted: int, drops: Mapping[DropReason, int]) -> bytes:
     root = ET.Element("LoadBalancerServerInfo", {
         "version": "1",
         "redirector": redirector,

@@ -39,17 +39,17 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     cfg.check_tables(["edge", "monitor"])
     base = cfg.path.parent
     edge = cfg.section("edge", required=True)
-    address = expand_env(edge.str("redirect_address"), edge, "redirect_address").strip()
+    address = expand_env(edge.get_str("redirect_address"), edge, "redirect_address").strip()
     if not address or len(address.encode()) > 255:
         edge.fail("redirect_address", "must expand to 1-255 bytes")
-    targets = base / edge.str("targets_file", "targets.txt")
-    guid = base / edge.str("guid_file", "edge.guid")
-    interval = edge.int("message_interval_ms", DEFAULT_INTERVAL_MS, min=10, max=3_600_000)
-    capacity = edge.number("capacity", None, positive=True)
+    targets = base / edge.get_str("targets_file", "targets.txt")
+    guid = base / edge.get_str("guid_file", "edge.guid")
+    interval = edge.get_int("message_interval_ms", DEFAULT_INTERVAL_MS, min=10, max=3_600_000)
+    capacity = edge.get_number("capacity", None, positive=True)
     edge.finish()
 
     mon = cfg.section("monitor")
-    spec = mon.str("type", "manual")
+    spec = mon.get_str("type", "manual")
     try:
         monitor = monitor_class(spec).from_config(mon)
     except (PluginError, MonitorError, ValueError) as exc:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lbmgmt.configfile import ConfigError
 from lbmgmt.edge.config import EdgeConfig
 from lbmgmt.edge.identity import load_or_create_guid
 from lbmgmt.edge.monitors import LoadMonitor, MonitorError
@@ -113,8 +114,8 @@ class EdgeDaemon:
         self.state = EdgeState.STOPPING
         await self.send_now()
         # Give targets still connecting a moment to take the stopping report.
-        connecting = [l._connecting for l in self.links
-                      if l._connecting is not None and not l._connecting.done()]
+        connecting = [link._connecting for link in self.links
+                      if link._connecting is not None and not link._connecting.done()]
         if connecting:
             await asyncio.wait(connecting, timeout=STOP_GRACE)
         self._closed = True
@@ -126,11 +127,15 @@ class EdgeDaemon:
         log.info("edge stopped", extra=fields(guid=str(self.guid)))
 
     async def run(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop cleanly (the console script's body)."""
+        """Run until SIGINT or SIGTERM, then stop cleanly (the console script's body).
+
+        SIGHUP re-reads the targets file, as operators expect of a daemon.
+        """
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         await self.start()
         try:
             await done.wait()
@@ -151,10 +156,19 @@ class EdgeDaemon:
             log.info("edge unpaused", extra=fields(guid=str(self.guid)))
             await self.send_now()
 
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload_targets()
+        except ConfigError as exc:
+            log.warning("targets not reloaded; keeping the old ones", extra=fields(error=str(exc)))
+            return
+        log.info("targets reloaded", extra=fields(targets=len(self.links)))
+
     def reload_targets(self) -> None:
         """Re-read the targets file; links to unchanged targets keep their counters."""
         new = load_targets(self.config.targets_file)
-        old = {(l.target.host, l.target.port, l.target.key): l for l in self.links}
+        old = {(link.target.host, link.target.port, link.target.key): link
+               for link in self.links}
         links = []
         for target in new:
             link = old.pop((target.host, target.port, target.key), None)
@@ -162,7 +176,7 @@ class EdgeDaemon:
         for gone in old.values():
             gone.close()
         self.links = links
-        self._wake.set()
+        self._wake.set()  # report to new targets now, not at the next tick
 
     @property
     def message_interval(self) -> float:
@@ -224,10 +238,10 @@ class EdgeDaemon:
                 loop.create_datagram_endpoint(lambda: _TargetProtocol(link),
                                               remote_addr=(link.target.host, link.target.port)),
                 RESOLVE_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             link.send_errors += 1
             self.send_errors += 1
-            reason = "timed out resolving" if isinstance(exc, asyncio.TimeoutError) else (
+            reason = "timed out resolving" if isinstance(exc, TimeoutError) else (
                 getattr(exc, "strerror", None) or str(exc))
             if link.last_result != f"error: {reason}":
                 log.warning("target unreachable", extra=fields(target=str(link.target),
@@ -252,7 +266,7 @@ class EdgeDaemon:
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)
             self.load_error = None
-        except (MonitorError, OSError, ValueError, asyncio.TimeoutError) as exc:
+        except (MonitorError, OSError, ValueError, TimeoutError) as exc:
             message = str(exc) or type(exc).__name__
             if message != self.load_error:
                 log.warning("monitor failed; reporting last load",
@@ -262,7 +276,7 @@ class EdgeDaemon:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.message_interval)
             await self._refresh_load()
             await self.send_now()

@@ -52,7 +52,7 @@ class ManualMonitor(LoadMonitor):
 
     @classmethod
     def from_config(cls, section: Section) -> ManualMonitor:
-        return cls(section.number("load", 0.0, min=0))
+        return cls(section.get_number("load", 0.0, min=0))
 
     def set_load(self, load: float) -> None:
         load = float(load)
@@ -89,7 +89,7 @@ class TcpConnectionsMonitor(LoadMonitor):
 
     @classmethod
     def from_config(cls, section: Section) -> TcpConnectionsMonitor:
-        ports = section.int_list("ports", min=1, max=65535)
+        ports = section.get_int_list("ports", min=1, max=65535)
         if not ports:
             section.fail("ports", "must list at least one port")
         return cls(ports)

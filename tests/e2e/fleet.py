@@ -36,11 +36,11 @@ class Proc:
     popen: subprocess.Popen | None = None
 
     def start(self) -> Proc:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lbmgmt", *self.args, "-v"],
-            stdout=open(self.workdir / f"{self.name}.out", "wb"),
-            stderr=open(self.workdir / f"{self.name}.err", "wb"),
-            stdin=subprocess.DEVNULL, cwd=self.workdir)
+        with open(self.workdir / f"{self.name}.out", "wb") as out, \
+                open(self.workdir / f"{self.name}.err", "wb") as err:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "lbmgmt", *self.args, "-v"],
+                stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.workdir)
         return self
 
     def signal(self, sig: int) -> None:

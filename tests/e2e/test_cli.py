@@ -26,9 +26,10 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_prints_urls_that_work_with_curl(tmp_path):
     http_port, udp_port = free_port(), free_port(2)
     out = tmp_path / "demo.out"
-    proc = subprocess.Popen([*LBMGMT, "demo", "--http-port", str(http_port), "--udp-port",
-                             str(udp_port)], stdout=open(out, "w"), stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen([*LBMGMT, "demo", "--http-port", str(http_port), "--udp-port",
+                                 str(udp_port)], stdout=stdout, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 15
         while "curl -L" not in out.read_text():

@@ -7,6 +7,7 @@ the bounds asserted are the product's promises, not measurements of speed.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 import uuid
@@ -279,3 +280,58 @@ async def test_forged_and_replayed_datagrams_are_dropped_counted_and_change_noth
         assert await fleet.redirect(lb) is None
     finally:
         sock.close()
+
+
+async def test_restarted_edge_replaces_its_own_entry(fleet):
+    lb = fleet.balancer(timeout_ms=5000)
+    edge = fleet.edge("e", [lb])
+    await ready(fleet, lb)
+
+    async def listed():
+        return await has(fleet, lb, {edge.address})
+    await wait_until(listed, 10, what="edge listed")
+    guid = edge.guid
+    edge.signal(SIGKILL)
+    edge.wait()
+    again = fleet.edge("e", [lb])  # same config, same GUID file, new boot id
+
+    async def fresh():
+        row = (await fleet.servers(lb)).get(edge.address)
+        return row is not None and float(row["secondsSinceReport"]) < 0.1
+    await asyncio.sleep(0.3)
+    await wait_until(fresh, 10, what="restarted edge reporting")
+    root = await fleet.server_info(lb)
+    assert root.get("serverCount") == "1"
+    assert [s.findtext("guid") for s in root.iter("Server")] == [guid] == [again.guid]
+    again.signal(SIGTERM)  # the new boot's stop report is honoured
+
+    async def gone():
+        return await has(fleet, lb, set())
+    await wait_until(gone, 0.5, what="restarted edge gone after SIGTERM")
+
+
+async def test_sighup_reloads_targets_and_reports_to_new_ones_at_once(fleet):
+    lb1 = fleet.balancer("lb1", timeout_ms=20_000)
+    lb2 = fleet.balancer("lb2", key="second key", timeout_ms=20_000)
+    await ready(fleet, lb1)
+    await ready(fleet, lb2)
+    edge = fleet.edge("e", [lb1], interval_ms=10_000)  # after lb1 is up: one report is enough
+
+    async def on_lb1():
+        return await has(fleet, lb1, {edge.address})
+    await wait_until(on_lb1, 10, what="edge on lb1")
+    assert await fleet.servers(lb2) == {}
+    targets = fleet.workdir / "e.targets"
+    targets.write_text(targets.read_text() + f"127.0.0.1,{lb2.udp_port},{lb2.key}\n")
+    edge.signal(signal.SIGHUP)
+
+    async def on_lb2():
+        return await has(fleet, lb2, {edge.address})
+    took = await wait_until(on_lb2, 3, what="edge on lb2 after SIGHUP")
+    assert took < 1.0  # the next tick is 10 s away: the reload reported at once
+
+    targets.write_text("broken\n")
+    edge.signal(signal.SIGHUP)
+    await asyncio.sleep(0.3)
+    assert edge.popen.poll() is None  # a bad file is logged and the old targets kept
+    assert "targets not reloaded" in edge.stderr

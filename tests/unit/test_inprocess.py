@@ -1,0 +1,116 @@
+"""Both daemons as objects in one event loop, as an embedding program would run them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from lbmgmt.balancer.config import BalancerConfig, HttpConfig
+from lbmgmt.balancer.daemon import BalancerDaemon, bind_udp
+from lbmgmt.edge.config import EdgeConfig
+from lbmgmt.edge.daemon import EdgeDaemon
+from lbmgmt.edge.monitors import ManualMonitor
+from lbmgmt.edge.targets import Target
+from lbmgmt.endpoints import Endpoint
+from lbmgmt.status import EdgeState, SharedKey
+
+KEY = SharedKey("in-process")
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def until(predicate, timeout=3.0):
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
+def test_wildcard_udp_bind_is_dual_stack():
+    sock = bind_udp(Endpoint("", 0))
+    try:
+        port = sock.getsockname()[1]
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_DGRAM) as tx:
+                tx.sendto(b"x", (host, port))
+            sock.setblocking(True)
+            sock.settimeout(2)
+            assert sock.recv(10) == b"x"
+    finally:
+        sock.close()
+
+
+async def test_balancer_and_edges_in_one_loop(tmp_path):
+    balancer = BalancerDaemon(BalancerConfig(
+        key=KEY, listen=Endpoint("127.0.0.1", 0), message_timeout_ms=1000,
+        http=HttpConfig(listen=Endpoint("127.0.0.1", 0))))
+    await balancer.start()
+    edges = []
+    try:
+        assert balancer.udp_address and balancer.http_address
+        for n, load in enumerate((5, 1, 9)):
+            edge = EdgeDaemon(EdgeConfig(
+                redirect_address=f"e{n}.example", targets_file=tmp_path / "unused",
+                guid_file=tmp_path / f"e{n}.guid", message_interval_ms=100,
+                monitor=ManualMonitor(load)),
+                targets=[Target("127.0.0.1", balancer.udp_address[1], KEY, 1)])
+            await edge.start()
+            edges.append(edge)
+        await until(lambda: len(balancer.registry) == 3)
+        assert balancer.redirect("http").address == "e1.example"
+
+        edges[1].monitor.set_load(100)  # type: ignore[attr-defined]
+        await until(lambda: balancer.registry.get(edges[1].guid).load == 100)
+        assert balancer.redirect("http").address == "e0.example"
+        assert all(link.last_result == "ok" for e in edges for link in e.links)
+        assert edges[0].reports_sent >= 2 and edges[0].send_errors == 0
+
+        await edges[0].pause()
+        await until(lambda: balancer.registry.get(edges[0].guid).state is EdgeState.PAUSED)
+        await edges[2].stop()
+        await until(lambda: balancer.registry.get(edges[2].guid) is None)
+    finally:
+        for edge in edges:
+            await edge.stop()
+        await balancer.stop()
+
+
+async def test_reload_targets_keeps_counters_and_reports_to_new_ones(tmp_path):
+    rx = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in rx:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"127.0.0.1,{rx[0].getsockname()[1]},k\n")
+    edge = EdgeDaemon(EdgeConfig(redirect_address="a", targets_file=targets,
+                                 guid_file=tmp_path / "g", message_interval_ms=60_000))
+    await edge.start()
+    try:
+        await until(lambda: edge.links[0].reports_sent == 1)
+        first = edge.links[0]
+        targets.write_text(f"127.0.0.1,{rx[0].getsockname()[1]},k\n"
+                           f"127.0.0.1,{rx[1].getsockname()[1]},k2\n")
+        edge.reload_targets()
+        assert edge.links[0] is first and len(edge.links) == 2
+        await until(lambda: edge.links[1].reports_sent == 1)  # at once, not in 60 s
+        assert first.reports_sent == 2
+        targets.write_text("bad line\n")
+        from lbmgmt.configfile import ConfigError
+        with pytest.raises(ConfigError):
+            edge.reload_targets()
+        assert len(edge.links) == 2  # a bad file keeps the old targets
+    finally:
+        await edge.stop()
+        for s in rx:
+            s.close()
