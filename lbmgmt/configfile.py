@@ -35,6 +35,16 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {what}")
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 file's text, or a ConfigError naming it and saying why not."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read {what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, f"{what} is not UTF-8 text") from None
+
+
 class ConfigFile:
     """A parsed TOML file that remembers its text for error positions."""
 
@@ -51,13 +61,7 @@ class ConfigFile:
 
     @classmethod
     def load(cls, path: str | Path) -> ConfigFile:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(path, "not UTF-8 text") from None
-        return cls(path, text)
+        return cls(path, read_text(path, "config file"))
 
     def line_of(self, table: str, key: str | None) -> int | None:
         """Line of ``key`` inside ``[table]`` (or of the header if key is None)."""

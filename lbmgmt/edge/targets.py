@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbmgmt.configfile import ConfigError
+from lbmgmt.configfile import ConfigError, read_text
 from lbmgmt.status import SharedKey
 
 DEFAULT_PORT = 1934
@@ -55,10 +55,4 @@ def parse_targets(text: str, path: str | Path = "<targets>") -> list[Target]:
 
 
 def load_targets(path: str | Path) -> list[Target]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read targets file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(path, "targets file is not UTF-8 text") from None
-    return parse_targets(text, path)
+    return parse_targets(read_text(path, "targets file"), path)
