@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
 from lbmgmt.logs import setup_logging
+from lbmgmt.management import script
 
 
 def _add_logging(p: argparse.ArgumentParser) -> None:
@@ -46,12 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--edges", type=int, default=3, help="number of edges (default 3)")
     demo.add_argument("--http-port", type=int, default=1935, help="balancer HTTP port")
     demo.add_argument("--udp-port", type=int, default=1934, help="balancer status port")
+    demo.add_argument("--mgmt-port", type=int, default=8084,
+                      help="balancer management port (edges get free ports)")
     _add_logging(demo)
+
+    script.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token"):
+        setup_logging(0)
+        return script.run(args)
     setup_logging(args.verbose, args.log_format)
     try:
         if args.command == "balancer":
@@ -76,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("lbmgmt demo: --edges must be 1 to 50", file=sys.stderr)
                 return 2
             asyncio.run(run_demo(edges=args.edges, http_port=args.http_port,
-                                 udp_port=args.udp_port))
+                                 udp_port=args.udp_port, mgmt_port=args.mgmt_port))
     except ConfigError as exc:
         print(f"lbmgmt {args.command}: config error: {exc}", file=sys.stderr)
         return 2

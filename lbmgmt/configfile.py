@@ -79,7 +79,12 @@ class ConfigFile:
         return None
 
     def section(self, name: str, *, required: bool = False) -> Section:
-        value = self.data.get(name, _REQUIRED if required else {})
+        """The table ``name``; dotted names reach nested tables (``users.alice``)."""
+        value: Any = self.data
+        for part in name.split("."):
+            value = value.get(part, _REQUIRED) if isinstance(value, dict) else None
+        if value is _REQUIRED:
+            value = _REQUIRED if required else {}
         if value is _REQUIRED:
             raise ConfigError(self.path, f"missing table [{name}]", field=name)
         if not isinstance(value, dict):

@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from lbmgmt.edge.daemon import EdgeDaemon
 from lbmgmt.edge.monitors import ManualMonitor
 from lbmgmt.edge.targets import Target
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.management.config import ManagementConfig
 from lbmgmt.status import SharedKey
 
 HOST = "127.0.0.1"
@@ -43,15 +45,18 @@ async def _edge_page(name: str) -> web.AppRunner:
 
 
 async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 1934,
-                   interval_ms: int = 1000, out=sys.stdout) -> None:
+                   mgmt_port: int = 8084, interval_ms: int = 1000, out: TextIO = sys.stdout
+                   ) -> None:
     key = SharedKey(secrets.token_hex(16))
     balancer = BalancerDaemon(BalancerConfig(
         key=key, listen=Endpoint(HOST, udp_port),
         message_timeout_ms=interval_ms * 2 + 1000,
-        http=HttpConfig(listen=Endpoint(HOST, http_port))))
+        http=HttpConfig(listen=Endpoint(HOST, http_port)),
+        management=ManagementConfig(Endpoint(HOST, mgmt_port))))
     await balancer.start()
-    assert balancer.http_address and balancer.udp_address
+    assert balancer.http_address and balancer.udp_address and balancer.management
     lb = f"http://{HOST}:{balancer.http_address[1]}"
+    mgmt = balancer.management.address_text
     rng = random.Random()
     workdir = Path(tempfile.mkdtemp(prefix="lbmgmt-demo-"))
     pages: list[web.AppRunner] = []
@@ -66,14 +71,16 @@ async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 193
             edge = EdgeDaemon(
                 EdgeConfig(redirect_address=f"{HOST}:{port}", targets_file=workdir / "none",
                            guid_file=workdir / f"edge{n}.guid", message_interval_ms=interval_ms,
-                           monitor=monitor),
+                           monitor=monitor, management=ManagementConfig(Endpoint(HOST, 0))),
                 targets=[Target(HOST, balancer.udp_address[1], key, 1)])
             await edge.start()
             daemons.append(edge)
-            lines.append(f"  edge {n:<3}  http://{HOST}:{port}  guid {edge.guid}")
+            assert edge.management is not None
+            lines.append(f"  edge {n:<3}  http://{HOST}:{port}  management "
+                         f"{edge.management.address_text}  guid {edge.guid}")
         print(f"lbmgmt demo: a balancer and {edges} edges on {HOST} (Ctrl-C to stop)\n", file=out)
-        print(f"  balancer  HTTP {lb}   status reports on UDP {HOST}:{balancer.udp_address[1]}",
-              file=out)
+        print(f"  balancer  HTTP {lb}   status reports on UDP {HOST}:{balancer.udp_address[1]}"
+              f"   management {mgmt}", file=out)
         print("\n".join(lines), file=out)
         print(f"""
 Edge loads drift every few seconds; pick a URL and run it a few times:
@@ -81,6 +88,12 @@ Edge loads drift every few seconds; pick a URL and run it a few times:
   curl '{lb}/loadbalancer?serverInfoXML'
   curl -i {lb}/redirect/live/stream.m3u8
   curl -L {lb}/redirect/live/stream.m3u8
+
+Manage it (JSON-RPC 2.0 on the management ports; lb-console attaches there too):
+  lbmgmt get {mgmt} lbmgmt:type=Balancer
+  lbmgmt invoke {mgmt} lbmgmt:type=Balancer listServers
+  lbmgmt call {mgmt} pollNotifications null 30
+  curl -s {mgmt}/metrics
 """, file=out, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lbmgmt.configfile import ConfigError, ConfigFile, Section
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.status import SharedKey
@@ -31,6 +32,7 @@ class BalancerConfig:
     max_clock_skew_ms: int = 30_000
     redirector: str = "concurrent-connects"
     http: HttpConfig = field(default_factory=HttpConfig)
+    management: ManagementConfig | None = None  # None: no management port (embedding)
 
 
 def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
@@ -45,7 +47,7 @@ def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
 
 def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg = ConfigFile.load(path)
-    cfg.check_tables(["balancer", "http"])
+    cfg.check_tables(["balancer", "http", "management"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
     key_text = bal.get_str("key", None)
@@ -81,7 +83,8 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     http.finish()
     assert key_text is not None
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
-                          max_clock_skew_ms=skew, redirector=redirector, http=http_cfg)
+                          max_clock_skew_ms=skew, redirector=redirector, http=http_cfg,
+                          management=load_management(cfg, BALANCER_PORT))
 
 
 __all__ = ["BalancerConfig", "ConfigError", "HttpConfig", "load_balancer_config"]

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -15,12 +16,16 @@ from aiohttp import web
 
 from lbmgmt.balancer.config import BalancerConfig
 from lbmgmt.balancer.http import make_http_app
+from lbmgmt.balancer.mbeans import BalancerBeans
 from lbmgmt.balancer.redirectors import Redirector, redirector_class
 from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
                                       ServerRegistry, ServerStateChanged)
 from lbmgmt.balancer.serverinfo import render_server_info
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.logs import fields
+from lbmgmt.management.http import ManagementServer
+from lbmgmt.management.notifications import NotificationBuffer
+from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import ReportAccepted, ReportReceiver
 
 log = logging.getLogger("lbmgmt.balancer")
@@ -86,6 +91,13 @@ class BalancerDaemon:
         self._transport: asyncio.DatagramTransport | None = None
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        mgmt = config.management
+        self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
+                                  clock=clock)
+        self.beans = BalancerBeans(self, self.mbeans)
+        self.management: ManagementServer | None = (
+            ManagementServer(mgmt, self.mbeans, daemon="balancer")
+            if mgmt is not None and mgmt.enabled else None)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -96,13 +108,22 @@ class BalancerDaemon:
         self.udp_address = sock.getsockname()[:2]
         try:
             await self._start_http()
+            if self.management is not None:
+                try:
+                    await self.management.start()
+                except BaseException:
+                    assert self._runner is not None
+                    await self._runner.cleanup()
+                    raise
         except BaseException:
             self._transport.close()
             raise
         self._sweeper = asyncio.create_task(self._sweep(), name="balancer-sweep")
-        log.info("balancer started", extra=fields(udp=self._fmt(self.udp_address),
-                                                  http=self._fmt(self.http_address),
-                                                  redirector=self.redirector.name))
+        log.info("balancer started", extra=fields(
+            udp=self.format_address(self.udp_address),
+            http=self.format_address(self.http_address),
+            management=self.management.url if self.management else "off",
+            redirector=self.redirector.name))
 
     async def _start_http(self) -> None:
         http = self.config.http
@@ -129,6 +150,8 @@ class BalancerDaemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.management is not None:
+            await self.management.stop()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,7 +165,7 @@ class BalancerDaemon:
             await self.stop()
 
     @staticmethod
-    def _fmt(addr: tuple[str, int] | None) -> str:
+    def format_address(addr: tuple[str, int] | None) -> str:
         if addr is None:
             return "-"
         host, port = addr
@@ -175,8 +198,10 @@ class BalancerDaemon:
         period = min(0.25, self.registry.timeout / 10)
         while True:
             await asyncio.sleep(period)
-            self._emit(self.registry.expire(self.monotonic()))
+            now = self.monotonic()
+            self._emit(self.registry.expire(now))
             self.receiver.prune(self.clock())
+            self.beans.tick(now)
 
     # -- the redirect path ---------------------------------------------------
     def redirect(self, protocol: str) -> ServerEntry | None:
@@ -185,6 +210,16 @@ class BalancerDaemon:
         if entry is not None:
             self.redirects_served[protocol] += 1
         return entry
+
+    def drain(self, guid: uuid.UUID, drained: bool = True) -> None:
+        """Balancer-side drain; KeyError for an unknown GUID."""
+        self._emit(self.registry.set_drained(guid, drained))
+
+    def remove(self, guid: uuid.UUID) -> None:
+        events = self.registry.remove(guid)
+        if not events:
+            raise KeyError(f"no server {guid}")
+        self._emit(events)
 
     def set_redirector(self, spec: str) -> None:
         self.redirector = redirector_class(spec)()

@@ -71,13 +71,21 @@ class ServerStateChanged:
     new: EdgeState
 
 
-RegistryEvent = ServerJoined | ServerLeft | ServerStateChanged
+@dataclass(frozen=True, slots=True)
+class ServerDrainChanged:
+    server: ServerEntry
+    drained: bool
+
+
+RegistryEvent = ServerJoined | ServerLeft | ServerStateChanged | ServerDrainChanged
 
 
 @dataclass(slots=True)
 class ServerRegistry:
     timeout: float = DEFAULT_TIMEOUT
     _servers: dict[uuid.UUID, ServerEntry] = field(default_factory=dict)
+    # Drained GUIDs outlive their entries: a drained edge that restarts stays drained.
+    drained: set[uuid.UUID] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self._servers)
@@ -111,7 +119,8 @@ class ServerRegistry:
             entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, address=report.address,
                                 state=report.state, load=report.load, capacity=report.capacity,
                                 interval=report.interval_ms / 1000, first_seen=now,
-                                last_report=now, sent_at=event.sent_at)
+                                last_report=now, sent_at=event.sent_at,
+                                drained=event.guid in self.drained)
             self._servers[event.guid] = entry
             return [ServerJoined(entry)]
         old_state = entry.state
@@ -138,6 +147,20 @@ class ServerRegistry:
     def remove(self, guid: uuid.UUID) -> list[RegistryEvent]:
         entry = self._servers.pop(guid, None)
         return [] if entry is None else [ServerLeft(entry, LeaveReason.REMOVED)]
+
+    def set_drained(self, guid: uuid.UUID, drained: bool) -> list[RegistryEvent]:
+        """Balancer-side drain (as HAProxy's): no new clients, whatever the edge reports.
+
+        Raises KeyError for a GUID the registry does not know.
+        """
+        entry = self._servers.get(guid)
+        if entry is None:
+            raise KeyError(f"no server {guid}")
+        (self.drained.add if drained else self.drained.discard)(guid)
+        if entry.drained == drained:
+            return []
+        entry.drained = drained
+        return [ServerDrainChanged(entry, drained)]
 
     def count_redirect(self, entry: ServerEntry) -> None:
         entry.redirects_since_report += 1

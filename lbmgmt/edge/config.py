@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lbmgmt.configfile import ConfigError, ConfigFile, Section
 from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor, MonitorError, monitor_class
+from lbmgmt.management.config import EDGE_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
 
 DEFAULT_INTERVAL_MS = 2500
@@ -22,6 +23,7 @@ class EdgeConfig:
     message_interval_ms: int = DEFAULT_INTERVAL_MS
     capacity: float | None = None
     monitor: LoadMonitor = field(default_factory=ManualMonitor)
+    management: ManagementConfig | None = None  # None: no management port (embedding)
 
 
 def expand_env(text: str, section: Section, key: str) -> str:
@@ -36,7 +38,7 @@ def expand_env(text: str, section: Section, key: str) -> str:
 
 def load_edge_config(path: str | Path) -> EdgeConfig:
     cfg = ConfigFile.load(path)
-    cfg.check_tables(["edge", "monitor"])
+    cfg.check_tables(["edge", "monitor", "management"])
     base = cfg.path.parent
     edge = cfg.section("edge", required=True)
     address = expand_env(edge.get_str("redirect_address"), edge, "redirect_address").strip()
@@ -56,7 +58,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
         mon.fail("type", str(exc))
     mon.finish()
     return EdgeConfig(redirect_address=address, targets_file=targets, guid_file=guid,
-                      message_interval_ms=interval, capacity=capacity, monitor=monitor)
+                      message_interval_ms=interval, capacity=capacity, monitor=monitor,
+                      management=load_management(cfg, EDGE_PORT))
 
 
 __all__ = ["ConfigError", "EdgeConfig", "load_edge_config"]

@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from lbmgmt.configfile import ConfigError
 from lbmgmt.edge.config import EdgeConfig
 from lbmgmt.edge.identity import load_or_create_guid
+from lbmgmt.edge.mbeans import SenderBeans
 from lbmgmt.edge.monitors import LoadMonitor, MonitorError
 from lbmgmt.edge.targets import Target, load_targets
 from lbmgmt.logs import fields
+from lbmgmt.management.http import ManagementServer
+from lbmgmt.management.notifications import NotificationBuffer
+from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
 log = logging.getLogger("lbmgmt.edge")
@@ -87,20 +91,31 @@ class EdgeDaemon:
         self._task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._closed = False
+        self.listeners: list[Callable[[str], None]] = []  # "paused", "unpaused", ...
+        mgmt = config.management
+        self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
+                                  clock=clock)
+        SenderBeans(self, self.mbeans)
+        self.management: ManagementServer | None = (
+            ManagementServer(mgmt, self.mbeans, daemon="edge")
+            if mgmt is not None and mgmt.enabled else None)
+        self._started_mono = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         if not self.links:
             log.warning("no targets: this edge reports to no balancer",
                         extra=fields(file=str(self.config.targets_file)))
+        if self.management is not None:
+            await self.management.start()
         self.started_at = self.clock()
-        await self._refresh_load()
-        await self.send_now()
+        self._started_mono = time.monotonic()
+        await self.refresh_and_send()
         self._task = asyncio.create_task(self._loop(), name="edge-report-loop")
-        log.info("edge started", extra=fields(guid=str(self.guid),
-                                              address=self.config.redirect_address,
-                                              targets=len(self.links),
-                                              monitor=self.monitor.describe()))
+        log.info("edge started", extra=fields(
+            guid=str(self.guid), address=self.config.redirect_address,
+            targets=len(self.links), monitor=self.monitor.describe(),
+            management=self.management.url if self.management else "off"))
 
     async def stop(self) -> None:
         """Send a stopping report to every balancer, then close."""
@@ -124,6 +139,8 @@ class EdgeDaemon:
                 link._connecting.cancel()
             link.close()
         await self.monitor.close()
+        if self.management is not None:
+            await self.management.stop()
         log.info("edge stopped", extra=fields(guid=str(self.guid)))
 
     async def run(self) -> None:
@@ -149,12 +166,14 @@ class EdgeDaemon:
             self.state = EdgeState.PAUSED
             log.info("edge paused", extra=fields(guid=str(self.guid)))
             await self.send_now()
+            self._tell("paused")
 
     async def unpause(self) -> None:
         if self.state is EdgeState.PAUSED:
             self.state = EdgeState.RUNNING
             log.info("edge unpaused", extra=fields(guid=str(self.guid)))
             await self.send_now()
+            self._tell("unpaused")
 
     def _reload_on_signal(self) -> None:
         try:
@@ -177,6 +196,17 @@ class EdgeDaemon:
             gone.close()
         self.links = links
         self._wake.set()  # report to new targets now, not at the next tick
+        self._tell("targets-reloaded")
+
+    def _tell(self, event: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("edge listener failed")
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_mono
 
     @property
     def message_interval(self) -> float:
@@ -256,6 +286,10 @@ class EdgeDaemon:
             datagram, link.pending = link.pending, None
             self._transmit(link, datagram)
 
+    async def refresh_and_send(self) -> None:
+        await self._refresh_load()
+        await self.send_now()
+
     async def _refresh_load(self) -> None:
         try:
             # A slow monitor must not delay the report: past half an interval
@@ -278,5 +312,4 @@ class EdgeDaemon:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.message_interval)
-            await self._refresh_load()
-            await self.send_now()
+            await self.refresh_and_send()

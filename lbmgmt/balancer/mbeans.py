@@ -1,0 +1,247 @@
+"""The balancer's MBeans: the balancer itself and one per known edge.
+
+``BalancerBeans`` keeps the MBean server in step with the registry: a Server
+MBean is registered when an edge joins and unregistered when it leaves, and
+every registry event becomes a notification.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
+from lbmgmt.balancer.registry import (RegistryEvent, ServerDrainChanged, ServerEntry,
+                                      ServerJoined, ServerLeft, ServerStateChanged)
+from lbmgmt.management import notifications as note
+from lbmgmt.management.errors import UnknownMBean
+from lbmgmt.management.mbean import Impact, MBean, attribute, operation
+from lbmgmt.management.objectname import ObjectName
+from lbmgmt.management.server import MBeanServer
+from lbmgmt.plugins import PluginError
+from lbmgmt.status import EdgeState
+
+if TYPE_CHECKING:
+    from lbmgmt.balancer.daemon import BalancerDaemon
+
+BALANCER_NAME = ObjectName.parse("lbmgmt:type=Balancer")
+DROP_NOTIFY_INTERVAL = 5.0  # at most one dropped-reports notification per this many seconds
+
+
+def server_name(guid: uuid.UUID | str) -> ObjectName:
+    return ObjectName.of("lbmgmt", type="Server", guid=str(guid))
+
+
+def _guid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValueError(f"not a GUID: {text!r}") from None
+
+
+def server_summary(entry: ServerEntry, now: float, live: bool) -> dict[str, Any]:
+    return {"guid": str(entry.guid), "redirectAddress": entry.address,
+            "state": entry.state.name, "available": entry.available and live,
+            "drained": entry.drained, "load": entry.load, "capacity": entry.capacity,
+            "redirectsSinceReport": entry.redirects_since_report,
+            "secondsSinceReport": round(entry.seconds_since_report(now), 3),
+            "reportsReceived": entry.reports_received}
+
+
+class BalancerMBean(MBean):
+    """A balancer: the pool of edges it redirects clients to."""
+
+    notification_types = (note.SERVER_JOINED, note.SERVER_LEFT, note.SERVER_PAUSED,
+                          note.SERVER_UNPAUSED, note.SERVER_DRAINED, note.SERVER_UNDRAINED,
+                          note.REPORTS_DROPPED, note.ATTRIBUTE_CHANGE)
+
+    def __init__(self, balancer: BalancerDaemon) -> None:
+        self.b = balancer
+
+    @attribute("string", "UDP address edge reports arrive on", metric=None)
+    def ListenAddress(self) -> str:
+        return self.b.format_address(self.b.udp_address)
+
+    @attribute("string", "HTTP address clients ask for redirects on", metric=None)
+    def HttpAddress(self) -> str:
+        return self.b.format_address(self.b.http_address)
+
+    @attribute("integer", "An edge silent this long leaves the pool", unit="ms")
+    def MessageTimeout(self) -> int:
+        return round(self.b.registry.timeout * 1000)
+
+    @MessageTimeout.setter
+    def _set_message_timeout(self, value: int) -> None:
+        if not 10 <= value <= 3_600_000:
+            raise ValueError("MessageTimeout must be 10 ms to 1 hour")
+        self.b.registry.timeout = value / 1000
+
+    @attribute("string", "Strategy choosing the edge for each new client: "
+                         + ", ".join(BUILTIN_REDIRECTORS) + " or module:Class", metric=None)
+    def Redirector(self) -> str:
+        return self.b.config.redirector
+
+    @Redirector.setter
+    def _set_redirector(self, value: str) -> None:
+        try:
+            self.b.set_redirector(value)
+        except PluginError as exc:
+            raise ValueError(str(exc)) from None
+
+    @attribute("integer", "Edges known (available or not)")
+    def ServerCount(self) -> int:
+        return len(self.b.registry)
+
+    @attribute("integer", "Edges that would take a new client now")
+    def AvailableServerCount(self) -> int:
+        return self.b.registry.available_count(self.b.monotonic())
+
+    @attribute("integer", "Authenticated reports taken", metric="counter")
+    def ReportsReceived(self) -> int:
+        return self.b.receiver.accepted
+
+    @attribute("object", "Datagrams dropped, by reason", metric="counter",
+               metric_label="reason")
+    def ReportsDropped(self) -> dict[str, int]:
+        return {str(reason): count for reason, count in self.b.receiver.drops.items()}
+
+    @attribute("object", "Redirects handed out, by protocol", metric="counter",
+               metric_label="protocol")
+    def RedirectsServed(self) -> dict[str, int]:
+        return dict(self.b.redirects_served)
+
+    @operation(Impact.INFO, "Every known edge with its state and load")
+    def listServers(self) -> list[dict[str, Any]]:
+        now = self.b.monotonic()
+        return [server_summary(e, now, self.b.registry.is_live(e, now))
+                for e in sorted(self.b.registry, key=lambda e: e.address)]
+
+    @operation(Impact.ACTION, "No new clients for this edge (kept across its restarts) "
+                              "until undrained", guid="the edge's GUID")
+    def drainServer(self, guid: str) -> None:
+        self.b.drain(_guid(guid), True)
+
+    @operation(Impact.ACTION, "Let a drained edge take new clients again",
+               guid="the edge's GUID")
+    def undrainServer(self, guid: str) -> None:
+        self.b.drain(_guid(guid), False)
+
+    @operation(Impact.ACTION, "Forget an edge now; it comes back with its next report",
+               guid="the edge's GUID")
+    def removeServer(self, guid: str) -> None:
+        self.b.remove(_guid(guid))
+
+
+class ServerMBean(MBean):
+    """One edge as this balancer sees it."""
+
+    def __init__(self, balancer: BalancerDaemon, guid: uuid.UUID) -> None:
+        self.b = balancer
+        self.guid = guid
+
+    @property
+    def entry(self) -> ServerEntry:
+        entry = self.b.registry.get(self.guid)
+        if entry is None:  # left between lookup and read
+            raise UnknownMBean(str(server_name(self.guid)))
+        return entry
+
+    @attribute("string", "Where clients are sent", metric=None)
+    def RedirectAddress(self) -> str:
+        return self.entry.address
+
+    @attribute("string", "RUNNING or PAUSED, as the edge reports", metric=None)
+    def State(self) -> str:
+        return self.entry.state.name
+
+    @attribute("boolean", "Would take a new client now")
+    def Available(self) -> bool:
+        now = self.b.monotonic()
+        return self.entry.available and self.b.registry.is_live(self.entry, now)
+
+    @attribute("boolean", "Drained on this balancer")
+    def Drained(self) -> bool:
+        return self.entry.drained
+
+    @attribute("number", "Load in the edge's last report")
+    def Load(self) -> float:
+        return self.entry.load
+
+    @attribute("number", "Capacity the edge reports (null if none)")
+    def Capacity(self) -> float | None:
+        return self.entry.capacity
+
+    @attribute("integer", "Clients sent to it since its last report")
+    def RedirectsSinceReport(self) -> int:
+        return self.entry.redirects_since_report
+
+    @attribute("number", "Seconds since its last report", unit="s")
+    def SecondsSinceReport(self) -> float:
+        return round(self.entry.seconds_since_report(self.b.monotonic()), 3)
+
+    @attribute("integer", "Reports taken from it", metric="counter")
+    def ReportsReceived(self) -> int:
+        return self.entry.reports_received
+
+    @operation(Impact.ACTION, "No new clients for this edge until undrained")
+    def drain(self) -> None:
+        self.b.drain(self.guid, True)
+
+    @operation(Impact.ACTION, "Let this edge take new clients again")
+    def undrain(self) -> None:
+        self.b.drain(self.guid, False)
+
+
+class BalancerBeans:
+    """Registers the balancer's MBeans and turns registry events into notifications."""
+
+    def __init__(self, balancer: BalancerDaemon, server: MBeanServer) -> None:
+        self.balancer = balancer
+        self.server = server
+        server.register(BALANCER_NAME, BalancerMBean(balancer))
+        for entry in balancer.registry:
+            server.register(server_name(entry.guid), ServerMBean(balancer, entry.guid))
+        balancer.listeners.append(self.on_event)
+        self._drops_seen = dict(balancer.receiver.drops)
+        self._drops_notified_at = float("-inf")
+
+    def _emit(self, type_: str, entry: ServerEntry, message: str, **data: Any) -> None:
+        self.server.notifications.emit(
+            type_, str(BALANCER_NAME), message,
+            {"guid": str(entry.guid), "redirectAddress": entry.address, **data},
+            now=self.balancer.clock())
+
+    def on_event(self, event: RegistryEvent) -> None:
+        entry = event.server
+        if isinstance(event, ServerJoined):
+            self.server.register(server_name(entry.guid), ServerMBean(self.balancer, entry.guid))
+            self._emit(note.SERVER_JOINED, entry, f"{entry.address} joined")
+        elif isinstance(event, ServerLeft):
+            self.server.unregister(server_name(entry.guid))
+            self._emit(note.SERVER_LEFT, entry, f"{entry.address} left ({event.reason})",
+                       reason=str(event.reason))
+        elif isinstance(event, ServerStateChanged):
+            if event.new is EdgeState.PAUSED:
+                self._emit(note.SERVER_PAUSED, entry, f"{entry.address} paused")
+            elif event.old is EdgeState.PAUSED:
+                self._emit(note.SERVER_UNPAUSED, entry, f"{entry.address} unpaused")
+        elif isinstance(event, ServerDrainChanged):
+            word = "drained" if event.drained else "undrained"
+            kind = note.SERVER_DRAINED if event.drained else note.SERVER_UNDRAINED
+            self._emit(kind, entry, f"{entry.address} {word}")
+
+    def tick(self, now: float) -> None:
+        """Called by the sweep: one summary of new drops per DROP_NOTIFY_INTERVAL at most."""
+        if now - self._drops_notified_at < DROP_NOTIFY_INTERVAL:
+            return
+        drops = self.balancer.receiver.drops
+        delta = {str(r): c - self._drops_seen.get(r, 0) for r, c in drops.items()
+                 if c > self._drops_seen.get(r, 0)}
+        if not delta:
+            return
+        self._drops_seen = dict(drops)
+        self._drops_notified_at = now
+        total = sum(delta.values())
+        self.server.notifications.emit(
+            note.REPORTS_DROPPED, str(BALANCER_NAME), f"{total} report(s) dropped",
+            {"byReason": delta, "total": total}, now=self.balancer.clock())

@@ -1,0 +1,201 @@
+"""The JSON-RPC methods of the management port, over an MBeanServer.
+
+Names follow JMX's MBeanServerConnection (queryNames, getAttribute, invoke...)
+so anyone who scripted JMX or Jolokia finds them where expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lbmgmt import __version__
+from lbmgmt.management.errors import ERROR_TABLE, InvalidParams
+from lbmgmt.management.notifications import Notification, NotificationBuffer
+from lbmgmt.management.server import MBeanServer, Role, parse_name
+
+API_VERSION = "1"
+MAX_POLL_TIMEOUT = 60.0
+
+
+class NotificationPulse:
+    """Wakes every long-poll waiter when a notification is emitted."""
+
+    def __init__(self, buffer: NotificationBuffer) -> None:
+        self._event = asyncio.Event()
+        buffer.listeners.append(self._on_emit)
+
+    def _on_emit(self, _: Notification) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+@dataclass(slots=True)
+class CallContext:
+    server: MBeanServer
+    role: Role
+    pulse: NotificationPulse
+    daemon: str  # "balancer" or "edge"
+    user: str | None = None
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidParams(f"{what} must be a string")
+    return value
+
+
+async def queryNames(ctx: CallContext, pattern: Any = "*:*") -> list[str]:
+    return [str(n) for n in ctx.server.query(parse_name(_str(pattern, "pattern"),
+                                                        pattern=True))]
+
+
+async def getMBeanInfo(ctx: CallContext, name: Any) -> dict[str, Any]:
+    return ctx.server.info(parse_name(_str(name, "name")), ctx.role)
+
+
+async def getAttribute(ctx: CallContext, name: Any, attribute: Any) -> Any:
+    return ctx.server.get_attribute(parse_name(_str(name, "name")), _str(attribute, "attribute"))
+
+
+async def getAttributes(ctx: CallContext, name: Any, attributes: Any = None) -> dict[str, Any]:
+    """Several attributes at once; all readable ones when ``attributes`` is null."""
+    object_name = parse_name(_str(name, "name"))
+    if attributes is None:
+        bean = ctx.server.lookup(object_name)
+        attributes = [a.name for a in bean.mbean_info().attributes.values() if a.readable]
+    if not isinstance(attributes, list):
+        raise InvalidParams("attributes must be an array of strings or null")
+    out = {}
+    for attribute in attributes:
+        out[_str(attribute, "attribute")] = ctx.server.get_attribute(object_name, attribute)
+    return out
+
+
+async def setAttribute(ctx: CallContext, name: Any, attribute: Any, value: Any) -> Any:
+    return ctx.server.set_attribute(parse_name(_str(name, "name")),
+                                    _str(attribute, "attribute"), value, ctx.role)
+
+
+async def invoke(ctx: CallContext, name: Any, operation: Any, params: Any = None) -> Any:
+    return await ctx.server.invoke(parse_name(_str(name, "name")),
+                                   _str(operation, "operation"), params, ctx.role)
+
+
+async def pollNotifications(ctx: CallContext, since: Any = None, timeout: Any = 0,
+                            types: Any = None) -> dict[str, Any]:
+    """Notifications after ``since`` (null: from now on), waiting up to ``timeout`` s."""
+    buffer = ctx.server.notifications
+    if since is None:
+        since = buffer.last_sequence
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise InvalidParams("since must be a sequence number >= 0 or null")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
+        raise InvalidParams("timeout must be a number of seconds >= 0")
+    if types is not None and not (isinstance(types, list)
+                                  and all(isinstance(t, str) for t in types)):
+        raise InvalidParams("types must be an array of strings or null")
+    wanted = set(types) if types else None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(float(timeout), MAX_POLL_TIMEOUT)
+    while True:
+        items, lost = buffer.since(since)
+        next_seq = items[-1].sequence if items else since
+        if wanted is not None:
+            items = [n for n in items if n.type in wanted]
+        remaining = deadline - loop.time()
+        if items or lost or remaining <= 0:
+            return {"notifications": [n.to_json() for n in items], "next": next_seq,
+                    "lost": lost}
+        since = next_seq  # filtered-out ones are consumed
+        await ctx.pulse.wait(remaining)
+
+
+async def version(ctx: CallContext) -> dict[str, Any]:
+    return {"product": "lbmgmt", "version": __version__, "api": API_VERSION,
+            "daemon": ctx.daemon, "role": str(ctx.role), "user": ctx.user,
+            "lastNotification": ctx.server.notifications.last_sequence}
+
+
+async def rpc_discover(ctx: CallContext) -> dict[str, Any]:
+    return OPENRPC
+
+
+METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "queryNames": queryNames,
+    "getMBeanInfo": getMBeanInfo,
+    "getAttribute": getAttribute,
+    "getAttributes": getAttributes,
+    "setAttribute": setAttribute,
+    "invoke": invoke,
+    "pollNotifications": pollNotifications,
+    "version": version,
+    "rpc.discover": rpc_discover,
+}
+
+
+def _p(name: str, schema: dict[str, Any], description: str, required: bool = True
+       ) -> dict[str, Any]:
+    return {"name": name, "schema": schema, "description": description, "required": required}
+
+
+_NAME = _p("name", {"type": "string"}, "an MBean object name, e.g. lbmgmt:type=Balancer")
+_ANY: dict[str, Any] = {}
+OPENRPC: dict[str, Any] = {
+    "openrpc": "1.2.6",
+    "info": {"title": "lbmgmt management API", "version": API_VERSION,
+             "description": "MBeans (JMX model) of an lbmgmt balancer or edge. "
+                            "readonly callers may read and poll and invoke INFO operations; "
+                            "readwrite callers may also set attributes and invoke ACTION "
+                            "operations."},
+    "methods": [
+        {"name": "queryNames", "summary": "Names of the MBeans matching a JMX pattern",
+         "params": [_p("pattern", {"type": "string", "default": "*:*"},
+                       "e.g. lbmgmt:type=Server,* or *:*", False)],
+         "result": {"name": "names", "schema": {"type": "array", "items": {"type": "string"}}}},
+        {"name": "getMBeanInfo", "summary": "Attributes, operations and notifications of an "
+                                            "MBean, with what the caller's role may do",
+         "params": [_NAME], "result": {"name": "info", "schema": {"type": "object"}}},
+        {"name": "getAttribute", "summary": "One attribute's value",
+         "params": [_NAME, _p("attribute", {"type": "string"}, "attribute name")],
+         "result": {"name": "value", "schema": _ANY}},
+        {"name": "getAttributes", "summary": "Several attributes (all readable ones if null)",
+         "params": [_NAME, _p("attributes", {"type": ["array", "null"]}, "names", False)],
+         "result": {"name": "values", "schema": {"type": "object"}}},
+        {"name": "setAttribute", "summary": "Set a writable attribute (readwrite only); "
+                                            "returns the new value",
+         "params": [_NAME, _p("attribute", {"type": "string"}, "attribute name"),
+                    _p("value", _ANY, "new value, of the attribute's type")],
+         "result": {"name": "value", "schema": _ANY}},
+        {"name": "invoke", "summary": "Invoke an operation (ACTION ones: readwrite only)",
+         "params": [_NAME, _p("operation", {"type": "string"}, "operation name"),
+                    _p("params", {"type": ["array", "object", "null"]},
+                       "arguments by position or by name", False)],
+         "result": {"name": "result", "schema": _ANY}},
+        {"name": "pollNotifications",
+         "summary": "Long-poll: notifications after a sequence number",
+         "params": [_p("since", {"type": ["integer", "null"]},
+                       "last sequence seen; null: only new ones", False),
+                    _p("timeout", {"type": "number", "maximum": MAX_POLL_TIMEOUT},
+                       "seconds to wait when there is none yet", False),
+                    _p("types", {"type": ["array", "null"]}, "only these types", False)],
+         "result": {"name": "batch", "schema": {
+             "type": "object", "properties": {
+                 "notifications": {"type": "array"}, "next": {"type": "integer"},
+                 "lost": {"type": "integer"}}}}},
+        {"name": "version", "summary": "Product, API version, daemon role, caller's role",
+         "params": [], "result": {"name": "version", "schema": {"type": "object"}}},
+        {"name": "rpc.discover", "summary": "This document", "params": [],
+         "result": {"name": "openrpc", "schema": {"type": "object"}}},
+    ],
+    "components": {"errors": {title.replace(" ", ""): {"code": code, "message": title,
+                                                       "data": description}
+                              for code, title, description in ERROR_TABLE}},
+}

@@ -1,0 +1,171 @@
+"""Who may use the management port: credentials file, roles, failed-login limits.
+
+JMX's model: a local (loopback) port needs no password unless one is
+configured; any other bind needs a credentials file. Passwords are stored as
+scrypt hashes; bearer tokens (random, so a fast hash is enough) as SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lbmgmt.configfile import ConfigError, ConfigFile
+from lbmgmt.management.server import Role
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
+                                r=int(r), p=int(p), dklen=len(expected),
+                                maxmem=256 * 1024 * 1024)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def _check_hash_format(encoded: str) -> bool:
+    parts = encoded.split("$")
+    return len(parts) == 6 and parts[0] == "scrypt" and all(x.isdigit() for x in parts[1:4])
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: Role
+    password_hash: str | None = field(default=None, repr=False)
+    token_sha256: str | None = field(default=None, repr=False)
+
+
+class Credentials:
+    """The users of one management port.
+
+    A successful Basic login is remembered (by a SHA-256 of user and
+    password), so a console polling every second does not pay for scrypt on
+    every request; failures are never cached.
+    """
+
+    def __init__(self, users: list[User]) -> None:
+        self.users = {u.name: u for u in users}
+        self._tokens = {u.token_sha256: u for u in users if u.token_sha256}
+        self._verified: OrderedDict[bytes, User] = OrderedDict()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Credentials:
+        cfg = ConfigFile.load(path)
+        cfg.check_tables(["users"])
+        table = cfg.section("users", required=True)
+        users = []
+        for name in list(table.data):
+            table.get_table(name)
+            section = cfg.section(f"users.{name}")
+            role_text = section.get_str("role")
+            try:
+                role = Role(role_text)
+            except ValueError:
+                section.fail("role", f"must be readonly or readwrite, not {role_text!r}")
+            password = section.get_str("password", None)
+            token = section.get_str("token_sha256", None)
+            if password is None and token is None:
+                section.fail("password", "give a password (scrypt hash) or a token_sha256")
+            if password is not None and not _check_hash_format(password):
+                section.fail("password", "must be a scrypt hash from "
+                                         "'lbmgmt hash-password', not a plain password")
+            if token is not None and (len(token) != 64 or
+                                      any(c not in "0123456789abcdef" for c in token)):
+                section.fail("token_sha256", "must be 64 hex digits from 'lbmgmt new-token'")
+            section.finish()
+            users.append(User(name, role, password, token))
+        table.finish()
+        if not users:
+            raise ConfigError(path, "no users defined", field="users")
+        return cls(users)
+
+    def check_basic(self, user: str, password: str) -> User | None:
+        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        cached = self._verified.get(key)
+        if cached is not None:
+            return cached
+        found = self.users.get(user)
+        if found is None or found.password_hash is None:
+            verify_password(password, hash_password("x", salt=b"0" * 16))  # same cost: no
+            return None                                                    # user probing
+        if not verify_password(password, found.password_hash):
+            return None
+        self._verified[key] = found
+        while len(self._verified) > 256:
+            self._verified.popitem(last=False)
+        return found
+
+    def check_bearer(self, token: str) -> User | None:
+        user = self._tokens.get(hash_token(token))
+        return user
+
+
+@dataclass(slots=True)
+class LoginLimiter:
+    """Failed logins per client address; sans-IO (``now`` passed in).
+
+    After ``max_failures`` failures within ``window`` seconds a client is
+    refused for ``lockout`` seconds without its credentials being checked.
+    """
+
+    max_failures: int = 5
+    window: float = 60.0
+    lockout: float = 60.0
+    failed_total: int = 0
+    refused_total: int = 0
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _blocked_until: dict[str, float] = field(default_factory=dict)
+
+    def retry_after(self, client: str, now: float) -> float:
+        """Seconds this client must wait, 0 if it may try."""
+        until = self._blocked_until.get(client, 0.0)
+        if until > now:
+            self.refused_total += 1
+            return until - now
+        self._blocked_until.pop(client, None)
+        return 0.0
+
+    def failure(self, client: str, now: float) -> None:
+        self.failed_total += 1
+        times = self._failures.setdefault(client, deque())
+        times.append(now)
+        while times and times[0] < now - self.window:
+            times.popleft()
+        if len(times) >= self.max_failures:
+            self._blocked_until[client] = now + self.lockout
+            times.clear()
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            for key in [k for k, v in self._failures.items() if not v or v[-1] < now - self.window]:
+                del self._failures[key]
+
+    def success(self, client: str) -> None:
+        self._failures.pop(client, None)

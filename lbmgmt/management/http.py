@@ -1,0 +1,185 @@
+"""The management port (aiohttp): POST /jsonrpc and GET /metrics, behind auth."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from lbmgmt import __version__
+from lbmgmt.logs import fields
+from lbmgmt.management.api import METHODS, CallContext, NotificationPulse
+from lbmgmt.management.auth import Credentials, LoginLimiter, User
+from lbmgmt.management.config import ManagementConfig
+from lbmgmt.management.jsonrpc import JsonRpcDispatcher
+from lbmgmt.management.mbean import MBean, attribute
+from lbmgmt.management.metrics import render_metrics
+from lbmgmt.management.server import MBeanServer, Role
+
+log = logging.getLogger("lbmgmt.management")
+
+MAX_REQUEST = 256 * 1024
+CALLER = web.RequestKey("caller", tuple[Role, str | None])
+CHALLENGE = 'Basic realm="lbmgmt", charset="UTF-8", Bearer realm="lbmgmt"'
+
+
+class ManagementMBean(MBean):
+    """The management port itself: who may use it and how often logins fail."""
+
+    def __init__(self, port: ManagementServer) -> None:
+        self.port = port
+
+    @attribute("string", "lbmgmt version", metric=None)
+    def Version(self) -> str:
+        return __version__
+
+    @attribute("string", "Address the management port is bound to", metric=None)
+    def ListenAddress(self) -> str:
+        return self.port.address_text
+
+    @attribute("boolean", "Whether callers must log in")
+    def AuthRequired(self) -> bool:
+        return self.port.credentials is not None
+
+    @attribute("boolean", "Whether the port speaks HTTPS")
+    def TlsEnabled(self) -> bool:
+        return self.port.ssl_context is not None
+
+    @attribute("integer", "Failed logins since start", metric="counter")
+    def FailedLogins(self) -> int:
+        return self.port.limiter.failed_total
+
+    @attribute("integer", "Requests refused while their client was locked out", metric="counter")
+    def RefusedLogins(self) -> int:
+        return self.port.limiter.refused_total
+
+
+def _tls_context(config: ManagementConfig) -> ssl.SSLContext | None:
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    return context
+
+
+class ManagementServer:
+    def __init__(self, config: ManagementConfig, server: MBeanServer, *, daemon: str,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.server = server
+        self.daemon = daemon
+        self.credentials: Credentials | None = config.credentials
+        self.limiter = LoginLimiter()
+        self.monotonic = monotonic
+        self.ssl_context = _tls_context(config)
+        self.dispatcher = JsonRpcDispatcher(dict(METHODS))
+        self.pulse: NotificationPulse | None = None
+        self.address: tuple[str, int] | None = None
+        self._runner: web.AppRunner | None = None
+        server.register("lbmgmt:type=Management", ManagementMBean(self))
+
+    @property
+    def address_text(self) -> str:
+        if self.address is None:
+            return "-"
+        host, port = self.address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        assert self.address is not None
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.address_text}"
+
+    async def start(self) -> None:
+        self.pulse = NotificationPulse(self.server.notifications)
+        app = web.Application(client_max_size=MAX_REQUEST, middlewares=[self._authenticate])
+        app.router.add_post("/jsonrpc", self._jsonrpc)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.listen.bind_host, self.config.listen.port,
+                           ssl_context=self.ssl_context)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.address = tuple(self._runner.addresses[0][:2])
+        log.info("management port open", extra=fields(url=self.url,
+                                                       auth=self.credentials is not None))
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- auth ------------------------------------------------------------------
+    @web.middleware
+    async def _authenticate(self, request: web.Request,
+                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                            ) -> web.StreamResponse:
+        if self.credentials is None:
+            request[CALLER] = (Role.READWRITE, None)
+            return await handler(request)
+        client = request.remote or "?"
+        now = self.monotonic()
+        wait = self.limiter.retry_after(client, now)
+        if wait > 0:
+            return web.json_response({"error": "too many failed logins; try later"},
+                                     status=429, headers={"Retry-After": str(int(wait) + 1)})
+        user = await self._check(request.headers.get("Authorization", ""))
+        if user is None:
+            if "Authorization" in request.headers:
+                self.limiter.failure(client, now)
+                log.warning("management login failed", extra=fields(client=client))
+            return web.json_response({"error": "authentication required"}, status=401,
+                                     headers={"WWW-Authenticate": CHALLENGE})
+        self.limiter.success(client)
+        request[CALLER] = (user.role, user.name)
+        return await handler(request)
+
+    async def _check(self, header: str) -> User | None:
+        assert self.credentials is not None
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return self.credentials.check_bearer(value.strip())
+        if scheme.lower() == "basic" and value:
+            try:
+                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            if not sep:
+                return None
+            # scrypt takes tens of milliseconds: off the event loop.
+            return await asyncio.to_thread(self.credentials.check_basic, user, password)
+        return None
+
+    # -- handlers --------------------------------------------------------------
+    async def _jsonrpc(self, request: web.Request) -> web.Response:
+        role, user = request[CALLER]
+        assert self.pulse is not None
+        body = await request.read()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "\ufffd"  # not JSON either: answered as a parse error
+        context = CallContext(self.server, role, self.pulse, self.daemon, user)
+        answer: Any = await self.dispatcher.dispatch(text, context)
+        if answer is None:
+            return web.Response(status=204)
+        return web.Response(text=json.dumps(answer, default=str),
+                            content_type="application/json")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=render_metrics(self.server),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -1,0 +1,140 @@
+"""``lbmgmt call|get|set|invoke``: the management API from a shell.
+
+Prints the result as JSON on stdout; on a JSON-RPC error prints the error
+object as JSON on stderr and exits 1; exits 3 when the port cannot be reached
+or refuses the login. Arguments are JSON where they parse as JSON (``1000``,
+``true``, ``[1,2]``) and strings otherwise, so GUIDs and names need no quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lbmgmt.management.auth import hash_password, hash_token, new_token
+from lbmgmt.management.client import ManagementClient, ManagementUnavailable, RpcError
+
+EXIT_RPC_ERROR = 1
+EXIT_UNAVAILABLE = 3
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("address", metavar="HOST:PORT", help="management port (or its URL)")
+    p.add_argument("--user", "-u", help="user name (HTTP Basic)")
+    p.add_argument("--password-file", metavar="F",
+                   help="file holding the password (or set LBMGMT_PASSWORD)")
+    p.add_argument("--token-file", metavar="F",
+                   help="file holding a bearer token (or set LBMGMT_TOKEN)")
+    p.add_argument("--tls", action="store_true", help="use HTTPS")
+    p.add_argument("--cafile", metavar="F", help="CA bundle to verify the port's certificate")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not verify the certificate (testing only)")
+
+
+def add_parsers(sub: Any) -> None:
+    call = sub.add_parser("call", help="call any management JSON-RPC method",
+                          description="Call a JSON-RPC method of a daemon's management port.")
+    _connection_args(call)
+    call.add_argument("method", help="e.g. queryNames, getMBeanInfo, pollNotifications")
+    call.add_argument("args", nargs="*", help="positional params (JSON or plain strings)")
+
+    get = sub.add_parser("get", help="read attributes of an MBean",
+                         description="Read one, several or (none named) all attributes.")
+    _connection_args(get)
+    get.add_argument("mbean", help="object name, e.g. lbmgmt:type=Balancer")
+    get.add_argument("attributes", nargs="*", metavar="ATTR")
+
+    set_ = sub.add_parser("set", help="set a writable attribute")
+    _connection_args(set_)
+    set_.add_argument("mbean")
+    set_.add_argument("attribute")
+    set_.add_argument("value", help="JSON or plain string")
+
+    inv = sub.add_parser("invoke", help="invoke an MBean operation")
+    _connection_args(inv)
+    inv.add_argument("mbean")
+    inv.add_argument("operation")
+    inv.add_argument("args", nargs="*", help="operation params (JSON or plain strings)")
+
+    sub.add_parser("hash-password", help="hash a password for a credentials file",
+                   description="Reads a password (prompted, or one line on stdin) and prints "
+                               "the scrypt hash for a [users.NAME] password entry.")
+    sub.add_parser("new-token", help="make a bearer token for a credentials file",
+                   description="Prints a new random token (give it to the client) and the "
+                               "token_sha256 line for the credentials file.")
+
+
+def _secret(path: str | None, env: str) -> str | None:
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return os.environ.get(env)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "hash-password":
+        if sys.stdin.isatty():
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("lbmgmt: passwords differ", file=sys.stderr)
+                return 2
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            print("lbmgmt: empty password", file=sys.stderr)
+            return 2
+        print(f'password = "{hash_password(password)}"')
+        return 0
+    if args.command == "new-token":
+        fresh = new_token()
+        print(f"token: {fresh}")
+        print(f'token_sha256 = "{hash_token(fresh)}"')
+        return 0
+    try:
+        password = _secret(args.password_file, "LBMGMT_PASSWORD")
+        token = _secret(args.token_file, "LBMGMT_TOKEN")
+    except OSError as exc:
+        print(f"lbmgmt: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_call(args, password, token))
+
+
+async def _call(args: argparse.Namespace, password: str | None, token: str | None) -> int:
+    method: str
+    params: list[Any] | None
+    if args.command == "call":
+        method, params = args.method, [_value(a) for a in args.args] or None
+    elif args.command == "get":
+        if len(args.attributes) == 1:
+            method, params = "getAttribute", [args.mbean, args.attributes[0]]
+        else:
+            method, params = "getAttributes", [args.mbean, args.attributes or None]
+    elif args.command == "set":
+        method, params = "setAttribute", [args.mbean, args.attribute, _value(args.value)]
+    else:
+        method, params = "invoke", [args.mbean, args.operation, [_value(a) for a in args.args]]
+    async with ManagementClient(args.address, user=args.user, password=password, token=token,
+                                tls=args.tls, cafile=args.cafile, insecure=args.insecure,
+                                timeout=70) as client:
+        try:
+            result = await client.call(method, params)
+        except RpcError as exc:
+            print(json.dumps(exc.to_json()), file=sys.stderr)
+            return EXIT_RPC_ERROR
+        except ManagementUnavailable as exc:
+            print(f"lbmgmt: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    print(json.dumps(result, indent=2))
+    return 0
