@@ -17,9 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jsonrpcserver import Error, Success
-from jsonrpcserver.async_main import dispatch_to_serializable
-from jsonrpcserver.sentinels import NODATA
+import warnings
+
+with warnings.catch_warnings():
+    # Its import calls importlib.resources.read_text, deprecated since Python 3.11;
+    # harmless, and it will not be fixed upstream.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from jsonrpcserver import Error, Success
+    from jsonrpcserver.async_main import dispatch_to_serializable
+    from jsonrpcserver.sentinels import NODATA
 
 from lbmgmt.management.errors import INTERNAL, ManagementError
 

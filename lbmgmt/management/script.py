@@ -86,16 +86,16 @@ def _secret(path: str | None, env: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "hash-password":
         if sys.stdin.isatty():
-            password = getpass.getpass("password: ")
-            if getpass.getpass("again: ") != password:
+            typed = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != typed:
                 print("lbmgmt: passwords differ", file=sys.stderr)
                 return 2
         else:
-            password = sys.stdin.readline().rstrip("\n")
-        if not password:
+            typed = sys.stdin.readline().rstrip("\n")
+        if not typed:
             print("lbmgmt: empty password", file=sys.stderr)
             return 2
-        print(f'password = "{hash_password(password)}"')
+        print(f'password = "{hash_password(typed)}"')
         return 0
     if args.command == "new-token":
         fresh = new_token()

@@ -33,7 +33,12 @@ class Proc:
     name: str
     args: list[str]
     workdir: Path
+    mgmt_port: int = 0
     popen: subprocess.Popen | None = None
+
+    @property
+    def mgmt_url(self) -> str:
+        return f"http://{HOST}:{self.mgmt_port}"
 
     def start(self) -> Proc:
         with open(self.workdir / f"{self.name}.out", "wb") as out, \
@@ -95,9 +100,11 @@ class Fleet:
 
     def balancer(self, name: str = "lb", *, key: str = "e2e-shared-key",
                  udp_port: int | None = None, http_port: int | None = None,
-                 timeout_ms: int | None = None, extra: str = "") -> Balancer:
+                 timeout_ms: int | None = None, extra: str = "", management: str = "",
+                 mgmt_port: int | None = None) -> Balancer:
         udp_port = udp_port or free_port(socket.SOCK_DGRAM)
         http_port = http_port or free_port()
+        mgmt_port = mgmt_port or free_port()
         config = self.workdir / f"{name}.toml"
         config.write_text(f"""
 [balancer]
@@ -107,21 +114,25 @@ message_timeout_ms = {timeout_ms or self.timeout_ms}
 {extra}
 [http]
 listen = "{HOST}:{http_port}"
+[management]
+listen = "{HOST}:{mgmt_port}"
+{management}
 """)
         proc = Balancer(name, ["balancer", "--config", str(config)], self.workdir,
-                        udp_port=udp_port, http_port=http_port, key=key)
+                        mgmt_port=mgmt_port, udp_port=udp_port, http_port=http_port, key=key)
         self.procs.append(proc.start())
         return proc
 
     def edge(self, name: str, targets: list[Balancer] | list[tuple[str, int, str]], *,
-             address: str | None = None, monitor: str = "", interval_ms: int | None = None
-             ) -> Edge:
+             address: str | None = None, monitor: str = "", interval_ms: int | None = None,
+             management: str = "", mgmt_port: int | None = None) -> Edge:
         lines = ["# e2e targets"]
         for t in targets:
             lines.append(f"{HOST},{t.udp_port},{t.key}" if isinstance(t, Balancer)
                          else ",".join(map(str, t)))
         (self.workdir / f"{name}.targets").write_text("\n".join(lines) + "\n")
         address = address or f"{name}.example:1935"
+        mgmt_port = mgmt_port or free_port()
         config = self.workdir / f"{name}.toml"
         config.write_text(f"""
 [edge]
@@ -130,8 +141,12 @@ targets_file = "{name}.targets"
 guid_file = "{name}.guid"
 message_interval_ms = {interval_ms or self.interval_ms}
 {monitor}
+[management]
+listen = "{HOST}:{mgmt_port}"
+{management}
 """)
-        proc = Edge(name, ["edge", "--config", str(config)], self.workdir, address=address)
+        proc = Edge(name, ["edge", "--config", str(config)], self.workdir, mgmt_port=mgmt_port,
+                    address=address)
         self.procs.append(proc.start())
         return proc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -24,15 +25,16 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_demo_prints_urls_that_work_with_curl(tmp_path):
-    http_port, udp_port = free_port(), free_port(2)
+    http_port, udp_port, mgmt_port = free_port(), free_port(2), free_port()
     out = tmp_path / "demo.out"
     with open(out, "w") as stdout:
         proc = subprocess.Popen([*LBMGMT, "demo", "--http-port", str(http_port), "--udp-port",
-                                 str(udp_port)], stdout=stdout, stderr=subprocess.PIPE,
+                                 str(udp_port), "--mgmt-port", str(mgmt_port)],
+                                stdout=stdout, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 15
-        while "curl -L" not in out.read_text():
+        while "/metrics" not in out.read_text():
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "demo printed no URLs"
             time.sleep(0.05)
@@ -40,7 +42,7 @@ def test_demo_prints_urls_that_work_with_curl(tmp_path):
         edges = re.findall(r"edge \d+\s+(http://\S+)", text)
         assert len(edges) == 3
         commands = re.findall(r"^  (curl .+)$", text, re.M)
-        assert len(commands) == 4
+        assert len(commands) == 5
         base = f"http://{HOST}:{http_port}"
 
         r = curl(f"{base}/loadbalancer")
@@ -52,6 +54,13 @@ def test_demo_prints_urls_that_work_with_curl(tmp_path):
         assert r.stdout.startswith("HTTP/1.1 302")
         r = curl("-L", f"{base}/redirect/live/stream.m3u8?token=1")
         assert re.fullmatch(r"edge \d would serve /live/stream.m3u8\?token=1\n", r.stdout)
+        mgmt = f"{HOST}:{mgmt_port}"
+        assert f"lbmgmt get {mgmt} lbmgmt:type=Balancer" in text
+        r = curl(f"http://{mgmt}/metrics")
+        assert "lbmgmt_balancer_server_count 3.0" in r.stdout
+        r = curl("-d", '{"jsonrpc":"2.0","id":1,"method":"getAttribute",'
+                 '"params":["lbmgmt:type=Balancer","ServerCount"]}', f"http://{mgmt}/jsonrpc")
+        assert json.loads(r.stdout) == {"jsonrpc": "2.0", "id": 1, "result": 3}
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

@@ -1,0 +1,447 @@
+"""The management port of real daemon processes, driven as a script would drive it.
+
+The client here is plain JSON-RPC 2.0 over HTTP (aiohttp and json, no lbmgmt
+import): whatever it can do, any script can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import json
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from tests.e2e.fleet import HOST, Balancer, Fleet, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+BAL = "lbmgmt:type=Balancer"
+SENDER = "lbmgmt:type=Sender"
+
+
+class Rpc:
+    """A minimal JSON-RPC 2.0 client: what a user's script would write."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, headers=None, ssl=None):
+        self.session, self.url, self.headers, self.ssl = session, url, headers or {}, ssl
+        self.ids = 0
+
+    async def raw(self, payload, timeout=10.0):
+        async with self.session.post(f"{self.url}/jsonrpc", data=json.dumps(payload),
+                                     headers=self.headers, ssl=self.ssl,
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            return r.status, (await r.json() if r.status in (200, 401, 429) else None)
+
+    async def call(self, method, *params, timeout=10.0):
+        self.ids += 1
+        status, answer = await self.raw({"jsonrpc": "2.0", "id": self.ids, "method": method,
+                                         "params": list(params)}, timeout)
+        assert status == 200, (status, answer)
+        return answer
+
+    async def ok(self, method, *params, timeout=10.0):
+        answer = await self.call(method, *params, timeout=timeout)
+        assert "result" in answer, answer
+        return answer["result"]
+
+    async def code(self, method, *params):
+        answer = await self.call(method, *params)
+        assert "error" in answer, answer
+        return answer["error"]["code"]
+
+
+async def up(fleet: Fleet, rpc: Rpc) -> None:
+    async def answering():
+        try:
+            return (await rpc.raw({"jsonrpc": "2.0", "id": 0, "method": "version"}))[0] \
+                in (200, 401)
+        except aiohttp.ClientError:
+            return False
+    await wait_until(answering, 15, what=f"management port {rpc.url}")
+
+
+async def test_a_script_finds_reads_changes_and_follows_everything(fleet):
+    lb = fleet.balancer()
+    edges = [fleet.edge(f"e{i}", [lb]) for i in range(2)]
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+
+    async def two_servers():
+        return len(await rpc.ok("queryNames", "lbmgmt:type=Server,*")) == 2
+    await wait_until(two_servers, 10, what="two Server MBeans")
+    names = await rpc.ok("queryNames", "*:*")
+    assert {BAL, "lbmgmt:type=Management"} <= set(names) and len(names) == 4
+
+    version = await rpc.ok("version")
+    assert (version["product"], version["daemon"], version["role"]) == (
+        "lbmgmt", "balancer", "readwrite")
+
+    # Everything readable, by discovery alone.
+    for name in names:
+        info = await rpc.ok("getMBeanInfo", name)
+        values = await rpc.ok("getAttributes", name, None)
+        assert set(values) == {a["name"] for a in info["attributes"] if a["readable"]}
+        for attr in info["attributes"]:
+            assert await rpc.ok("getAttribute", name, attr["name"]) is not None \
+                or attr["name"] == "Capacity"
+    bal = await rpc.ok("getAttributes", BAL, None)
+    assert bal["ServerCount"] == 2 and bal["AvailableServerCount"] == 2
+    assert bal["ReportsReceived"] >= 2 and bal["ReportsDropped"]["bad-auth"] == 0
+    servers = await rpc.ok("invoke", BAL, "listServers", [])
+    assert {s["redirectAddress"] for s in servers} == {e.address for e in edges}
+    guid = edges[0].guid
+    server = f"lbmgmt:type=Server,guid={guid}"
+    assert await rpc.ok("getAttribute", server, "RedirectAddress") == edges[0].address
+
+    # A writable attribute, with its change notification.
+    since = version["lastNotification"]
+    assert await rpc.ok("setAttribute", BAL, "MessageTimeout", 3000) == 3000
+    assert await rpc.ok("getAttribute", BAL, "MessageTimeout") == 3000
+    assert await rpc.ok("setAttribute", BAL, "Redirector", "round-robin") == "round-robin"
+    batch = await rpc.ok("pollNotifications", since, 0)
+    changes = [n for n in batch["notifications"] if n["type"] == "jmx.attribute.change"]
+    assert [(n["data"]["attribute"], n["data"]["newValue"]) for n in changes] == [
+        ("MessageTimeout", 3000), ("Redirector", "round-robin")]
+
+    # Drain through the balancer: out of redirects at once, back on undrain.
+    await rpc.ok("invoke", BAL, "drainServer", [guid])
+    assert {await fleet.redirect(lb) for _ in range(10)} == {edges[1].address}
+    assert await rpc.ok("getAttribute", server, "Drained") is True
+    assert (await fleet.servers(lb))[edges[0].address]["drained"] == "true"
+    await rpc.ok("invoke", server, "undrain", [])
+    assert {await fleet.redirect(lb) for _ in range(10)} == {e.address for e in edges}
+    drained = await rpc.ok("pollNotifications", since, 0, ["lbmgmt.server.drained",
+                                                             "lbmgmt.server.undrained"])
+    assert [n["type"] for n in drained["notifications"]] == [
+        "lbmgmt.server.drained", "lbmgmt.server.undrained"]
+    assert all(n["data"]["guid"] == guid for n in drained["notifications"])
+
+    # Prometheus sees the same figures.
+    async with fleet.session.get(f"{lb.mgmt_url}/metrics") as r:
+        metrics = await r.text()
+    assert "lbmgmt_balancer_server_count 2.0" in metrics
+    assert f'lbmgmt_server_load{{guid="{guid}"}}' in metrics
+    assert 'lbmgmt_balancer_reports_dropped_total{reason="bad-auth"} 0.0' in metrics
+
+
+async def test_every_error_code_over_http(fleet):
+    lb = fleet.balancer()
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    assert await rpc.code("getAttribute", "lbmgmt:type=Nope", "X") == -32001
+    assert await rpc.code("getAttribute", BAL, "Nope") == -32002
+    assert await rpc.code("invoke", BAL, "nope", []) == -32003
+    assert await rpc.code("setAttribute", BAL, "ServerCount", 3) == -32004
+    assert await rpc.code("setAttribute", BAL, "MessageTimeout", "fast") == -32005
+    assert await rpc.code("invoke", BAL, "drainServer", ["not-a-guid"]) == -32007
+    assert await rpc.code("invoke", BAL, "drainServer",
+                          ["00000000-0000-0000-0000-000000000001"]) == -32007
+    assert await rpc.code("getAttribute", BAL) == -32602
+    assert await rpc.code("nope") == -32601
+    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"{oops") as r:
+        assert r.status == 200 and (await r.json())["error"]["code"] == -32700
+    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"\xff\xfe") as r:
+        assert (await r.json())["error"]["code"] == -32700
+    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"x" * 300_000) as r:
+        assert r.status == 413
+    status, answer = await rpc.raw({"jsonrpc": "2.0", "method": "version"})  # notification
+    assert status == 204
+    status, answers = await rpc.raw([
+        {"jsonrpc": "2.0", "id": 1, "method": "getAttribute", "params": [BAL, "ServerCount"]},
+        {"jsonrpc": "2.0", "id": 2, "method": "getAttribute", "params": [BAL, "Nope"]},
+        {"bogus": True}])
+    assert status == 200 and len(answers) == 3
+    by_id = {a["id"]: a for a in answers}
+    assert by_id[1]["result"] == 0 and by_id[2]["error"]["code"] == -32002
+    assert by_id[None]["error"]["code"] == -32600
+    async with fleet.session.get(f"{lb.mgmt_url}/jsonrpc") as r:
+        assert r.status == 405
+    doc = await rpc.ok("rpc.discover")
+    assert {m["name"] for m in doc["methods"]} >= {"queryNames", "invoke", "pollNotifications"}
+
+
+async def test_long_poll_sees_an_event_within_100_ms(fleet):
+    lb = fleet.balancer()
+    rpc, other = Rpc(fleet.session, lb.mgmt_url), Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    since = (await rpc.ok("version"))["lastNotification"]
+    poll = asyncio.create_task(rpc.ok("pollNotifications", since, 20, timeout=30))
+    await asyncio.sleep(0.3)
+    assert not poll.done()  # long-poll: it waits, not busy polling
+    t0 = time.monotonic()
+    await other.ok("setAttribute", BAL, "MessageTimeout", 4000)
+    batch = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - t0 < 0.1
+    assert batch["notifications"][0]["data"]["newValue"] == 4000
+
+    # An edge joining wakes a poll too.
+    poll = asyncio.create_task(rpc.ok("pollNotifications", batch["next"], 20, timeout=30))
+    edge = fleet.edge("late", [lb])
+    joined = await asyncio.wait_for(poll, 15)
+    assert joined["notifications"][0]["type"] == "lbmgmt.server.joined"
+    assert joined["notifications"][0]["data"]["redirectAddress"] == edge.address
+
+
+async def test_pause_through_invoke_leaves_redirects_within_half_a_second(fleet):
+    lb = fleet.balancer(timeout_ms=5000)
+    busy = fleet.edge("busy", [lb], monitor='[monitor]\ntype = "manual"\nload = 500',
+                      interval_ms=2500)
+    idle = fleet.edge("idle", [lb], interval_ms=2500)
+    edge_rpc, lb_rpc = Rpc(fleet.session, idle.mgmt_url), Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, edge_rpc)
+
+    async def both():
+        return len(await fleet.servers(lb)) == 2
+    await wait_until(both, 10, what="both edges listed")
+    assert await fleet.redirect(lb) == idle.address
+    assert (await edge_rpc.ok("version"))["daemon"] == "edge"
+    sender = await edge_rpc.ok("getAttributes", SENDER, None)
+    assert sender["ServerId"] == idle.guid and sender["State"] == "RUNNING"
+    assert sender["Targets"][0]["lastResult"] == "ok"
+    since = (await lb_rpc.ok("version"))["lastNotification"]
+
+    t0 = time.monotonic()
+    await edge_rpc.ok("invoke", SENDER, "pause", [])
+
+    async def out():
+        return await fleet.redirect(lb) == busy.address
+    await wait_until(out, 2, what="paused edge out of redirects")
+    assert time.monotonic() - t0 <= 0.5
+    assert await edge_rpc.ok("getAttribute", SENDER, "State") == "PAUSED"
+    paused = await lb_rpc.ok("pollNotifications", since, 2, ["lbmgmt.server.paused"])
+    assert paused["notifications"][0]["data"]["guid"] == idle.guid
+
+    await edge_rpc.ok("invoke", SENDER, "unpause", [])
+
+    async def back():
+        return await fleet.redirect(lb) == idle.address
+    await wait_until(back, 0.5, what="unpaused edge back")
+
+    # setLoad (manual monitor) is reported at once too.
+    await edge_rpc.ok("invoke", SENDER, "setLoad", [900])
+
+    async def heavier():
+        return await fleet.redirect(lb) == busy.address
+    await wait_until(heavier, 0.5, what="new load used")
+    assert await edge_rpc.ok("setAttribute", SENDER, "MessageInterval", 200) == 200
+
+
+def credentials(tmp_path, token: str) -> str:
+    from lbmgmt.management.auth import hash_password, hash_token  # writing the file only
+    path = tmp_path / "users.toml"
+    path.write_text(f"""
+[users.viewer]
+role = "readonly"
+password = "{hash_password('view-pw')}"
+[users.ops]
+role = "readwrite"
+token_sha256 = "{hash_token(token)}"
+""")
+    return 'credentials_file = "users.toml"'
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def test_roles_readonly_cannot_change_anything(fleet, tmp_path):
+    token = "ops-token-" + "q" * 30
+    lb = fleet.balancer(management=credentials(tmp_path, token))
+    edge = fleet.edge("e", [lb])
+    anon = Rpc(fleet.session, lb.mgmt_url)
+    viewer = Rpc(fleet.session, lb.mgmt_url, basic("viewer", "view-pw"))
+    ops = Rpc(fleet.session, lb.mgmt_url, {"Authorization": f"Bearer {token}"})
+    await up(fleet, anon)
+
+    status, answer = await anon.raw({"jsonrpc": "2.0", "id": 1, "method": "version"})
+    assert status == 401
+    async with fleet.session.get(f"{lb.mgmt_url}/metrics") as r:
+        assert r.status == 401 and "Basic" in r.headers["WWW-Authenticate"]
+
+    async def listed():
+        return len(await viewer.ok("queryNames", "lbmgmt:type=Server,*")) == 1
+    await wait_until(listed, 10, what="edge listed")
+    assert (await viewer.ok("version"))["role"] == "readonly"
+    info = await viewer.ok("getMBeanInfo", BAL)
+    assert info["access"]["canWrite"] is False
+    assert {o["name"]: o["canInvoke"] for o in info["operations"]}["drainServer"] is False
+    assert len(await viewer.ok("invoke", BAL, "listServers", [])) == 1  # INFO: allowed
+    assert await viewer.ok("pollNotifications", 0, 0)
+    assert await viewer.code("setAttribute", BAL, "MessageTimeout", 1000) == -32006
+    assert await viewer.code("invoke", BAL, "drainServer", [edge.guid]) == -32006
+    assert await viewer.code("invoke", f"lbmgmt:type=Server,guid={edge.guid}", "drain",
+                             []) == -32006
+    assert await viewer.ok("getAttribute", BAL, "MessageTimeout") == fleet.timeout_ms
+    assert {await fleet.redirect(lb) for _ in range(3)} == {edge.address}
+
+    assert (await ops.ok("version"))["role"] == "readwrite"
+    await ops.ok("invoke", BAL, "drainServer", [edge.guid])
+    assert await fleet.redirect(lb) is None
+
+    # Wrong passwords are counted, then the client is locked out.
+    wrong = Rpc(fleet.session, lb.mgmt_url, basic("viewer", "guess"))
+    statuses = [(await wrong.raw({"jsonrpc": "2.0", "id": 1, "method": "version"}))[0]
+                for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+    assert (await viewer.raw({"jsonrpc": "2.0", "id": 1, "method": "version"}))[0] == 429
+    # ...while another way in (the edge's own port, say) is unaffected; and the count shows
+    assert await Rpc(fleet.session, edge.mgmt_url).ok("getAttribute", SENDER, "State")
+
+
+async def test_shared_keys_are_never_readable(fleet):
+    lb = fleet.balancer(key="very-secret-shared-key-1")
+    edge = fleet.edge("e", [lb])
+    for proc in (lb, edge):
+        rpc = Rpc(fleet.session, proc.mgmt_url)
+        await up(fleet, rpc)
+        dump = []
+        for name in await rpc.ok("queryNames", "*:*"):
+            dump.append(await rpc.ok("getMBeanInfo", name))
+            dump.append(await rpc.ok("getAttributes", name, None))
+        async with fleet.session.get(f"{proc.mgmt_url}/metrics") as r:
+            dump.append(await r.text())
+        assert "very-secret-shared-key-1" not in json.dumps(dump)
+    assert "very-secret-shared-key-1" not in lb.stderr + edge.stderr
+
+
+def test_non_loopback_management_without_credentials_refuses_to_start(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text(f'[balancer]\nkey = "k"\nlisten = "{HOST}:0"\n[http]\nlisten = "{HOST}:0"\n'
+                    '[management]\nlisten = "*:8084"\n')
+    r = subprocess.run([sys.executable, "-m", "lbmgmt", "balancer", "-c", str(path)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2
+    assert f"{path}:7: management.listen: binding the management port to *:8084 needs " \
+           "credentials_file" in r.stderr
+
+
+async def test_tls_management_port(fleet, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+    import ssl
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lbmgmt-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    lb = fleet.balancer(management='tls_cert_file = "cert.pem"\ntls_key_file = "key.pem"')
+    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    rpc = Rpc(fleet.session, f"https://{HOST}:{lb.mgmt_port}", ssl=context)
+    await up(fleet, rpc)
+    assert await rpc.ok("getAttribute", "lbmgmt:type=Management", "TlsEnabled") is True
+    with pytest.raises(aiohttp.ClientError):
+        await Rpc(fleet.session, lb.mgmt_url).raw({"jsonrpc": "2.0", "id": 1,
+                                                   "method": "version"})
+    r = subprocess.run([sys.executable, "-m", "lbmgmt", "get", f"{HOST}:{lb.mgmt_port}", BAL,
+                        "ServerCount", "--tls", "--cafile", str(tmp_path / "cert.pem")],
+                       capture_output=True, text=True, timeout=20)
+    assert (r.returncode, r.stdout.strip()) == (0, "0")
+
+
+async def test_server_mbeans_follow_edges_coming_and_going(fleet):
+    lb = fleet.balancer()
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    edge = fleet.edge("e", [lb])
+
+    async def count(n):
+        async def check():
+            return len(await rpc.ok("queryNames", "lbmgmt:type=Server,*")) == n
+        return check
+    await wait_until(await count(1), 10, what="Server MBean registered")
+    edge.signal(15)
+    await wait_until(await count(0), 2, what="Server MBean unregistered")
+    left = await rpc.ok("pollNotifications", 0, 0, ["lbmgmt.server.left"])
+    assert left["notifications"][0]["data"]["reason"] == "stopped"
+
+
+def lbmgmt(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "lbmgmt", *args], capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+async def test_scripting_cli(fleet, tmp_path):
+    token = "cli-token-" + "z" * 30
+    lb = fleet.balancer(management=credentials(tmp_path, token))
+    edge = fleet.edge("e", [lb])
+    rpc = Rpc(fleet.session, lb.mgmt_url, {"Authorization": f"Bearer {token}"})
+    await up(fleet, rpc)
+
+    async def listed():
+        return len(await rpc.ok("queryNames", "lbmgmt:type=Server,*")) == 1
+    await wait_until(listed, 10, what="edge listed")
+    addr = f"{HOST}:{lb.mgmt_port}"
+    (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "pw").write_text("view-pw\n")
+    auth = ["--token-file", str(tmp_path / "token")]
+
+    r = lbmgmt("get", addr, BAL, "ServerCount", *auth)
+    assert (r.returncode, json.loads(r.stdout)) == (0, 1)
+    r = lbmgmt("get", addr, BAL, *auth)
+    assert json.loads(r.stdout)["ServerCount"] == 1
+    r = lbmgmt("set", addr, BAL, "MessageTimeout", "2500", *auth)
+    assert (r.returncode, json.loads(r.stdout)) == (0, 2500)
+    r = lbmgmt("invoke", addr, BAL, "drainServer", edge.guid, *auth)
+    assert (r.returncode, json.loads(r.stdout)) == (0, None)
+    r = lbmgmt("call", addr, "queryNames", "lbmgmt:type=Server,*", *auth)
+    assert json.loads(r.stdout) == [f"lbmgmt:type=Server,guid={edge.guid}"]
+    r = lbmgmt("invoke", addr, BAL, "listServers", *auth)
+    assert json.loads(r.stdout)[0]["drained"] is True
+
+    r = lbmgmt("set", addr, BAL, "MessageTimeout", "2500", "--user", "viewer",
+               "--password-file", str(tmp_path / "pw"))
+    assert r.returncode == 1 and json.loads(r.stderr)["code"] == -32006
+    r = lbmgmt("get", addr, BAL, "Nope", *auth)
+    assert r.returncode == 1 and json.loads(r.stderr)["code"] == -32002
+    r = lbmgmt("get", addr, BAL, "ServerCount")
+    assert r.returncode == 3 and "login required" in r.stderr
+    r = lbmgmt("get", f"{HOST}:{free_port()}", BAL, "ServerCount")
+    assert r.returncode == 3 and "cannot connect" in r.stderr and "Traceback" not in r.stderr
+
+    r = subprocess.run([sys.executable, "-m", "lbmgmt", "hash-password"], input="s3cret\n",
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith('password = "scrypt$')
+    r = lbmgmt("new-token")
+    assert "token_sha256 = " in r.stdout
+
+
+async def test_dropped_reports_notification_is_rate_limited(fleet):
+    import socket
+    lb = fleet.balancer()
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+
+    def burst():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(50):
+                s.sendto(b"LB" + b"\0" * 100, (HOST, lb.udp_port))
+
+    async def notified():
+        batch = await rpc.ok("pollNotifications", 0, 0, ["lbmgmt.reports.dropped"])
+        return batch["notifications"]
+    burst()
+    await wait_until(notified, 3, what="dropped-reports notification")
+    burst()
+    await asyncio.sleep(1.0)  # well past the 250 ms sweep, inside the 5 s notify interval
+    [n] = await notified()  # a hundred drops, one notification so far
+    assert n["data"]["byReason"] == {"malformed": 50}
+    assert await rpc.ok("getAttribute", BAL, "ReportsDropped") == {
+        "bad-auth": 0, "malformed": 100, "replay": 0, "stale": 0, "oversize": 0}
