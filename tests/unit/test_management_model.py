@@ -424,3 +424,11 @@ def test_non_loopback_bind_needs_credentials(tmp_path, listen):
 def test_tls_needs_cert_and_key(tmp_path):
     with pytest.raises(ConfigError, match="both tls_cert_file and tls_key_file"):
         load_mgmt(tmp_path, '[management]\ntls_cert_file = "c.pem"\n')
+
+
+def test_shipped_users_example_loads():
+    from pathlib import Path
+    creds = Credentials.load(Path(__file__).parents[2] / "examples" / "users.toml")
+    assert creds.check_basic("ops", "change-me-ops").role is Role.READWRITE
+    assert creds.check_basic("viewer", "change-me-view").role is Role.READONLY
+    assert creds.check_bearer("change-me-token").name == "grafana"
