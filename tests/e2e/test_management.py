@@ -17,7 +17,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.e2e.fleet import HOST, Balancer, Fleet, free_port, wait_until
+from tests.e2e.fleet import HOST, Fleet, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 BAL = "lbmgmt:type=Balancer"
@@ -330,7 +330,7 @@ async def test_tls_management_port(fleet, tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lbmgmt-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -445,3 +445,28 @@ async def test_dropped_reports_notification_is_rate_limited(fleet):
     assert n["data"]["byReason"] == {"malformed": 50}
     assert await rpc.ok("getAttribute", BAL, "ReportsDropped") == {
         "bad-auth": 0, "malformed": 100, "replay": 0, "stale": 0, "oversize": 0}
+
+
+async def test_stdlib_example_script_reads_everything_and_follows(fleet):
+    from pathlib import Path
+    lb = fleet.balancer()
+    edge = fleet.edge("e", [lb])
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+
+    async def listed():
+        return len(await rpc.ok("queryNames", "lbmgmt:type=Server,*")) == 1
+    await wait_until(listed, 10, what="edge listed")
+    script = Path(__file__).parents[2] / "examples" / "jsonrpc_client.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), f"{HOST}:{lb.mgmt_port}", "--follow", "--polls", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    await asyncio.sleep(1.0)  # the dump is done and the long poll is waiting
+    edge.signal(15)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert "you are readwrite" in text
+    assert f"lbmgmt:type=Server,guid={edge.guid}" in text
+    assert "rw MessageTimeout" in text and "op drainServer(guid: string)" in text
+    assert "lbmgmt.server.left" in text
