@@ -201,7 +201,9 @@ async def test_restarted_balancer_has_the_pool_back_within_one_interval(fleet):
     await ready(fleet, again)
     # Ready means HTTP answers; the pool must be back one report interval later.
     took = await wait_until(full, 5, what="pool back after restart")
-    assert took <= 0.5
+    # One interval (0.5 s), plus what observing costs: the 10 ms poll, an HTTP round trip
+    # and the edges' own timer drift.
+    assert took <= 0.5 + 0.1
 
 
 async def test_two_targets_two_balancers_one_down(fleet):
