@@ -26,22 +26,21 @@ from lbmgmt.edge.daemon import EdgeDaemon
 from lbmgmt.edge.monitors import ManualMonitor
 from lbmgmt.edge.targets import Target
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.httpserve import serve_app
 from lbmgmt.management.config import ManagementConfig
 from lbmgmt.status import SharedKey
 
 HOST = "127.0.0.1"
 
 
-async def _edge_page(name: str) -> web.AppRunner:
+async def _edge_page(name: str) -> tuple[web.AppRunner, int]:
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=f"{name} would serve {request.path_qs}\n")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, 0).start()
-    return runner
+    runner, (_, port) = await serve_app(app, Endpoint(HOST, 0))
+    return runner, port
 
 
 async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 1934,
@@ -64,9 +63,8 @@ async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 193
     lines = []
     try:
         for n in range(1, edges + 1):
-            page = await _edge_page(f"edge {n}")
+            page, port = await _edge_page(f"edge {n}")
             pages.append(page)
-            port = page.addresses[0][1]
             monitor = ManualMonitor(rng.randint(0, 20))
             edge = EdgeDaemon(
                 EdgeConfig(redirect_address=f"{HOST}:{port}", targets_file=workdir / "none",

@@ -22,6 +22,7 @@ from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, 
                                       ServerRegistry, ServerStateChanged)
 from lbmgmt.balancer.serverinfo import render_server_info
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.httpserve import serve_app
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
@@ -126,17 +127,8 @@ class BalancerDaemon:
             redirector=self.redirector.name))
 
     async def _start_http(self) -> None:
-        http = self.config.http
-        self._runner = web.AppRunner(make_http_app(self), access_log=None,
-                                     handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, http.listen.bind_host, http.listen.port)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self.http_address = tuple(self._runner.addresses[0][:2])
+        self._runner, self.http_address = await serve_app(make_http_app(self),
+                                                          self.config.http.listen)
 
     async def stop(self) -> None:
         if self._sweeper is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from lbmgmt import __version__
+from lbmgmt.httpserve import serve_app
 from lbmgmt.logs import fields
 from lbmgmt.management.api import METHODS, CallContext, NotificationPulse
 from lbmgmt.management.auth import Credentials, LoginLimiter, User
@@ -104,17 +105,8 @@ class ManagementServer:
         app = web.Application(client_max_size=MAX_REQUEST, middlewares=[self._authenticate])
         app.router.add_post("/jsonrpc", self._jsonrpc)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen.bind_host, self.config.listen.port,
-                           ssl_context=self.ssl_context)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self.address = tuple(self._runner.addresses[0][:2])
+        self._runner, self.address = await serve_app(app, self.config.listen,
+                                                     ssl_context=self.ssl_context)
         log.info("management port open", extra=fields(url=self.url,
                                                        auth=self.credentials is not None))
 
