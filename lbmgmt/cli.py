@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="balancer management port (edges get free ports)")
     _add_logging(demo)
 
+    res = sub.add_parser("resolve", help="print the edge URL a redirect application sends to",
+                         description="Connect to an RTMP redirect application, read the edge "
+                                     "URL from its answer and print it with the stream name, "
+                                     "for clients that do not follow redirects: "
+                                     'ffmpeg -i "$(lbmgmt resolve rtmp://lb/redirect/stream)"')
+    res.add_argument("url", help="rtmp://HOST[:PORT]/APP/STREAM")
+    res.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
     script.add_parsers(sub)
     return parser
 
@@ -60,6 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token"):
         setup_logging(0)
         return script.run(args)
+    if args.command == "resolve":
+        from lbmgmt.rtmp.resolve import ResolveError, resolve_sync
+
+        try:
+            print(resolve_sync(args.url, timeout=args.timeout))
+        except ResolveError as exc:
+            print(f"lbmgmt resolve: {exc}", file=sys.stderr)
+            return 1
+        return 0
     setup_logging(args.verbose, args.log_format)
     try:
         if args.command == "balancer":

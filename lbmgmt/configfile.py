@@ -170,6 +170,12 @@ class Section:
                     self.fail(key, f"items must be integers from {min} to {max}, not {item!r}")
         return value
 
+    def get_str_list(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default, (list,), "a list of strings")
+        if key in self.data and not all(isinstance(v, str) and v for v in value):
+            self.fail(key, "items must be non-empty strings")
+        return value
+
     def get_table(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._get(key, default, (dict,), "a table")
 

@@ -10,6 +10,7 @@ from lbmgmt.endpoints import Endpoint
 from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.redirectors import redirector_class
+from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
 from lbmgmt.status import SharedKey
 
 DEFAULT_UDP_PORT = 1934
@@ -33,6 +34,7 @@ class BalancerConfig:
     redirector: str = "concurrent-connects"
     http: HttpConfig = field(default_factory=HttpConfig)
     management: ManagementConfig | None = None  # None: no management port (embedding)
+    rtmp: RtmpConfig = field(default_factory=RtmpConfig)
 
 
 def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
@@ -47,7 +49,7 @@ def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
 
 def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg = ConfigFile.load(path)
-    cfg.check_tables(["balancer", "http", "management"])
+    cfg.check_tables(["balancer", "http", "management", "rtmp"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
     key_text = bal.get_str("key", None)
@@ -84,7 +86,8 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     assert key_text is not None
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
                           max_clock_skew_ms=skew, redirector=redirector, http=http_cfg,
-                          management=load_management(cfg, BALANCER_PORT))
+                          management=load_management(cfg, BALANCER_PORT),
+                          rtmp=load_rtmp(cfg))
 
 
 __all__ = ["BalancerConfig", "ConfigError", "HttpConfig", "load_balancer_config"]

@@ -18,6 +18,7 @@ from lbmgmt.balancer.config import BalancerConfig
 from lbmgmt.balancer.http import make_http_app
 from lbmgmt.balancer.mbeans import BalancerBeans
 from lbmgmt.balancer.redirectors import Redirector, redirector_class
+from lbmgmt.balancer.rtmp import RtmpService
 from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
                                       ServerRegistry, ServerStateChanged)
 from lbmgmt.balancer.serverinfo import render_server_info
@@ -92,6 +93,7 @@ class BalancerDaemon:
         self._transport: asyncio.DatagramTransport | None = None
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.rtmp = RtmpService(self, config.rtmp)
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
                                   clock=clock)
@@ -123,12 +125,34 @@ class BalancerDaemon:
         log.info("balancer started", extra=fields(
             udp=self.format_address(self.udp_address),
             http=self.format_address(self.http_address),
+            rtmp=("off" if not self.config.rtmp.enabled else
+                  self.format_address(self.rtmp.address)),
             management=self.management.url if self.management else "off",
             redirector=self.redirector.name))
 
     async def _start_http(self) -> None:
+        rtmp = self.config.rtmp
+        if rtmp.enabled and rtmp.listen is None:
+            # One port for both, as on the original system: RtmpService sniffs each
+            # connection's first byte and hands HTTP ones to this aiohttp runner.
+            self._runner = web.AppRunner(make_http_app(self), access_log=None,
+                                         handle_signals=False, shutdown_timeout=1.0)
+            await self._runner.setup()
+            try:
+                await self.rtmp.start(self.config.http.listen, http=self._runner)
+            except BaseException:
+                await self._runner.cleanup()
+                raise
+            self.http_address = self.rtmp.address
+            return
         self._runner, self.http_address = await serve_app(make_http_app(self),
                                                           self.config.http.listen)
+        if rtmp.enabled and rtmp.listen is not None:
+            try:
+                await self.rtmp.start(rtmp.listen)
+            except BaseException:
+                await self._runner.cleanup()
+                raise
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -139,6 +163,7 @@ class BalancerDaemon:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        await self.rtmp.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -110,6 +110,17 @@ class BalancerMBean(MBean):
     def RedirectsServed(self) -> dict[str, int]:
         return dict(self.b.redirects_served)
 
+    @attribute("string", "RTMP address (the HTTP one when they share a port)", metric=None)
+    def RtmpAddress(self) -> str:
+        if not self.b.config.rtmp.enabled:
+            return "off"
+        return self.b.format_address(self.b.rtmp.address)
+
+    @attribute("object", "RTMP connections: total, active, and how each ended",
+               metric="counter", metric_label="event")
+    def RtmpConnections(self) -> dict[str, int]:
+        return {**self.b.rtmp.counters, "active": len(self.b.rtmp.active)}
+
     @operation(Impact.INFO, "Every known edge with its state and load")
     def listServers(self) -> list[dict[str, Any]]:
         now = self.b.monotonic()

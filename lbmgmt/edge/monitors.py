@@ -10,9 +10,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import math
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
+
+import aiohttp
 
 from lbmgmt.configfile import Section
 from lbmgmt.plugins import resolve_plugin
@@ -134,9 +137,82 @@ def count_established(lines: Iterable[str], ports: frozenset[int]) -> int:
     return total
 
 
+class NginxRtmpMonitor(LoadMonitor):
+    """Viewer count of an nginx-rtmp server beside the edge, from its stat page.
+
+    nginx-rtmp's ``rtmp_stat all`` XML has no per-server total: the load is
+    the sum of ``application/live/nclients`` over the applications (all, or
+    those listed), which counts players and publishers alike.
+    """
+
+    name = "nginx-rtmp"
+
+    def __init__(self, url: str, *, applications: Iterable[str] | None = None,
+                 timeout: float = 2.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"stat URL must be http(s)://, not {url!r}")
+        self.url = url
+        self.applications = frozenset(applications) if applications else None
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, section: Section) -> NginxRtmpMonitor:
+        url = section.get_str("url", "http://127.0.0.1:8080/stat")
+        apps = section.get_str_list("applications", None)
+        timeout = section.get_int("timeout_ms", 2000, min=10, max=60_000) / 1000
+        try:
+            return cls(url, applications=apps, timeout=timeout)
+        except ValueError as exc:
+            section.fail("url", str(exc))
+
+    def describe(self) -> str:
+        apps = f" applications={','.join(sorted(self.applications))}" if self.applications else ""
+        return f"{self.name} url={self.url}{apps}"
+
+    async def read(self) -> float:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self._session.get(self.url) as resp:
+                if resp.status != 200:
+                    raise MonitorError(f"{self.url} answered HTTP {resp.status}")
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise MonitorError(f"cannot read {self.url}: {exc or type(exc).__name__}") from None
+        return float(count_nginx_rtmp_clients(body, self.applications))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def count_nginx_rtmp_clients(xml: bytes, applications: frozenset[str] | None = None) -> int:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise MonitorError(f"stat page is not XML: {exc}") from None
+    if root.tag != "rtmp":
+        raise MonitorError(f"stat page root is <{root.tag}>, not <rtmp> (rtmp_stat all?)")
+    total = 0
+    for app in root.iterfind("server/application"):
+        if applications is not None and (app.findtext("name") or "") not in applications:
+            continue
+        text = app.findtext("live/nclients")
+        if text is not None:
+            try:
+                total += int(text)
+            except ValueError:
+                raise MonitorError(f"nclients is not a number: {text!r}") from None
+    return total
+
+
 BUILTIN_MONITORS: dict[str, type[LoadMonitor]] = {
     ManualMonitor.name: ManualMonitor,
     TcpConnectionsMonitor.name: TcpConnectionsMonitor,
+    NginxRtmpMonitor.name: NginxRtmpMonitor,
 }
 
 

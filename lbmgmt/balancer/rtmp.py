@@ -1,0 +1,355 @@
+"""RTMP on the balancer: asyncio glue around ``lbmgmt.rtmp.server``.
+
+``RtmpService`` owns the counters and, when RTMP shares the HTTP port, the
+listening socket: ``PortSharer`` looks at each connection's first byte and
+hands it to an ``RtmpSession`` (0x03, an RTMP handshake) or to the aiohttp
+request handler, unchanged, so keep-alive and pipelining behave as on a plain
+aiohttp port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
+from lbmgmt.endpoints import Endpoint, join_host_port, split_address
+from lbmgmt.logs import fields
+from lbmgmt.rtmp import handshake
+from lbmgmt.rtmp.commands import Command, status
+from lbmgmt.rtmp.relay import relay
+from lbmgmt.rtmp.server import (CommandReceived, ConnectionFailed, ServerConnection, State)
+
+if TYPE_CHECKING:
+    from lbmgmt.balancer.daemon import BalancerDaemon
+
+log = logging.getLogger("lbmgmt.rtmp")
+
+RTMP_FIRST_BYTES = frozenset((handshake.VERSION, *handshake.ENCRYPTED_VERSIONS))
+
+
+def _split_app(app: str) -> tuple[str, str, str]:
+    """'redirect/inst?token=1' → ('redirect', '/inst', 'token=1')."""
+    path, _, query = app.partition("?")
+    name, slash, rest = path.partition("/")
+    return name, slash + rest, query
+
+
+def edge_url(app: RtmpApp, address: str, *, client_scheme: str | None,
+             client_port: int | None, instance: str = "", query: str = "") -> str:
+    """The edge URL: scheme and port as configured, else as the edge or the client had them."""
+    host, address_port = split_address(address)
+    port = app.redirect_port or address_port or client_port
+    scheme = app.redirect_scheme or client_scheme or "rtmp"
+    url = f"{scheme}://{join_host_port(host, port)}/{app.redirect_app_name}{instance}"
+    return f"{url}?{query}" if query else url
+
+
+class RtmpService:
+    def __init__(self, balancer: BalancerDaemon, config: RtmpConfig) -> None:
+        self.balancer = balancer
+        self.config = config
+        self.active: set[RtmpSession] = set()
+        self.counters: Counter[str] = Counter(
+            connections=0, redirected=0, proxied=0, no_server=0, invalid_app=0,
+            protocol_errors=0, timeouts=0, refused=0)
+        self._server: asyncio.Server | None = None
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def keep_raw(self) -> bool:
+        return any(app.mode == "proxy" for app in self.config.apps.values())
+
+    def session(self) -> RtmpSession:
+        return RtmpSession(self)
+
+    async def start(self, listen: Endpoint, http: web.AppRunner | None = None) -> None:
+        """Listen on ``listen``: RTMP only, or shared with ``http`` when given."""
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol]
+        if http is not None:
+            server = http.server
+            assert server is not None
+            factory = lambda: PortSharer(self, server)  # noqa: E731
+        else:
+            factory = self.session
+        self._server = await loop.create_server(factory, listen.bind_host, listen.port,
+                                                reuse_address=True)
+        self.address = self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for session in list(self.active):
+                session.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+
+class PortSharer(asyncio.Protocol):
+    """Waits for the first byte, then becomes RTMP or HTTP for good."""
+
+    def __init__(self, service: RtmpService, http: web.Server) -> None:
+        self.service = service
+        self.http = http
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._timer = asyncio.get_running_loop().call_later(
+            self.service.config.handshake_timeout_ms / 1000, self._silent)
+
+    def _silent(self) -> None:
+        self.service.counters["timeouts"] += 1
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        protocol: asyncio.Protocol
+        if data[0] in RTMP_FIRST_BYTES and self.service.config.enabled:
+            protocol = self.service.session()
+        else:
+            protocol = self.http()
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class RtmpSession(asyncio.Protocol):
+    def __init__(self, service: RtmpService) -> None:
+        self.service = service
+        cfg = service.config
+        self.conn = ServerConnection(max_chunk_size=cfg.max_chunk_size,
+                                     max_message_size=cfg.max_message_size,
+                                     time_ms=int(time.monotonic() * 1000),
+                                     keep_raw=service.keep_raw)
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._accepted_app: RtmpApp | None = None
+        self._connect: Command | None = None
+        self._proxy: asyncio.Task[None] | None = None
+
+    # -- asyncio callbacks --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        service = self.service
+        service.counters["connections"] += 1
+        if len(service.active) >= service.config.max_connections:
+            service.counters["refused"] += 1
+            transport.abort()
+            return
+        service.active.add(self)
+        self._arm(service.config.handshake_timeout_ms)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.service.active.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._proxy is not None:
+            return
+        handshaking = self.conn.state is not State.OPEN
+        events = self.conn.receive_data(data)
+        if handshaking and self.conn.state is State.OPEN or not handshaking:
+            self._arm(self.service.config.idle_timeout_ms)
+        for event in events:
+            if isinstance(event, ConnectionFailed):
+                self.service.counters["protocol_errors"] += 1
+                log.debug("rtmp protocol error", extra=fields(error=event.reason,
+                                                              peer=self._peer()))
+            elif isinstance(event, CommandReceived):
+                self._command(event.command)
+            if self._proxy is not None:
+                break
+        self._flush()
+
+    # -- helpers ------------------------------------------------------------------
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def _arm(self, ms: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(ms / 1000, self._expired)
+
+    def _expired(self) -> None:
+        if self._proxy is None:
+            self.service.counters["timeouts"] += 1
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        out = self.conn.data_to_send()
+        if out:
+            self.transport.write(out)
+        if self.conn.state is State.CLOSED and self._proxy is None:
+            self.transport.close()  # after the queued bytes are written
+
+    def _client_scheme_port(self) -> tuple[str | None, int | None]:
+        tc_url = self._connect.command_object.get("tcUrl") if self._connect else None
+        scheme = port = None
+        if isinstance(tc_url, str):
+            with contextlib.suppress(ValueError):
+                parts = urlsplit(tc_url)
+                scheme, port = parts.scheme or None, parts.port
+        if port is None and self.transport is not None:
+            sockname = self.transport.get_extra_info("sockname")
+            port = sockname[1] if sockname else None
+        return scheme, port
+
+    # -- commands -----------------------------------------------------------------
+    def _command(self, command: Command) -> None:
+        if command.name == "connect":
+            self._on_connect(command)
+        elif command.name == "createStream" and self._accepted_app is not None:
+            self.conn.send_command("_result", command.transaction_id, None, 1.0)
+        elif command.name in ("play", "publish") and self._accepted_app is not None:
+            stream = command.args[0] if command.args and isinstance(command.args[0], str) else ""
+            self._redirect_stream(command, stream)
+
+    def _on_connect(self, command: Command) -> None:
+        self._connect = command
+        obj = command.command_object if isinstance(command.command_object, dict) else {}
+        app_field = obj.get("app")
+        name, instance, query = _split_app(app_field if isinstance(app_field, str) else "")
+        app = self.service.config.apps.get(name)
+        if app is None:
+            self.service.counters["invalid_app"] += 1
+            self.conn.reject_connect(command.transaction_id, status(
+                "error", "NetConnection.Connect.InvalidApp",
+                f"Connection rejected: application '{name}' does not exist on this balancer"))
+            return
+        if app.mode == "proxy":
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._proxy = asyncio.get_running_loop().create_task(self._start_proxy(app))
+            return
+        if not app.redirect_on_connect:
+            self._accepted_app = app
+            self.conn.accept_connect(command.transaction_id, status(
+                "status", "NetConnection.Connect.Success", "Connection succeeded.",
+                objectEncoding=0.0))
+            return
+        entry = self.service.balancer.redirect("rtmp")
+        if entry is None:
+            self.service.counters["no_server"] += 1
+            self.conn.reject_connect(command.transaction_id, status(
+                "error", "NetConnection.Connect.Rejected",
+                "Connection rejected: no available server"))
+            return
+        scheme, port = self._client_scheme_port()
+        url = edge_url(app, entry.address, client_scheme=scheme, client_port=port,
+                       instance=instance, query=query)
+        self.service.counters["redirected"] += 1
+        self.conn.reject_connect(command.transaction_id, status(
+            "error", "NetConnection.Connect.Rejected", f"Connection rejected: redirect to {url}",
+            ex={"code": 302.0, "redirect": url}))
+
+    def _redirect_stream(self, command: Command, stream: str) -> None:
+        app = self._accepted_app
+        assert app is not None
+        code = "NetStream.Play.Failed" if command.name == "play" else "NetStream.Publish.BadName"
+        entry = self.service.balancer.redirect("rtmp")
+        if entry is None:
+            self.service.counters["no_server"] += 1
+            info = status("error", code, "Rejected: no available server")
+        else:
+            scheme, port = self._client_scheme_port()
+            url = edge_url(app, entry.address, client_scheme=scheme, client_port=port)
+            url = f"{url}/{stream}" if stream else url
+            self.service.counters["redirected"] += 1
+            info = status("error", code, f"Rejected: redirect to {url}",
+                          ex={"code": 302.0, "redirect": url})
+        self.conn.send_command("onStatus", 0.0, None, info, stream_id=command.stream_id or 1)
+        self.conn.close()
+
+    # -- proxy mode ---------------------------------------------------------------
+    async def _start_proxy(self, app: RtmpApp) -> None:
+        """Connect to the chosen edge, replay the client's opening, then relay both ways."""
+        assert self.transport is not None and self._connect is not None
+        loop = asyncio.get_running_loop()
+        entry = self.service.balancer.redirect("rtmp")
+        if entry is None:
+            self.service.counters["no_server"] += 1
+            self._proxy = None
+            self.conn.reject_connect(self._connect.transaction_id, status(
+                "error", "NetConnection.Connect.Rejected",
+                "Connection rejected: no available server"))
+            self._flush()
+            return
+        host, port = split_address(entry.address)
+        port = app.redirect_port or port or 1935
+        timeout = self.service.config.proxy_connect_timeout_ms / 1000
+        edge: socket.socket | None = None
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, kind, proto, _, addr = infos[0]
+            edge = socket.socket(family, kind, proto)
+            edge.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(edge, addr), timeout)
+            await loop.sock_sendall(edge, self.conn.raw_c0c1)
+            reply = bytearray()
+            size = 1 + 2 * handshake.PACKET
+            while len(reply) < size:
+                chunk = await asyncio.wait_for(loop.sock_recv(edge, size - len(reply)),
+                                               timeout)
+                if not chunk:
+                    raise ConnectionError("edge closed during the handshake")
+                reply += chunk
+            if reply[0] != handshake.VERSION:
+                raise ConnectionError(f"edge answered handshake version {reply[0]}")
+            await loop.sock_sendall(edge, bytes(reply[1:1 + handshake.PACKET]))  # C2 = S1
+            await loop.sock_sendall(edge, bytes(self.conn.raw_after_handshake))
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            if edge is not None:
+                edge.close()
+            log.warning("rtmp proxy: edge unreachable", extra=fields(
+                edge=entry.address, error=str(exc) or type(exc).__name__))
+            self.service.counters["protocol_errors"] += 1
+            self._proxy = None
+            self.conn.reject_connect(self._connect.transaction_id, status(
+                "error", "NetConnection.Connect.Failed",
+                f"Connection failed: edge {entry.address} unreachable"))
+            self._flush()
+            return
+        self.service.counters["proxied"] += 1
+        if self._timer is not None:
+            self._timer.cancel()
+        # Take the client's socket out of asyncio's hands: a duplicate descriptor keeps
+        # the connection open when the transport closes its own.
+        client_sock = self.transport.get_extra_info("socket")
+        client = socket.socket(fileno=os.dup(client_sock.fileno()))
+        client.setblocking(False)
+        self.transport.close()
+        try:
+            await relay(client, edge)
+        finally:
+            client.close()
+            edge.close()
+            self.service.active.discard(self)

@@ -1,0 +1,95 @@
+"""Asking a balancer's redirect application where to go, for clients that cannot.
+
+ffmpeg, OBS, librtmp, GStreamer and VLC print an RTMP redirect and give up.
+``resolve("rtmp://lb:1935/redirect/stream")`` does the handshake and
+``connect`` itself, reads ``ex.redirect`` from the rejection and returns the
+edge URL with the stream appended, so a shell can run
+``ffmpeg -i "$(lbmgmt resolve rtmp://lb/redirect/stream)"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from lbmgmt.endpoints import join_host_port
+from lbmgmt.rtmp.client import ClientConnection
+from lbmgmt.rtmp.server import CommandReceived, ConnectionFailed, HandshakeCompleted
+
+DEFAULT_PORT = 1935
+
+
+class ResolveError(Exception):
+    pass
+
+
+def split_rtmp_url(url: str) -> tuple[str, int, str, str, str]:
+    """(host, port, app, stream, query) of ``rtmp://host[:port]/app/stream[?query]``."""
+    parts = urlsplit(url)
+    if parts.scheme != "rtmp":
+        raise ResolveError(f"only rtmp:// URLs can be resolved, not {parts.scheme or url!r}")
+    if not parts.hostname:
+        raise ResolveError(f"no host in {url!r}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ResolveError(f"bad port in {url!r}") from None
+    app, _, stream = parts.path.lstrip("/").partition("/")
+    if not app:
+        raise ResolveError(f"no application in {url!r} (rtmp://host/app/stream)")
+    return parts.hostname, port, app, stream, parts.query
+
+
+async def resolve(url: str, *, timeout: float = 5.0) -> str:
+    """The edge URL (stream and query appended) the balancer redirects ``url`` to."""
+    host, port, app, stream, query = split_rtmp_url(url)
+    try:
+        return await asyncio.wait_for(_ask(host, port, app, stream, query), timeout)
+    except TimeoutError:
+        raise ResolveError(f"{host}:{port} did not answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise ResolveError(f"cannot connect to {join_host_port(host, port)}: "
+                           f"{exc.strerror or exc}") from None
+
+
+async def _ask(host: str, port: int, app: str, stream: str, query: str) -> str:
+    reader, writer = await asyncio.open_connection(host, port)
+    conn = ClientConnection()
+    try:
+        writer.write(conn.data_to_send())
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                raise ResolveError("the server closed the connection without an answer")
+            for event in conn.receive_data(data):
+                if isinstance(event, ConnectionFailed):
+                    raise ResolveError(f"RTMP error: {event.reason}")
+                if isinstance(event, HandshakeCompleted):
+                    conn.connect(app, f"rtmp://{join_host_port(host, port)}/{app}")
+                elif isinstance(event, CommandReceived):
+                    name = event.command.name
+                    if name == "_result":
+                        raise ResolveError(f"'{app}' accepted the connection: it does not "
+                                           "redirect on connect")
+                    if name == "_error":
+                        return _redirect_from(event.command.args, stream, query)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def _redirect_from(args: list[object], stream: str, query: str) -> str:
+    info = args[0] if args and isinstance(args[0], dict) else {}
+    ex = info.get("ex")
+    target = ex.get("redirect") if isinstance(ex, dict) else None
+    if not isinstance(target, str) or not target:
+        raise ResolveError(f"rejected without a redirect: {info.get('code', '?')}: "
+                           f"{info.get('description', '')}")
+    url = f"{target.rstrip('/')}/{stream}" if stream else target
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
+
+
+def resolve_sync(url: str, *, timeout: float = 5.0) -> str:
+    """``resolve`` for code that has no event loop running."""
+    return asyncio.run(resolve(url, timeout=timeout))

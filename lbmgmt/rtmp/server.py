@@ -1,0 +1,168 @@
+"""The server side of an RTMP connection, sans-IO (h11-style).
+
+``receive_data(bytes)`` returns events; methods such as ``reject`` queue
+bytes that ``data_to_send()`` hands out. Any protocol violation ends in one
+``ConnectionFailed`` event and the CLOSED state, never an exception, so one
+bad client cannot take anything else down.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lbmgmt.rtmp import chunks, handshake
+from lbmgmt.rtmp.chunks import ChunkDecoder, ChunkEncoder, ChunkError, Message
+from lbmgmt.rtmp.commands import Command, CommandError, command_message, parse_command
+
+WINDOW = 2_500_000  # what we ask peers to acknowledge, as nginx-rtmp and Wowza do
+
+
+class State(enum.Enum):
+    HANDSHAKE_C0C1 = "waiting for C0+C1"
+    HANDSHAKE_C2 = "waiting for C2"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceived:
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A message that is not a command (audio, video, data, control)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFailed:
+    reason: str
+
+
+Event = HandshakeCompleted | CommandReceived | MessageReceived | ConnectionFailed
+
+
+class ServerConnection:
+    def __init__(self, *, max_chunk_size: int = 65536, max_message_size: int = 1 << 20,
+                 random: Callable[[int], bytes] = os.urandom, time_ms: int = 0,
+                 keep_raw: bool = False) -> None:
+        self.state = State.HANDSHAKE_C0C1
+        self._random = random
+        self._time_ms = time_ms
+        self._in = bytearray()
+        self._out = bytearray()
+        self.decoder = ChunkDecoder(max_chunk_size=max_chunk_size,
+                                    max_message_size=max_message_size)
+        self.encoder = ChunkEncoder()
+        self.bytes_received = 0
+        self.peer_window: int | None = None
+        self._acked = 0
+        # For relaying to an edge: the client's C0+C1 and every byte after its C2.
+        self.keep_raw = keep_raw
+        self.raw_c0c1 = b""
+        self.raw_after_handshake = bytearray()
+
+    def data_to_send(self) -> bytes:
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self.bytes_received += len(data)
+        events: list[Event] = []
+        try:
+            self._receive(data, events)
+        except (ChunkError, CommandError) as exc:
+            self.state = State.CLOSED
+            events.append(ConnectionFailed(str(exc)))
+        return events
+
+    def _receive(self, data: bytes, events: list[Event]) -> None:
+        if self.state is State.OPEN:
+            if self.keep_raw:
+                self.raw_after_handshake += data
+            self._messages(self.decoder.feed(data), events)
+            self._maybe_ack()
+            return
+        self._in += data
+        if self.state is State.HANDSHAKE_C0C1:
+            if not self._in:
+                return
+            version = self._in[0]
+            if version in handshake.ENCRYPTED_VERSIONS:
+                raise ChunkError(f"encrypted RTMP (version {version}) is not supported")
+            if version != handshake.VERSION:
+                raise ChunkError(f"not an RTMP handshake (version byte {version})")
+            if len(self._in) < 1 + handshake.PACKET:
+                return
+            c1 = bytes(self._in[1:1 + handshake.PACKET])
+            self.raw_c0c1 = bytes(self._in[:1 + handshake.PACKET])
+            del self._in[:1 + handshake.PACKET]
+            self._out += handshake.server_reply(c1, time_ms=self._time_ms,
+                                                random=self._random(handshake.PACKET - 8))
+            self.state = State.HANDSHAKE_C2
+        if self.state is State.HANDSHAKE_C2:
+            if len(self._in) < handshake.PACKET:
+                return
+            # C2 should echo S1; clients differ in how exactly, and nothing depends on it.
+            rest = bytes(self._in[handshake.PACKET:])
+            self._in = bytearray()
+            self.state = State.OPEN
+            events.append(HandshakeCompleted())
+            if rest:
+                self._receive(rest, events)
+
+    def _messages(self, messages: list[Message], events: list[Event]) -> None:
+        for message in messages:
+            if message.type_id in (chunks.COMMAND_AMF0, chunks.COMMAND_AMF3):
+                events.append(CommandReceived(parse_command(message)))
+            else:
+                if message.type_id == chunks.WINDOW_ACK_SIZE and len(message.payload) >= 4:
+                    self.peer_window = int.from_bytes(message.payload[:4], "big") or None
+                events.append(MessageReceived(message))
+
+    def _maybe_ack(self) -> None:
+        if self.peer_window and self.bytes_received - self._acked >= self.peer_window:
+            self._acked = self.bytes_received
+            self.send(chunks.acknowledgement(self.bytes_received))
+
+    # -- what the application says -------------------------------------------------
+    def send(self, message: Message) -> None:
+        if self.state is not State.CLOSED:
+            self._out += self.encoder.encode(message)
+
+    def send_command(self, name: str, transaction_id: float, command_object: Any,
+                     *args: Any, stream_id: int = 0) -> None:
+        self.send(command_message(name, transaction_id, command_object, *args,
+                                  stream_id=stream_id))
+
+    def _preamble(self) -> None:
+        self.send(chunks.window_ack_size(WINDOW))
+        self.send(chunks.set_peer_bandwidth(WINDOW))
+
+    def reject_connect(self, transaction_id: float, info: dict[str, Any]) -> None:
+        """Answer ``connect`` with ``_error``; the caller closes after flushing."""
+        self._preamble()
+        self.send_command("_error", transaction_id, None, info)
+        self.state = State.CLOSED
+
+    def accept_connect(self, transaction_id: float, info: dict[str, Any]) -> None:
+        self._preamble()
+        self._out += self.encoder.set_chunk_size(4096)
+        self.send_command("_result", transaction_id,
+                          {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}, info)
+
+    def close(self) -> None:
+        self.state = State.CLOSED
