@@ -1,0 +1,92 @@
+"""A real nginx-rtmp server for end-to-end tests, on loopback ports of its own."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import socket
+
+MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+HOST = "127.0.0.1"
+
+
+def available() -> bool:
+    return shutil.which("nginx") is not None and MODULE.exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class NginxRtmp:
+    prefix: Path
+    rtmp_port: int = 0
+    http_port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def stat_url(self) -> str:
+        return f"http://{HOST}:{self.http_port}/stat"
+
+    def rtmp_url(self, path: str = "live") -> str:
+        return f"rtmp://{HOST}:{self.rtmp_port}/{path}"
+
+    def start(self) -> NginxRtmp:
+        self.rtmp_port = self.rtmp_port or _free_port()
+        self.http_port = self.http_port or _free_port()
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        temp = "".join(f"    {kind}_temp_path {self.prefix}/{kind};\n" for kind in
+                       ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (self.prefix / "nginx.conf").write_text(f"""
+load_module {MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {self.prefix}/error.log info;
+pid {self.prefix}/nginx.pid;
+events {{ worker_connections 256; }}
+rtmp {{
+  server {{
+    listen {HOST}:{self.rtmp_port};
+    chunk_size 4096;
+    application live {{ live on; }}
+  }}
+}}
+http {{
+  access_log off;
+{temp}  server {{
+    listen {HOST}:{self.http_port};
+    location /stat {{ rtmp_stat all; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c",
+                                      str(self.prefix / "nginx.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((HOST, self.http_port), timeout=0.2):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("nginx-rtmp did not start: "  # noqa: B904
+                                       + (self.prefix / "error.log").read_text()[-2000:])
+                time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
