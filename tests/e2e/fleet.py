@@ -101,7 +101,7 @@ class Fleet:
     def balancer(self, name: str = "lb", *, key: str = "e2e-shared-key",
                  udp_port: int | None = None, http_port: int | None = None,
                  timeout_ms: int | None = None, extra: str = "", management: str = "",
-                 mgmt_port: int | None = None) -> Balancer:
+                 mgmt_port: int | None = None, rtmp: str = "") -> Balancer:
         udp_port = udp_port or free_port(socket.SOCK_DGRAM)
         http_port = http_port or free_port()
         mgmt_port = mgmt_port or free_port()
@@ -117,6 +117,7 @@ listen = "{HOST}:{http_port}"
 [management]
 listen = "{HOST}:{mgmt_port}"
 {management}
+{rtmp}
 """)
         proc = Balancer(name, ["balancer", "--config", str(config)], self.workdir,
                         mgmt_port=mgmt_port, udp_port=udp_port, http_port=http_port, key=key)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import socket
-
 MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin may not be on PATH
 HOST = "127.0.0.1"
 
 
 def available() -> bool:
-    return shutil.which("nginx") is not None and MODULE.exists()
+    return Path(NGINX).exists() and MODULE.exists()
 
 
 def _free_port() -> int:
@@ -67,7 +67,7 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c",
+        self.proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c",
                                       str(self.prefix / "nginx.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -77,8 +77,9 @@ http {{
                     break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("nginx-rtmp did not start: "  # noqa: B904
-                                       + (self.prefix / "error.log").read_text()[-2000:])
+                    raise RuntimeError("nginx-rtmp did not start: "
+                                       + (self.prefix / "error.log").read_text()[-2000:]
+                                       ) from None
                 time.sleep(0.02)
         return self
 
