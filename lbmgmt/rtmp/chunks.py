@@ -66,24 +66,37 @@ class ChunkDecoder:
         self.max_streams = max_streams
         self._streams: dict[int, _StreamState] = {}
         self._buffer = bytearray()
+        self.error: ChunkError | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._buffer) + sum(len(s.partial or b"") for s in self._streams.values())
 
     def feed(self, data: bytes) -> list[Message]:
-        """Every message completed by ``data``; raises ChunkError on a broken stream."""
+        """Every message completed by ``data``; raises ChunkError on a broken stream.
+
+        Messages completed before the break are still returned (the error is
+        kept in ``error`` and raised by the next call), so a valid ``connect``
+        followed by garbage in the same segment is not lost.
+        """
+        if self.error is not None:
+            raise self.error
         self._buffer += data
         messages: list[Message] = []
         pos = 0
-        while True:
-            consumed, message = self._chunk(pos)
-            if consumed == 0:
-                break
-            pos += consumed
-            if message is not None:
-                messages.append(message)
-                self._control(message)
+        try:
+            while True:
+                consumed, message = self._chunk(pos)
+                if consumed == 0:
+                    break
+                pos += consumed
+                if message is not None:
+                    self._control(message)  # a bad control message is not handed on
+                    messages.append(message)
+        except ChunkError as exc:
+            self.error = exc
+            if not messages:
+                raise
         del self._buffer[:pos]
         return messages
 

@@ -95,6 +95,8 @@ class ServerConnection:
                 self.raw_after_handshake += data
             self._messages(self.decoder.feed(data), events)
             self._maybe_ack()
+            if self.decoder.error is not None:  # after the messages that came before it
+                raise self.decoder.error
             return
         self._in += data
         if self.state is State.HANDSHAKE_C0C1:

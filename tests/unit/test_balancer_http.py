@@ -206,3 +206,51 @@ def test_balancer_config_errors_name_file_line_field(tmp_path, text, line, field
     assert (err.value.path, err.value.line, err.value.field) == (str(path), line, field), \
         str(err.value)
     assert message in str(err.value)
+
+
+def test_shipped_balancer_example_has_the_default_rtmp_app():
+    from pathlib import Path
+    cfg = load_balancer_config(Path(__file__).parents[2] / "examples" / "balancer.toml")
+    assert cfg.rtmp.enabled and cfg.rtmp.listen is None
+    [app] = cfg.rtmp.apps.values()
+    assert (app.name, app.mode, app.redirect_app_name, app.redirect_on_connect) == (
+        "redirect", "redirect", "live", True)
+
+
+def test_rtmp_config_apps_and_defaults(tmp_path):
+    cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k"\n'))
+    assert list(cfg.rtmp.apps) == ["redirect"] and cfg.rtmp.max_message_size == 65536
+    cfg = load_balancer_config(write(tmp_path, """
+[balancer]
+key = "k"
+[rtmp]
+listen = "127.0.0.1:1936"
+[rtmp.apps.tv]
+redirect_app_name = "hd"
+redirect_port = 1940
+redirect_scheme = "rtmps"
+redirect_on_connect = false
+[rtmp.apps.live]
+mode = "proxy"
+"""))
+    assert cfg.rtmp.listen == Endpoint("127.0.0.1", 1936)
+    tv, live = cfg.rtmp.apps["tv"], cfg.rtmp.apps["live"]
+    assert (tv.redirect_app_name, tv.redirect_port, tv.redirect_scheme,
+            tv.redirect_on_connect) == ("hd", 1940, "rtmps", False)
+    assert live.mode == "proxy"
+
+
+@pytest.mark.parametrize("text, line, field, message", [
+    ('[rtmp.apps.x]\nmode = "forward"\n', 2, "rtmp.apps.x.mode", "redirect, proxy"),
+    ('[rtmp.apps.x]\nredirect_scheme = "http"\n', 2, "rtmp.apps.x.redirect_scheme", "rtmp"),
+    ('[rtmp.apps.x]\nredirect_port = 0\n', 2, "rtmp.apps.x.redirect_port", "at least 1"),
+    ('[rtmp.apps.x]\nredirect_app = "live"\n', 2, "rtmp.apps.x.redirect_app", "unknown key"),
+    ('[rtmp]\nmax_chunk_size = 1\n', 2, "rtmp.max_chunk_size", "at least 128"),
+    ('[rtmp]\nlisten = "x:y"\n', 2, "rtmp.listen", "bad port"),
+])
+def test_rtmp_config_errors_name_file_line_field(tmp_path, text, line, field, message):
+    path = write(tmp_path, '[balancer]\nkey = "k"\n' + text)
+    with pytest.raises(ConfigError) as err:
+        load_balancer_config(path)
+    assert (err.value.line, err.value.field) == (line + 2, field), str(err.value)
+    assert message in str(err.value)

@@ -149,3 +149,14 @@ def test_shipped_examples_load(monkeypatch):
     assert [t.port for t in load_targets(edge.targets_file)] == [1934]
     balancer = load_balancer_config(examples / "balancer.toml")
     assert load_targets(edge.targets_file)[0].key == balancer.key
+
+
+def test_shipped_nginx_rtmp_edge_example_loads(monkeypatch):
+    from pathlib import Path
+
+    from lbmgmt.edge.monitors import NginxRtmpMonitor
+
+    monkeypatch.setenv("EDGE_HOST", "edge1.example.net")
+    cfg = load_edge_config(Path(__file__).parents[2] / "examples" / "edge-nginx-rtmp.toml")
+    assert isinstance(cfg.monitor, NginxRtmpMonitor)
+    assert cfg.monitor.url == "http://127.0.0.1:8080/stat"

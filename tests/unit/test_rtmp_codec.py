@@ -397,3 +397,53 @@ def test_nginx_rtmp_stat_sums_application_live_nclients():
         count_nginx_rtmp_clients(b"<html")
     with pytest.raises(MonitorError, match="not <rtmp>"):
         count_nginx_rtmp_clients(b"<html/>")
+
+
+def test_a_valid_command_before_garbage_in_one_segment_is_not_lost():
+    client, server = ClientConnection(), ServerConnection()
+    pump(client, server)
+    client.connect("live", "rtmp://lb/live")
+    events = server.receive_data(client.data_to_send() + b"\x13" + b"\xee" * 40)
+    assert isinstance(events[0], CommandReceived) and events[0].command.name == "connect"
+    assert isinstance(events[-1], ConnectionFailed) and server.state is State.CLOSED
+    decoder = ChunkDecoder()
+    good = ChunkEncoder().encode(Message(9, b"ok", csid=5))
+    # a type 1 header on a chunk stream never opened: broken
+    assert [m.payload for m in decoder.feed(good + b"\x49" + bytes(7))] == [b"ok"]
+    with pytest.raises(ChunkError):  # the break is reported on the next call
+        decoder.feed(b"")
+
+
+@pytest.mark.parametrize("use_splice", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not __import__("lbmgmt.rtmp.relay", fromlist=["x"]).HAS_SPLICE, reason="no os.splice"))])
+async def test_relay_moves_every_byte_both_ways_and_passes_half_close(use_splice):
+    import asyncio
+    import os
+    import socket
+
+    from lbmgmt.rtmp.relay import relay
+
+    loop = asyncio.get_running_loop()
+    a1, a2 = socket.socketpair()
+    b1, b2 = socket.socketpair()
+    for s in (a1, a2, b1, b2):
+        s.setblocking(False)
+    task = asyncio.create_task(relay(a2, b1, use_splice=use_splice))
+    up, down = os.urandom(3_000_000), os.urandom(1_000_000)
+
+    async def send(sock, data):
+        await loop.sock_sendall(sock, data)
+        sock.shutdown(socket.SHUT_WR)
+
+    async def receive(sock):
+        got = bytearray()
+        while chunk := await loop.sock_recv(sock, 1 << 16):
+            got += chunk
+        return bytes(got)
+
+    _, _, got_up, got_down = await asyncio.gather(send(a1, up), send(b2, down),
+                                                  receive(b2), receive(a1))
+    assert got_up == up and got_down == down  # EOF arrived on both: half-close passed on
+    assert await asyncio.wait_for(task, 5) == (len(up), len(down))
+    for s in (a1, a2, b1, b2):
+        s.close()

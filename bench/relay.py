@@ -1,0 +1,189 @@
+"""RTMP proxy throughput: client → balancer (proxy app) → edge, against client → edge.
+
+    python -m bench.relay [--mb 512] [--rounds 3]
+
+A real balancer process relays a real RTMP connection (handshake and connect
+from the client, replayed to the edge) to a sink edge that discards what it
+gets; the direct baseline sends the same bytes to the same sink. Run once with
+splice (the default on Linux) and once with LBMGMT_RELAY=copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from lbmgmt.rtmp.client import ClientConnection
+from lbmgmt.rtmp import handshake
+from lbmgmt.rtmp.server import HandshakeCompleted
+from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
+
+HOST = "127.0.0.1"
+KEY = "bench-relay-key"
+BLOCK = 1 << 20
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """An edge that completes the RTMP handshake, then counts and discards every byte."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server((HOST, 0))
+        self.port = self.server.getsockname()[1]
+        self.done = threading.Event()
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.server.accept()
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        buf = bytearray(BLOCK)
+        with conn:
+            c0c1 = self._exactly(conn, 1 + handshake.PACKET)
+            conn.sendall(handshake.server_reply(c0c1[1:], time_ms=0,
+                                                random=os.urandom(handshake.PACKET - 8)))
+            self._exactly(conn, handshake.PACKET)  # C2
+            total = 0  # everything after the handshake: connect, then the payload
+            while n := conn.recv_into(buf):
+                total += n
+        self.received = total
+        self.done.set()
+
+
+    @staticmethod
+    def _exactly(conn: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = conn.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            data += chunk
+        return data
+
+
+def client_stream(port: int, app: str, megabytes: int) -> float:
+    """Handshake, connect to ``app``, then send ``megabytes`` MiB; seconds until all sent."""
+    rtmp = ClientConnection()
+    payload = os.urandom(BLOCK)
+    with socket.create_connection((HOST, port)) as s:
+        s.sendall(rtmp.data_to_send())
+        while True:
+            events = rtmp.receive_data(s.recv(65536))
+            if any(isinstance(e, HandshakeCompleted) for e in events):
+                break
+        rtmp.connect(app, f"rtmp://{HOST}:{port}/{app}")
+        s.sendall(rtmp.data_to_send())
+        start = time.perf_counter()
+        for _ in range(megabytes):
+            s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(30)
+        while s.recv(65536):  # until the far side closes
+            pass
+    return time.perf_counter() - start
+
+
+def run_once(port: int, app: str, sink: Sink, megabytes: int) -> float:
+    sink.done.clear()
+    start = time.perf_counter()
+    client_stream(port, app, megabytes)
+    sink.done.wait(60)
+    elapsed = time.perf_counter() - start
+    if sink.received < megabytes * BLOCK:
+        raise RuntimeError(f"sink got {sink.received} of {megabytes * BLOCK} bytes")
+    return megabytes / elapsed
+
+
+def start_balancer(workdir: Path, relay_mode: str) -> tuple[subprocess.Popen, int, int]:
+    udp, http = free_port(socket.SOCK_DGRAM), free_port()
+    config = workdir / f"balancer-{relay_mode}.toml"
+    config.write_text(f"""
+[balancer]
+listen = "{HOST}:{udp}"
+key = "{KEY}"
+message_timeout_ms = 600000
+[http]
+listen = "{HOST}:{http}"
+[management]
+enabled = false
+[rtmp.apps.live]
+mode = "proxy"
+""")
+    env = dict(os.environ, LBMGMT_RELAY=relay_mode)  # splice, or copy (the default)
+    proc = subprocess.Popen([sys.executable, "-m", "lbmgmt", "balancer", "-c", str(config)],
+                            env=env)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection((HOST, http), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    return proc, udp, http
+
+
+def register(udp_port: int, address: str) -> None:
+    sealer = ReportSealer(uuid.uuid4())
+    datagram = sealer.seal(Report(EdgeState.RUNNING, address, 0, 600000), SharedKey(KEY),
+                           now=time.time())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(datagram, (HOST, udp_port))
+    time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=512, help="MiB per transfer (default 512)")
+    parser.add_argument("--rounds", type=int, default=3, help="best of N (default 3)")
+    args = parser.parse_args()
+    sink = Sink()
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("splice", "copy"):
+            proc, udp, http = start_balancer(Path(tmp), mode)
+            try:
+                register(udp, f"{HOST}:{sink.port}")
+                direct = max(run_once(sink.port, "live", sink, args.mb)
+                             for _ in range(args.rounds))
+                proxied = max(run_once(http, "live", sink, args.mb)
+                              for _ in range(args.rounds))
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            results[f"direct_{mode}_run"] = direct
+            results[f"proxy_{mode}"] = proxied
+    print(f"{'path':<28}{'MiB/s':>10}{'vs direct':>12}")
+    for mode in ("splice", "copy"):
+        direct, proxied = results[f"direct_{mode}_run"], results[f"proxy_{mode}"]
+        print(f"{'direct (baseline)':<28}{direct:>10.0f}{1.0:>12.2f}")
+        print(f"{'through balancer, ' + mode:<28}{proxied:>10.0f}{proxied / direct:>12.2f}")
+    print(json.dumps({"bench": "relay", "mb": args.mb, "rounds": args.rounds,
+                      **{k: round(v, 1) for k, v in results.items()},
+                      "ratio_splice": round(results["proxy_splice"]
+                                            / results["direct_splice_run"], 3),
+                      "ratio_copy": round(results["proxy_copy"]
+                                          / results["direct_copy_run"], 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
