@@ -11,11 +11,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from lbmgmt.rtmp import chunks, handshake
+from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.chunks import ChunkDecoder, ChunkEncoder, ChunkError, Message
-from lbmgmt.rtmp.commands import CommandError, command_message, parse_command
-from lbmgmt.rtmp.server import (CommandReceived, ConnectionFailed, Event, HandshakeCompleted,
-                                MessageReceived)
+from lbmgmt.rtmp.commands import CommandError, command_message
+from lbmgmt.rtmp.server import ConnectionFailed, Event, HandshakeCompleted, message_events
 
 
 class ClientState(enum.Enum):
@@ -45,7 +44,7 @@ class ClientConnection:
             return events
         try:
             if self.state is ClientState.OPEN:
-                self._messages(self.decoder.feed(data), events)
+                events += message_events(self.decoder.feed(data))
                 return events
             self._in += data
             size = 1 + 2 * handshake.PACKET
@@ -62,18 +61,11 @@ class ClientConnection:
             self.state = ClientState.OPEN
             events.append(HandshakeCompleted())
             if rest:
-                self._messages(self.decoder.feed(rest), events)
+                events += message_events(self.decoder.feed(rest))
         except (ChunkError, CommandError) as exc:
             self.state = ClientState.CLOSED
             events.append(ConnectionFailed(str(exc)))
         return events
-
-    def _messages(self, messages: list[Message], events: list[Event]) -> None:
-        for message in messages:
-            if message.type_id in (chunks.COMMAND_AMF0, chunks.COMMAND_AMF3):
-                events.append(CommandReceived(parse_command(message)))
-            else:
-                events.append(MessageReceived(message))
 
     def send(self, message: Message) -> None:
         self._out += self.encoder.encode(message)

@@ -53,6 +53,13 @@ class ConnectionFailed:
 Event = HandshakeCompleted | CommandReceived | MessageReceived | ConnectionFailed
 
 
+def message_events(messages: list[Message]) -> list[Event]:
+    """Commands parsed, everything else passed on as it came. Raises CommandError."""
+    return [CommandReceived(parse_command(m))
+            if m.type_id in (chunks.COMMAND_AMF0, chunks.COMMAND_AMF3) else MessageReceived(m)
+            for m in messages]
+
+
 class ServerConnection:
     def __init__(self, *, max_chunk_size: int = 65536, max_message_size: int = 1 << 20,
                  random: Callable[[int], bytes] = os.urandom, time_ms: int = 0,
@@ -128,12 +135,9 @@ class ServerConnection:
 
     def _messages(self, messages: list[Message], events: list[Event]) -> None:
         for message in messages:
-            if message.type_id in (chunks.COMMAND_AMF0, chunks.COMMAND_AMF3):
-                events.append(CommandReceived(parse_command(message)))
-            else:
-                if message.type_id == chunks.WINDOW_ACK_SIZE and len(message.payload) >= 4:
-                    self.peer_window = int.from_bytes(message.payload[:4], "big") or None
-                events.append(MessageReceived(message))
+            if message.type_id == chunks.WINDOW_ACK_SIZE and len(message.payload) >= 4:
+                self.peer_window = int.from_bytes(message.payload[:4], "big") or None
+        events += message_events(messages)
 
     def _maybe_ack(self) -> None:
         if self.peer_window and self.bytes_received - self._acked >= self.peer_window:

@@ -200,6 +200,10 @@ def test_balancer_config_defaults(tmp_path):
     ('key = "k"\n', 1, "key", "unknown table or key"),
 ])
 def test_balancer_config_errors_name_file_line_field(tmp_path, text, line, field, message):
+    assert_config_error(tmp_path, text, line, field, message)
+
+
+def assert_config_error(tmp_path, text, line, field, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_balancer_config(path)
@@ -249,8 +253,4 @@ mode = "proxy"
     ('[rtmp]\nlisten = "x:y"\n', 2, "rtmp.listen", "bad port"),
 ])
 def test_rtmp_config_errors_name_file_line_field(tmp_path, text, line, field, message):
-    path = write(tmp_path, '[balancer]\nkey = "k"\n' + text)
-    with pytest.raises(ConfigError) as err:
-        load_balancer_config(path)
-    assert (err.value.line, err.value.field) == (line + 2, field), str(err.value)
-    assert message in str(err.value)
+    assert_config_error(tmp_path, '[balancer]\nkey = "k"\n' + text, line + 2, field, message)
