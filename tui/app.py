@@ -1,23 +1,535 @@
-"""Entry point of ``lb-console``.
+"""lb-console: attach to lbmgmt daemons' management ports and see and steer them.
 
-The console attaches to a daemon's JSON-RPC management port; that port is
-not built yet, so for now this says so instead of pretending.
+Every call to a daemon runs in a worker or a background task, so nothing the
+daemon does (slow, gone, refusing) can freeze the screen; each connection
+reconnects by itself with backoff and says so in the header.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Markdown, Static, TabbedContent, TabPane, Tree
+
+from lbmgmt import __version__
+from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
+from lbmgmt.management.client import ManagementUnavailable, RpcError
+from tui.charts import MAX_CHARTS, Charts
+from tui.connection import BALANCER, SENDER, Connection, LinkState, Target
+from tui.forms import ConfirmScreen, EditScreen, InvokeScreen
+from tui.mbeans import READONLY_REASON, MBeanBrowser
+from tui.notifications import Notifications
+from tui.overview import Overview
+from tui.typed_input import format_value
+
+HELP = """\
+# lb-console
+
+| key | does |
+|---|---|
+| `1` `2` `3` `4` | Overview, MBeans, Charts, Notifications |
+| `c` | next connection (when several `HOST:PORT` were given) |
+| `s` | sort the edge table by the next column (or select a column header) |
+| `d` | drain / undrain the selected edge on this balancer |
+| `p` | pause / unpause: this edge, or the selected edge through its own connection |
+| `enter` | MBeans: open the MBean, edit the attribute, or invoke the operation |
+| `g` | chart the selected numeric attribute; `x` removes the last chart |
+| `+` `-` | poll faster / slower |
+| `r` | reconnect now |
+| `ctrl+p` | command palette: pause, drain, switch redirector, switch connection |
+| `?` | this help; `q` quits |
+
+ACTION operations ask for confirmation. A `readonly` user sees write controls dimmed, with
+the reason. A lost daemon is retried with backoff; the header says when.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen Markdown { width: 84; height: auto; max-height: 90%; border: thick $accent;
+                          background: $panel; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Markdown(HELP)
+
+
+class LbConsole(App[None]):
+    TITLE = "lb-console"
+    CSS = """
+    #status { dock: top; height: auto; padding: 0 1; background: $primary-background; }
+    """
+    BINDINGS = [
+        Binding("1", "tab('overview')", "Overview"),
+        Binding("2", "tab('mbeans')", "MBeans"),
+        Binding("3", "tab('charts')", "Charts"),
+        Binding("4", "tab('notifications')", "Events"),
+        Binding("c", "next_connection", "Conn", show=False),
+        Binding("s", "sort", "Sort"),
+        Binding("d", "drain", "Drain"),
+        Binding("p", "pause", "Pause"),
+        Binding("g", "chart", "Chart"),
+        Binding("x", "unchart", "Unchart", show=False),
+        Binding("plus,equals_sign", "interval(0.5)", "Faster", show=False),
+        Binding("minus", "interval(2.0)", "Slower", show=False),
+        Binding("r", "reconnect", "Reconnect", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    class Changed(Message):
+        def __init__(self, conn: Connection) -> None:
+            super().__init__()
+            self.conn = conn
+
+    class Notified(Message):
+        def __init__(self, conn: Connection, items: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.conn, self.items = conn, items
+
+    def __init__(self, targets: Sequence[Target], *, interval: float = 1.0) -> None:
+        super().__init__()
+        self.connections = [Connection(t, on_change=self._changed,
+                                       on_notifications=self._notified, interval=interval)
+                            for t in targets]
+        self.index = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def current(self) -> Connection:
+        return self.connections[self.index]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        with TabbedContent(initial="overview"):
+            with TabPane("Overview", id="overview"):
+                yield Overview()
+            with TabPane("MBeans", id="mbeans"):
+                yield MBeanBrowser()
+            with TabPane("Charts", id="charts"):
+                yield Charts()
+            with TabPane("Notifications", id="notifications"):
+                yield Notifications()
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        for conn in self.connections:
+            self._tasks.append(asyncio.create_task(conn.run()))
+            self._tasks.append(asyncio.create_task(conn.follow_notifications()))
+        self._render_status()
+        self.set_interval(0.5, self._render_status)
+
+    async def on_unmount(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for conn in self.connections:
+            await conn.close()
+
+    # -- updates from the connections ---------------------------------------------
+    def _changed(self, conn: Connection) -> None:
+        self.post_message(self.Changed(conn))
+
+    def _notified(self, conn: Connection, items: list[dict[str, Any]]) -> None:
+        self.post_message(self.Notified(conn, items))
+
+    def on_lb_console_changed(self, message: Changed) -> None:
+        self._render_status()
+        if message.conn is not self.current:
+            return
+        self.query_one(Overview).show(self.current)
+        self.query_one(Charts).show(self.current)
+        self.refresh_bindings()
+        if self.current.state is LinkState.CONNECTED and self._tab() == "mbeans":
+            self._refresh_mbeans()
+
+    def on_lb_console_notified(self, message: Notified) -> None:
+        if message.conn is self.current:
+            self.query_one(Notifications).append(message.items)
+
+    def _render_status(self) -> None:
+        loop_time = self.current.clock()
+        parts = []
+        for i, conn in enumerate(self.connections):
+            mark = "▶" if i == self.index else " "
+            if conn.state is LinkState.CONNECTED:
+                state = f"[green]● {conn.daemon} {conn.role}[/]"
+            elif conn.state is LinkState.LOST:
+                wait = max(0.0, (conn.retry_at or loop_time) - loop_time)
+                state = f"[b red]○ lost: {conn.error} — retry in {wait:.0f}s[/]"
+            elif conn.state is LinkState.REFUSED:
+                state = f"[b red]✖ {conn.error} (r to retry)[/]"
+            else:
+                state = "[yellow]… connecting[/]"
+            parts.append(f"{mark}[{i + 1}] {conn.address} {state}")
+        interval = self.current.interval
+        self.query_one("#status", Static).update(
+            f"[b]lb-console {__version__}[/]  every {interval:g}s   " + "   ".join(parts))
+
+    def _tab(self) -> str:
+        return self.query_one(TabbedContent).active
+
+    # -- bindings -------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Dim (None) what the caller's role or this daemon does not allow."""
+        conn = self.current
+        if action in ("drain", "pause"):
+            if conn.state is not LinkState.CONNECTED:
+                return None
+            if action == "drain" and conn.daemon != "balancer":
+                return None
+            if conn.readonly and not (action == "pause" and conn.daemon == "balancer"):
+                return None
+        return True
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        if tab == "mbeans":
+            self._refresh_mbeans()
+        elif tab == "notifications":
+            self.query_one(Notifications).show(self.current)
+
+    def action_next_connection(self) -> None:
+        self.index = (self.index + 1) % len(self.connections)
+        self.query_one(Overview).show(self.current)
+        self.query_one(Charts).show(self.current)
+        self.query_one(Notifications).show(self.current)
+        browser = self.query_one(MBeanBrowser)
+        browser._tree_nodes.clear()
+        browser.query_one(Tree).root.remove_children()
+        browser.info = browser.selected = None
+        self._render_status()
+        self.refresh_bindings()
+        if self._tab() == "mbeans":
+            self._refresh_mbeans()
+
+    def action_sort(self) -> None:
+        column = self.query_one(Overview).cycle_sort()
+        self.query_one(Overview).show(self.current)
+        self.notify(f"sorted by {column}", timeout=1.5)
+
+    @on(DataTable.HeaderSelected, "#servers")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        overview = self.query_one(Overview)
+        overview.sort_by(str(event.column_key.value))
+        overview.show(self.current)
+
+    def action_interval(self, factor: float) -> None:
+        for conn in self.connections:
+            conn.interval = min(10.0, max(0.25, conn.interval * factor))
+        self._render_status()
+
+    def action_reconnect(self) -> None:
+        conn = self.current
+        for i, task in enumerate(self._tasks):
+            if task.done() and i // 2 == self.index and i % 2 == 0:
+                conn.state = LinkState.CONNECTING
+                self._tasks[i] = asyncio.create_task(conn.run())
+        self._render_status()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- drain, pause ---------------------------------------------------------------
+    def _selected_server(self) -> dict[str, Any] | None:
+        guid = self.query_one(Overview).selected_guid()
+        return next((s for s in self.current.servers if s["guid"] == guid), None)
+
+    def action_drain(self) -> None:
+        server = self._selected_server()
+        if server is None:
+            self.notify("select an edge in the Overview table first", severity="warning")
+            return
+        undrain = server["drained"]
+        self.drain(server["guid"], not undrain)
+
+    def drain(self, guid: str, drained: bool) -> None:
+        conn = self.current
+        if conn.readonly:
+            self.notify(f"cannot drain: {READONLY_REASON}", severity="warning")
+            return
+        op = "drainServer" if drained else "undrainServer"
+        self.confirm_invoke(conn, BALANCER, op, [guid], f"{op} {guid}?")
+
+    def action_pause(self) -> None:
+        conn = self.current
+        if conn.daemon == "edge":
+            paused = conn.overview.get("State") == "PAUSED"
+            self.pause(conn, not paused)
+            return
+        server = self._selected_server()
+        if server is None:
+            self.notify("select an edge in the Overview table first", severity="warning")
+            return
+        self.pause_server(server["guid"], server["state"] != "PAUSED")
+
+    def pause_server(self, guid: str, paused: bool) -> None:
+        """Pausing is the edge's own act: through its connection, if we have one."""
+        edge = next((c for c in self.connections if c.daemon == "edge"
+                     and c.overview.get("ServerId") == guid), None)
+        if edge is None:
+            self.notify("pause is done on the edge itself: start lb-console with its "
+                        "management port too (drain with d does the same on this balancer)",
+                        severity="warning", timeout=6)
+            return
+        self.pause(edge, paused)
+
+    def pause(self, conn: Connection, paused: bool) -> None:
+        if conn.readonly:
+            self.notify(f"cannot pause: {READONLY_REASON}", severity="warning")
+            return
+        op = "pause" if paused else "unpause"
+        self.confirm_invoke(conn, SENDER, op, [], f"{op} edge {conn.address}?")
+
+    def confirm_invoke(self, conn: Connection, mbean: str, op: str, args: list[Any],
+                       question: str) -> None:
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.invoke(conn, mbean, op, args)
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(group="calls")
+    async def invoke(self, conn: Connection, mbean: str, op: str, args: list[Any]) -> None:
+        browser = self.query_one(MBeanBrowser)
+        try:
+            result = await conn.call("invoke", [mbean, op, args])
+        except RpcError as exc:
+            detail = f" {exc.data}" if exc.data else ""
+            browser.show_result(f"{op} failed: {exc.message}{detail}", error=True)
+            self.notify(f"{op} failed: {exc.message}", severity="error", timeout=6)
+            return
+        except ManagementUnavailable as exc:
+            self.notify(f"{op}: {exc}", severity="error")
+            return
+        shown = format_value(result) if result is not None else "done"
+        browser.show_result(f"{op}: {shown}")
+        self.notify(f"{op}: {shown}", timeout=3)
+
+    # -- MBeans tab -----------------------------------------------------------------
+    @work(group="refresh-mbeans", exclusive=True)
+    async def _refresh_mbeans(self) -> None:
+        conn = self.current
+        browser = self.query_one(MBeanBrowser)
+        try:
+            browser.set_names(await conn.call("queryNames", ["*:*"]))
+            if browser.selected:
+                browser.show_values(await conn.call("getAttributes", [browser.selected, None]))
+        except RpcError as exc:
+            if exc.code == -32001 and browser.selected:  # it went away (an edge left)
+                browser.show_result(f"{browser.selected} is gone", error=True)
+                browser.selected = browser.info = None
+        except ManagementUnavailable:
+            pass
+
+    @on(Tree.NodeSelected, "#tree")
+    def _node(self, event: Tree.NodeSelected[str | None]) -> None:
+        if event.node.data:
+            self.open_mbean(event.node.data)
+
+    @work(group="open-mbean", exclusive=True)  # its own group: a refresh must not cancel it
+    async def open_mbean(self, name: str) -> None:
+        conn = self.current
+        browser = self.query_one(MBeanBrowser)
+        try:
+            browser.show_info(name, await conn.call("getMBeanInfo", [name]))
+            browser.show_values(await conn.call("getAttributes", [name, None]))
+        except (RpcError, ManagementUnavailable) as exc:
+            browser.show_result(f"cannot open {name}: {exc}", error=True)
+
+    @on(DataTable.RowSelected, "#attributes")
+    def _attribute(self, event: DataTable.RowSelected) -> None:
+        browser = self.query_one(MBeanBrowser)
+        attr = browser.current_attribute()
+        if attr is None or browser.selected is None:
+            return
+        if not attr["writable"]:
+            self.notify(f"{attr['name']} is read-only", severity="warning")
+            return
+        if not attr["canWrite"]:
+            self.notify(f"cannot set {attr['name']}: {READONLY_REASON}", severity="warning")
+            return
+        mbean, conn = browser.selected, self.current
+
+        def entered(value: Any) -> None:
+            if value is not None:
+                self.set_attribute(conn, mbean, attr["name"], value)
+        self.push_screen(EditScreen(mbean, attr, browser.values.get(attr["name"])), entered)
+
+    @work(group="calls")
+    async def set_attribute(self, conn: Connection, mbean: str, attribute: str,
+                            value: Any) -> None:
+        browser = self.query_one(MBeanBrowser)
+        try:
+            new = await conn.call("setAttribute", [mbean, attribute, value])
+        except RpcError as exc:
+            browser.show_result(f"{attribute} not set: {exc.message}", error=True)
+            self.notify(f"{attribute} not set: {exc.message}", severity="error", timeout=6)
+            return
+        except ManagementUnavailable as exc:
+            self.notify(str(exc), severity="error")
+            return
+        browser.show_result(f"{attribute} = {format_value(new)}")
+        self._refresh_mbeans()
+
+    @on(DataTable.RowSelected, "#operations")
+    def _operation(self, event: DataTable.RowSelected) -> None:
+        browser = self.query_one(MBeanBrowser)
+        op = browser.current_operation()
+        if op is None or browser.selected is None:
+            return
+        if not op["canInvoke"]:
+            self.notify(f"cannot invoke {op['name']}: {READONLY_REASON}", severity="warning")
+            return
+        mbean, conn = browser.selected, self.current
+
+        def filled(args: list[Any] | None) -> None:
+            if args is None:
+                return
+            if op["impact"] == "ACTION":
+                self.confirm_invoke(conn, mbean, op["name"], args,
+                                    f"Invoke {op['name']} on {mbean}?")
+            else:
+                self.invoke(conn, mbean, op["name"], args)
+        if op["parameters"]:
+            self.push_screen(InvokeScreen(mbean, op), filled)
+        else:
+            filled([])
+
+    def action_chart(self) -> None:
+        browser = self.query_one(MBeanBrowser)
+        attr = browser.current_attribute() if self._tab() == "mbeans" else None
+        if attr is None or browser.selected is None:
+            self.notify("select a numeric attribute in the MBeans tab to chart it",
+                        severity="warning")
+            return
+        if attr["type"] not in ("integer", "number"):
+            self.notify(f"{attr['name']} is {attr['type']}: only numbers chart",
+                        severity="warning")
+            return
+        watched = self.current.watched
+        key = (browser.selected, attr["name"])
+        if key not in watched:
+            if len(watched) >= MAX_CHARTS:
+                watched.pop(0)
+            watched.append(key)
+        self.query_one(Charts).show(self.current)
+        self.notify(f"charting {attr['name']} (tab 3)", timeout=2)
+
+    def action_unchart(self) -> None:
+        if self.current.watched:
+            self.current.watched.pop()
+            self.query_one(Charts).show(self.current)
+
+    # -- command palette ------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        conn = self.current
+        denied = f" (disabled: {READONLY_REASON})" if conn.readonly else ""
+        for i, other in enumerate(self.connections):
+            if i != self.index:
+                yield SystemCommand(f"Switch to connection {i + 1}: {other.address}",
+                                    f"{other.daemon or '?'} {other.state}",
+                                    lambda i=i: self._switch(i))
+        if conn.daemon == "edge":
+            yield SystemCommand("Pause this edge", "No new clients; reported at once" + denied,
+                                lambda: self.pause(conn, True))
+            yield SystemCommand("Unpause this edge", "Take clients again" + denied,
+                                lambda: self.pause(conn, False))
+        elif conn.daemon == "balancer":
+            server = self._selected_server()
+            target = server["redirectAddress"] if server else "the selected edge"
+            yield SystemCommand(f"Drain {target}", "No new clients on this balancer" + denied,
+                                self.action_drain_on)
+            yield SystemCommand(f"Undrain {target}", "Clients again" + denied,
+                                self.action_undrain)
+            yield SystemCommand(f"Pause {target}", "Through the edge's own connection",
+                                lambda: self._pause_selected(True))
+            yield SystemCommand(f"Unpause {target}", "Through the edge's own connection",
+                                lambda: self._pause_selected(False))
+            for name in BUILTIN_REDIRECTORS:
+                yield SystemCommand(f"Switch redirector to {name}",
+                                    f"now {conn.overview.get('Redirector', '?')}" + denied,
+                                    lambda name=name: self.switch_redirector(name))
+
+    def _switch(self, index: int) -> None:
+        self.index = (index - 1) % len(self.connections)
+        self.action_next_connection()
+
+    def action_drain_on(self) -> None:
+        server = self._selected_server()
+        if server:
+            self.drain(server["guid"], True)
+
+    def action_undrain(self) -> None:
+        server = self._selected_server()
+        if server:
+            self.drain(server["guid"], False)
+
+    def _pause_selected(self, paused: bool) -> None:
+        server = self._selected_server()
+        if server:
+            self.pause_server(server["guid"], paused)
+
+    def switch_redirector(self, name: str) -> None:
+        conn = self.current
+        if conn.readonly:
+            self.notify(f"cannot switch the redirector: {READONLY_REASON}", severity="warning")
+            return
+        self.set_attribute(conn, BALANCER, "Redirector", name)
+        self.notify(f"redirector → {name}", timeout=2)
+
+
+def _secret(path: str | None) -> str | None:
+    return Path(path).read_text(encoding="utf-8").strip() if path else None
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[list[Target], float]:
+    parser = argparse.ArgumentParser(
+        prog="lb-console",
+        description="Terminal console for lbmgmt balancers and edges (their management "
+                    "ports), as JConsole was for the original.")
+    parser.add_argument("address", nargs="+", metavar="HOST:PORT",
+                        help="management port(s); several are switchable with c")
+    parser.add_argument("--user", "-u", help="user name (HTTP Basic)")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--password-file", metavar="F", help="file holding the password")
+    secret.add_argument("--token-file", metavar="F", help="file holding a bearer token")
+    parser.add_argument("--tls", action="store_true", help="HTTPS")
+    parser.add_argument("--cafile", metavar="F", help="CA bundle for the certificate")
+    parser.add_argument("--insecure", action="store_true", help="skip certificate checks")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    args = parser.parse_args(argv)
+    try:
+        password, token = _secret(args.password_file), _secret(args.token_file)
+    except OSError as exc:
+        parser.error(f"cannot read {exc.filename}: {exc.strerror}")
+    if password is not None and args.user is None:
+        parser.error("--password-file needs --user")
+    targets = [Target(a, user=args.user, password=password, token=token, tls=args.tls,
+                      cafile=args.cafile, insecure=args.insecure) for a in args.address]
+    return targets, max(0.25, args.interval)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lb-console",
-        description="Terminal console for lbmgmt daemons (not built yet).")
-    parser.add_argument("address", nargs="*", metavar="HOST:PORT",
-                        help="management port of a balancer or edge")
-    parser.parse_args(argv)
-    print("lb-console: the console is not built yet; it needs the management port "
-          "(JSON-RPC), which comes with a later release.", file=sys.stderr)
-    return 1
+    targets, interval = parse_args(argv)
+    LbConsole(targets, interval=interval).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ person can act on (cannot connect, login refused, locked out) as exceptions.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import ssl
 from types import TracebackType
@@ -50,19 +51,19 @@ class ManagementClient:
         self.url = endpoint_url(address, tls=tls)
         self.address = address
         headers = {}
-        auth = None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         elif user is not None:
-            auth = aiohttp.BasicAuth(user, password or "")
+            pair = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {pair}"
         ssl_option: ssl.SSLContext | bool = True
         if self.url.startswith("https://"):
             if insecure:
                 ssl_option = False
             elif cafile:
                 ssl_option = ssl.create_default_context(cafile=cafile)
-        self._session_args = dict(headers=headers, auth=auth,
-                                  timeout=aiohttp.ClientTimeout(total=timeout))
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = ssl_option
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
@@ -81,7 +82,7 @@ class ManagementClient:
 
     async def _post(self, payload: Any, timeout: float | None = None) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession(**self._session_args)  # type: ignore[arg-type]
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         kwargs: dict[str, Any] = {"json": payload, "ssl": self._ssl}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
