@@ -25,7 +25,7 @@ class Chart(Vertical):
         self.mbean, self.attribute = mbean, attribute
 
     def compose(self) -> ComposeResult:
-        yield Label(f"{self.attribute}  {self.mbean}", classes="title")
+        yield Label(self.mbean, classes="title")
         yield Sparkline([], summary_function=max)
 
     def update_values(self, values: list[float]) -> None:
@@ -37,8 +37,7 @@ class Chart(Vertical):
         else:
             axis = "no samples yet"
         self.border_title = f"{self.attribute}"
-        self.border_subtitle = axis
-        self.query_one(Label).update(f"{self.mbean}  {axis}")
+        self.border_subtitle = axis  # the axis values, under the line
 
 
 class Charts(VerticalScroll):

@@ -1,0 +1,163 @@
+"""Recorded management answers, replayed, for pixel-stable snapshots of lb-console.
+
+The behaviour tests drive the console against real daemons; snapshots need the
+same picture every run, which live daemons (ages, rates, timestamps) cannot
+give. ``record()`` asks real in-process daemons every question the console
+asks and writes the answers, with the volatile fields pinned, to
+tests/data/console-replay.json (run ``python -m tests.tui.replay`` to refresh
+it); ``ReplayTarget`` serves them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lbmgmt.management.client import RpcError
+from tui.connection import Target
+
+FIXTURE = Path(__file__).parents[1] / "data" / "console-replay.json"
+PINNED_TIME = 1_795_600_000.0
+
+
+def _key(method: str, params: Any) -> str:
+    return json.dumps([method, params], sort_keys=True)
+
+
+class ReplayClient:
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.polled = False
+
+    async def call(self, method: str, params: Any = None, *, timeout: float | None = None
+                   ) -> Any:
+        if method == "pollNotifications":
+            if self.polled:
+                await asyncio.Event().wait()  # a long poll with nothing new, forever
+            self.polled = True
+            return self.answers[_key("pollNotifications", None)]
+        answer = self.answers.get(_key(method, params))
+        if answer is None:
+            raise RpcError(-32001, "Unknown MBean")
+        if isinstance(answer, dict) and "__error__" in answer:
+            raise RpcError(**answer["__error__"])
+        return answer
+
+    async def batch(self, calls: list[tuple[str, Any]]) -> list[Any]:
+        out = []
+        for method, params in calls:
+            try:
+                out.append(await self.call(method, params))
+            except RpcError as exc:
+                out.append(exc)
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+class ReplayTarget(Target):
+    def __init__(self, address: str, answers: dict[str, Any]) -> None:
+        super().__init__(address)
+        self.answers = answers
+
+    def client(self) -> ReplayClient:  # type: ignore[override]
+        return ReplayClient(self.answers)
+
+
+def load() -> dict[str, dict[str, Any]]:
+    return json.loads(FIXTURE.read_text())
+
+
+def _pin(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in ("secondsSinceReport", "SecondsSinceReport"):
+                v = 0.4
+            elif k in ("timestamp",):
+                v = PINNED_TIME
+            elif k == "Uptime":
+                v = 12.5
+            else:
+                v = _pin(v)
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        return [_pin(v) for v in value]
+    return value
+
+
+async def record() -> dict[str, dict[str, Any]]:
+    from lbmgmt.balancer.config import BalancerConfig, HttpConfig
+    from lbmgmt.balancer.daemon import BalancerDaemon
+    from lbmgmt.edge.config import EdgeConfig
+    from lbmgmt.edge.daemon import EdgeDaemon
+    from lbmgmt.edge.monitors import ManualMonitor
+    from lbmgmt.edge.targets import Target as EdgeTarget
+    from lbmgmt.endpoints import Endpoint
+    from lbmgmt.management.client import ManagementClient
+    from lbmgmt.management.config import ManagementConfig
+    from lbmgmt.status import SharedKey
+
+    key = SharedKey("replay")
+    tmp = Path(tempfile.mkdtemp())
+    balancer = BalancerDaemon(BalancerConfig(
+        key=key, listen=Endpoint("127.0.0.1", 0), http=HttpConfig(listen=Endpoint("127.0.0.1", 0)),
+        management=ManagementConfig(Endpoint("127.0.0.1", 0))))
+    await balancer.start()
+    edges = []
+    for i, (name, load) in enumerate((("edge1.example.net", 12), ("edge2.example.net", 3),
+                                      ("edge3.example.net", 27))):
+        (tmp / f"{i}.guid").write_text(str(uuid.UUID(int=0x1000 + i)))
+        edge = EdgeDaemon(EdgeConfig(
+            redirect_address=f"{name}:1935", targets_file=tmp / "unused",
+            guid_file=tmp / f"{i}.guid", message_interval_ms=2500, monitor=ManualMonitor(load),
+            management=ManagementConfig(Endpoint("127.0.0.1", 0))),
+            targets=[EdgeTarget("127.0.0.1", balancer.udp_address[1], key, 1)])
+        await edge.start()
+        edges.append(edge)
+    await asyncio.sleep(0.3)
+    await edges[2].pause()
+    balancer.drain(edges[0].guid, True)
+    for _ in range(5):
+        balancer.redirect("http")
+    await asyncio.sleep(0.3)
+    out: dict[str, dict[str, Any]] = {}
+    for label, port in (("balancer", balancer.management.address[1]),
+                        ("edge", edges[1].management.address[1])):
+        answers: dict[str, Any] = {}
+        async with ManagementClient(f"127.0.0.1:{port}") as client:
+            async def ask(method: str, params: Any) -> None:
+                try:
+                    answers[_key(method, params)] = _pin(await client.call(method, params))
+                except RpcError as exc:
+                    answers[_key(method, params)] = {"__error__": exc.to_json()}
+            await ask("version", None)
+            names = await client.call("queryNames", ["*:*"])
+            await ask("queryNames", ["*:*"])
+            for name in names:
+                await ask("getMBeanInfo", [name])
+                await ask("getAttributes", [name, None])
+            if label == "balancer":
+                await ask("invoke", ["lbmgmt:type=Balancer", "listServers", []])
+                await ask("getAttribute", ["lbmgmt:type=Balancer", "ReportsReceived"])
+            else:
+                await ask("getAttribute", ["lbmgmt:type=Sender", "Load"])
+            answers[_key("pollNotifications", None)] = _pin(
+                await client.call("pollNotifications", [0, 0]))
+        out[label] = answers
+    for edge in edges:
+        await edge.stop()
+    await balancer.stop()
+    return out
+
+
+if __name__ == "__main__":
+    data = asyncio.run(record())
+    FIXTURE.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE}")
