@@ -132,7 +132,7 @@ async def record() -> dict[str, dict[str, Any]]:
                         ("edge", edges[1].management.address[1])):
         answers: dict[str, Any] = {}
         async with ManagementClient(f"127.0.0.1:{port}") as client:
-            async def ask(method: str, params: Any) -> None:
+            async def ask(method: str, params: Any, answers: dict[str, Any] = answers) -> None:
                 try:
                     answers[_key(method, params)] = _pin(await client.call(method, params))
                 except RpcError as exc:
