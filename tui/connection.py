@@ -67,6 +67,7 @@ class Connection:
     interval: float = 1.0
     watched: list[tuple[str, str]] = field(default_factory=list)  # charted (mbean, attribute)
     client: ManagementClient | None = None
+    generation: int = 0  # one more at every (re)connect: a restarted daemon numbers anew
 
     @property
     def address(self) -> str:
@@ -98,6 +99,7 @@ class Connection:
                     version = await self.call("version")
                     self.daemon, self.role = version["daemon"], version["role"]
                     self.user = version.get("user")
+                    self.generation += 1
                 await self.refresh()
                 self.state, self.error, self.retry_at = LinkState.CONNECTED, "", None
                 backoff = BACKOFF_START
@@ -160,11 +162,14 @@ class Connection:
 
     async def follow_notifications(self) -> None:
         since: int | None = None
+        generation = self.generation
         backoff = BACKOFF_START
         while True:
             if self.state is not LinkState.CONNECTED:
                 await asyncio.sleep(0.2)
                 continue
+            if generation != self.generation:  # reconnected: maybe to a restarted daemon,
+                since, generation = None, self.generation  # whose numbers start again
             try:
                 batch = await self.call("pollNotifications", [since, POLL_WAIT],
                                         timeout=POLL_WAIT + 10)

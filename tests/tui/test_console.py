@@ -188,9 +188,15 @@ async def test_invoke_with_bad_parameters_shows_the_error(daemons):
 
 
 async def test_lose_the_daemon_and_reconnect(daemons):
+    await daemons.add_edge("before", 1)  # some events: the sequence is past a few
+    await daemons.add_edge("before2", 1)
     app = LbConsole([Target(f"{HOST}:{daemons.mgmt_port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
+        await pilot.pause(0.5)
+        for edge in daemons.edges:
+            await edge.stop()
+        daemons.edges.clear()
         await daemons.balancer.stop()
         await until(pilot, lambda: app.current.state is LinkState.LOST, what="loss noticed")
         await pilot.pause(0.6)  # the status line is redrawn twice a second
@@ -201,6 +207,12 @@ async def test_lose_the_daemon_and_reconnect(daemons):
                     what="reconnected")
         await pilot.pause(0.6)
         assert "balancer readwrite" in status(app)
+        # events from the restarted daemon (its sequence numbers start again) still arrive
+        await daemons.add_edge("after-restart", 1)
+        await until(pilot, lambda: any(n["type"] == "lbmgmt.server.joined"
+                                       and "after-restart" in n["message"]
+                                       for n in app.current.notifications),
+                    what="notification from the restarted daemon")
 
 
 async def test_readonly_user_sees_controls_disabled(tmp_path):
