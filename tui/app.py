@@ -303,22 +303,27 @@ class LbConsole(App[None]):
                 self.invoke(conn, mbean, op, args)
         self.push_screen(ConfirmScreen(question), answered)
 
-    @work(group="calls")
-    async def invoke(self, conn: Connection, mbean: str, op: str, args: list[Any]) -> None:
+    async def _call(self, conn: Connection, method: str, params: list[Any], failed: str
+                    ) -> tuple[bool, Any]:
+        """One call for an operator's action; its failure is shown, never raised."""
         browser = self.query_one(MBeanBrowser)
         try:
-            result = await conn.call("invoke", [mbean, op, args])
+            return True, await conn.call(method, params)
         except RpcError as exc:
             detail = f" {exc.data}" if exc.data else ""
-            browser.show_result(f"{op} failed: {exc.message}{detail}", error=True)
-            self.notify(f"{op} failed: {exc.message}", severity="error", timeout=6)
-            return
+            browser.show_result(f"{failed}: {exc.message}{detail}", error=True)
+            self.notify(f"{failed}: {exc.message}", severity="error", timeout=6)
         except ManagementUnavailable as exc:
-            self.notify(f"{op}: {exc}", severity="error")
-            return
-        shown = format_value(result) if result is not None else "done"
-        browser.show_result(f"{op}: {shown}")
-        self.notify(f"{op}: {shown}", timeout=3)
+            self.notify(f"{failed}: {exc}", severity="error")
+        return False, None
+
+    @work(group="calls")
+    async def invoke(self, conn: Connection, mbean: str, op: str, args: list[Any]) -> None:
+        ok, result = await self._call(conn, "invoke", [mbean, op, args], f"{op} failed")
+        if ok:
+            shown = format_value(result) if result is not None else "done"
+            self.query_one(MBeanBrowser).show_result(f"{op}: {shown}")
+            self.notify(f"{op}: {shown}", timeout=3)
 
     # -- MBeans tab -----------------------------------------------------------------
     @work(group="refresh-mbeans", exclusive=True)
@@ -373,18 +378,11 @@ class LbConsole(App[None]):
     @work(group="calls")
     async def set_attribute(self, conn: Connection, mbean: str, attribute: str,
                             value: Any) -> None:
-        browser = self.query_one(MBeanBrowser)
-        try:
-            new = await conn.call("setAttribute", [mbean, attribute, value])
-        except RpcError as exc:
-            browser.show_result(f"{attribute} not set: {exc.message}", error=True)
-            self.notify(f"{attribute} not set: {exc.message}", severity="error", timeout=6)
-            return
-        except ManagementUnavailable as exc:
-            self.notify(str(exc), severity="error")
-            return
-        browser.show_result(f"{attribute} = {format_value(new)}")
-        self._refresh_mbeans()
+        ok, new = await self._call(conn, "setAttribute", [mbean, attribute, value],
+                                   f"{attribute} not set")
+        if ok:
+            self.query_one(MBeanBrowser).show_result(f"{attribute} = {format_value(new)}")
+            self._refresh_mbeans()
 
     @on(DataTable.RowSelected, "#operations")
     def _operation(self, event: DataTable.RowSelected) -> None:

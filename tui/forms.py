@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,6 +12,8 @@ from textual.validation import Function
 from textual.widgets import Button, Input, Label, Static
 
 from tui.typed_input import TypedInputError, format_value, parse_value
+
+T = TypeVar("T")
 
 FORM_CSS = """
 ModalScreen { align: center middle; }
@@ -58,11 +60,30 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
-class EditScreen(ModalScreen[Any]):
-    """Set a writable attribute; dismisses with the typed value (or None on cancel)."""
+class FormScreen(ModalScreen[T]):
+    """A form that submits on enter or its OK button and dismisses with None on cancel."""
 
     DEFAULT_CSS = FORM_CSS
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def _submit(self) -> None:
+        raise NotImplementedError
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class EditScreen(FormScreen[Any]):
+    """Set a writable attribute; dismisses with the typed value (or None on cancel)."""
 
     def __init__(self, mbean: str, attribute: dict[str, Any], value: Any) -> None:
         super().__init__()
@@ -87,24 +108,9 @@ class EditScreen(ModalScreen[Any]):
         except TypedInputError as exc:
             self.query_one("#error", Static).update(str(exc))
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._submit()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class InvokeScreen(ModalScreen[list[Any] | None]):
+class InvokeScreen(FormScreen[list[Any] | None]):
     """One typed field per parameter; dismisses with the argument list (None on cancel)."""
-
-    DEFAULT_CSS = FORM_CSS
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, mbean: str, operation: dict[str, Any]) -> None:
         super().__init__()
@@ -134,18 +140,6 @@ class InvokeScreen(ModalScreen[list[Any] | None]):
                 self.query_one(f"#p{i}", Input).focus()
                 return
         self.dismiss(args)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 def signature(operation: dict[str, Any]) -> str:

@@ -134,18 +134,18 @@ class MBeanBrowser(Horizontal):
                                                            else ""), access, key=name)
 
     def current_attribute(self) -> dict[str, Any] | None:
-        table = self.query_one("#attributes", DataTable)
-        if self.info is None or table.row_count == 0:
-            return None
-        key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        return next((a for a in self.info["attributes"] if a["name"] == key.value), None)
+        return self._current("#attributes", "attributes")
 
     def current_operation(self) -> dict[str, Any] | None:
-        table = self.query_one("#operations", DataTable)
+        return self._current("#operations", "operations")
+
+    def _current(self, table_id: str, kind: str) -> dict[str, Any] | None:
+        """The attribute or operation under the cursor of its table."""
+        table = self.query_one(table_id, DataTable)
         if self.info is None or table.row_count == 0:
             return None
         key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        return next((o for o in self.info["operations"] if o["name"] == key.value), None)
+        return next((item for item in self.info[kind] if item["name"] == key.value), None)
 
     def show_result(self, text: str, *, error: bool = False) -> None:
         self.query_one("#result", Static).update(

@@ -135,17 +135,23 @@ async def test_pause_an_edge_from_the_console_and_it_leaves_the_pool(daemons):
         assert other.state is EdgeState.RUNNING
 
 
+async def open_balancer_mbean(app: LbConsole, pilot) -> MBeanBrowser:
+    """MBeans tab, the Balancer MBean chosen in the tree with the keyboard."""
+    await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
+    await pilot.press("2")
+    browser = app.query_one(MBeanBrowser)
+    await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
+    browser.select_name("lbmgmt:type=Balancer")
+    app.query_one(Tree).focus()
+    await pilot.press("enter")
+    await until(pilot, lambda: browser.info is not None and browser.values)
+    return browser
+
+
 async def test_edit_a_writable_attribute_with_type_checking(daemons):
     app = LbConsole([Target(f"{HOST}:{daemons.mgmt_port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
-        await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
-        await pilot.press("2")
-        browser = app.query_one(MBeanBrowser)
-        await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
-        browser.select_name("lbmgmt:type=Balancer")
-        app.query_one(Tree).focus()
-        await pilot.press("enter")
-        await until(pilot, lambda: browser.info is not None and browser.values)
+        browser = await open_balancer_mbean(app, pilot)
         table = browser.query_one("#attributes", DataTable)
         table.focus()
         table.move_cursor(row=table.get_row_index("MessageTimeout"))
@@ -167,12 +173,7 @@ async def test_edit_a_writable_attribute_with_type_checking(daemons):
 async def test_invoke_with_bad_parameters_shows_the_error(daemons):
     app = LbConsole([Target(f"{HOST}:{daemons.mgmt_port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
-        await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
-        await pilot.press("2")
-        browser = app.query_one(MBeanBrowser)
-        await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
-        app.open_mbean("lbmgmt:type=Balancer")
-        await until(pilot, lambda: browser.info is not None)
+        browser = await open_balancer_mbean(app, pilot)
         ops = browser.query_one("#operations", DataTable)
         ops.focus()
         ops.move_cursor(row=ops.get_row_index("drainServer"))
