@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import errno
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
@@ -63,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop when it is installed (pip install 'lbmgmt[fast]')."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token"):
@@ -83,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lbmgmt.balancer.config import load_balancer_config
             from lbmgmt.balancer.daemon import BalancerDaemon
 
-            asyncio.run(BalancerDaemon(load_balancer_config(args.config)).run())
+            run(BalancerDaemon(load_balancer_config(args.config)).run())
         elif args.command == "edge":
             from lbmgmt.edge.config import load_edge_config
             from lbmgmt.edge.daemon import EdgeDaemon
@@ -93,15 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             async def run_edge() -> None:
                 await EdgeDaemon(config).run()
 
-            asyncio.run(run_edge())
+            run(run_edge())
         elif args.command == "demo":
             from lbmgmt.demo import run_demo
 
             if not 1 <= args.edges <= 50:
                 print("lbmgmt demo: --edges must be 1 to 50", file=sys.stderr)
                 return 2
-            asyncio.run(run_demo(edges=args.edges, http_port=args.http_port,
-                                 udp_port=args.udp_port, mgmt_port=args.mgmt_port))
+            run(run_demo(edges=args.edges, http_port=args.http_port,
+                         udp_port=args.udp_port, mgmt_port=args.mgmt_port))
     except ConfigError as exc:
         print(f"lbmgmt {args.command}: config error: {exc}", file=sys.stderr)
         return 2

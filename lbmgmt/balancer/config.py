@@ -32,6 +32,7 @@ class BalancerConfig:
     message_timeout_ms: int = 5000
     max_clock_skew_ms: int = 30_000
     redirector: str = "concurrent-connects"
+    grace_ms: int = 500  # redirects this long before a report's send time keep counting
     http: HttpConfig = field(default_factory=HttpConfig)
     management: ManagementConfig | None = None  # None: no management port (embedding)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
@@ -67,6 +68,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     timeout = bal.get_int("message_timeout_ms", 5000, min=10, max=3_600_000)
     skew = bal.get_int("max_clock_skew_ms", 30_000, min=100, max=3_600_000)
     redirector = bal.get_str("redirector", "concurrent-connects")
+    grace = bal.get_int("grace_ms", 500, min=0, max=60_000)
     try:
         redirector_class(redirector)
     except PluginError as exc:
@@ -85,7 +87,8 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     http.finish()
     assert key_text is not None
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
-                          max_clock_skew_ms=skew, redirector=redirector, http=http_cfg,
+                          max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
+                          http=http_cfg,
                           management=load_management(cfg, BALANCER_PORT),
                           rtmp=load_rtmp(cfg))
 

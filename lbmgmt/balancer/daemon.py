@@ -83,9 +83,11 @@ class BalancerDaemon:
         self.config = config
         self.clock = clock
         self.monotonic = monotonic
-        self.registry = ServerRegistry(timeout=config.message_timeout_ms / 1000)
+        self.registry = ServerRegistry(timeout=config.message_timeout_ms / 1000,
+                                       grace=config.grace_ms / 1000)
         self.receiver = ReportReceiver(config.key, max_age=config.max_clock_skew_ms / 1000)
         self.redirector: Redirector = redirector_class(config.redirector)()
+        self.redirector.attach(self.registry)
         self.redirects_served: Counter[str] = Counter(http=0, rtmp=0)
         self.listeners: list[Callable[[RegistryEvent], None]] = []
         self.udp_address: tuple[str, int] | None = None
@@ -239,7 +241,11 @@ class BalancerDaemon:
         self._emit(events)
 
     def set_redirector(self, spec: str) -> None:
-        self.redirector = redirector_class(spec)()
+        """Switch strategy live; the new one builds its index from the registry."""
+        new = redirector_class(spec)()
+        new.attach(self.registry)
+        self.redirector.detach()
+        self.redirector = new
         self.config.redirector = spec
 
     def server_info_xml(self) -> bytes:

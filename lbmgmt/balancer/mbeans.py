@@ -88,6 +88,17 @@ class BalancerMBean(MBean):
         except PluginError as exc:
             raise ValueError(str(exc)) from None
 
+    @attribute("integer", "Redirects this long before a report was sent still count "
+                          "(weighted by the chance the client had not connected)", unit="ms")
+    def Grace(self) -> int:
+        return round(self.b.registry.grace * 1000)
+
+    @Grace.setter
+    def _set_grace(self, value: int) -> None:
+        if not 0 <= value <= 60_000:
+            raise ValueError("Grace must be 0 to 60000 ms")
+        self.b.registry.grace = value / 1000
+
     @attribute("integer", "Edges known (available or not)")
     def ServerCount(self) -> int:
         return len(self.b.registry)

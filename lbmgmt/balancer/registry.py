@@ -3,18 +3,34 @@
 Keyed by the edge's GUID, so a restarted edge (new boot id) updates its own
 entry instead of appearing twice. ``now`` is a monotonic clock in seconds; the
 registry never reads a clock, so timeouts are tested without sleeping.
+
+Effective load. Between two reports the balancer works on stale load, so it
+adds the clients it sent an edge itself ("JSQ with sparse feedback"). A report
+only counts clients already connected when the edge measured, so redirects
+handed out shortly before the report was *sent* (within ``grace``, 0.5 s by
+default) may not be in it yet: they keep counting, each with the chance it had
+not connected, taken as falling linearly from 1 (sent just before the report)
+to 0 (sent ``grace`` before it). Counting them fully would count twice those
+that had connected; dropping them would forget those that had not. Older
+redirects are dropped: the report includes them.
 """
 
 from __future__ import annotations
 
 import enum
+import random
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from lbmgmt.status import EdgeState, ReportAccepted
 
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_GRACE = 0.5
+FRESH_INTERVALS = 3  # older than this many report intervals: chosen only if nothing fresher
+MAX_TRANSIT = 2.0  # transit estimates past this are clock skew, not network
 
 
 class LeaveReason(enum.StrEnum):
@@ -39,6 +55,10 @@ class ServerEntry:
     redirects_since_report: int = 0
     redirects_total: int = 0
     drained: bool = False  # balancer-side: no new clients, whatever the edge says
+    # Times (monotonic) of redirects not surely in a report, and what they add to the
+    # load: see the module docstring.
+    pending: deque[float] = field(default_factory=deque, repr=False)
+    pending_load: float = 0.0
 
     @property
     def available(self) -> bool:
@@ -46,8 +66,11 @@ class ServerEntry:
 
     @property
     def effective_load(self) -> float:
-        """Last reported load plus the clients we sent since: our best guess of now."""
-        return self.load + self.redirects_since_report
+        """Last reported load plus the clients we sent that it does not include yet."""
+        return self.load + self.pending_load
+
+    def is_fresh(self, now: float) -> bool:
+        return now - self.last_report <= FRESH_INTERVALS * self.interval
 
     def seconds_since_report(self, now: float) -> float:
         return max(0.0, now - self.last_report)
@@ -80,12 +103,47 @@ class ServerDrainChanged:
 RegistryEvent = ServerJoined | ServerLeft | ServerStateChanged | ServerDrainChanged
 
 
+class RegistryObserver(Protocol):
+    """What a redirector's index needs to hear to stay in step without scanning."""
+
+    def updated(self, entry: ServerEntry) -> None: ...
+
+    def removed(self, entry: ServerEntry) -> None: ...
+
+
 @dataclass(slots=True)
 class ServerRegistry:
     timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
     _servers: dict[uuid.UUID, ServerEntry] = field(default_factory=dict)
     # Drained GUIDs outlive their entries: a drained edge that restarts stays drained.
     drained: set[uuid.UUID] = field(default_factory=set)
+    observers: list[RegistryObserver] = field(default_factory=list)
+    # The same entries as a list, for O(1) random picks (p2c); kept by swap-remove.
+    _order: list[ServerEntry] = field(default_factory=list)
+    _position: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    def _add(self, entry: ServerEntry) -> None:
+        self._servers[entry.guid] = entry
+        self._position[entry.guid] = len(self._order)
+        self._order.append(entry)
+
+    def _drop(self, entry: ServerEntry) -> None:
+        del self._servers[entry.guid]
+        i = self._position.pop(entry.guid)
+        last = self._order.pop()
+        if last is not entry:
+            self._order[i] = last
+            self._position[last.guid] = i
+        for observer in self.observers:
+            observer.removed(entry)
+
+    def _updated(self, entry: ServerEntry) -> None:
+        for observer in self.observers:
+            observer.updated(entry)
+
+    def sample(self, rng: random.Random) -> ServerEntry | None:
+        return self._order[rng.randrange(len(self._order))] if self._order else None
 
     def __len__(self) -> int:
         return len(self._servers)
@@ -112,8 +170,8 @@ class ServerRegistry:
         if report.state is EdgeState.STOPPING:
             if entry is None:
                 return []
-            del self._servers[event.guid]
             entry.state = EdgeState.STOPPING
+            self._drop(entry)
             return [ServerLeft(entry, LeaveReason.STOPPED)]
         if entry is None:
             entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, address=report.address,
@@ -121,7 +179,8 @@ class ServerRegistry:
                                 interval=report.interval_ms / 1000, first_seen=now,
                                 last_report=now, sent_at=event.sent_at,
                                 drained=event.guid in self.drained)
-            self._servers[event.guid] = entry
+            self._add(entry)
+            self._updated(entry)
             return [ServerJoined(entry)]
         old_state = entry.state
         entry.boot_id = event.boot_id
@@ -134,6 +193,18 @@ class ServerRegistry:
         entry.sent_at = event.sent_at
         entry.reports_received += 1
         entry.redirects_since_report = 0
+        # Redirects from before (send time - grace) are in this report's load now.
+        transit = 0.0
+        if event.received_at is not None:
+            transit = min(MAX_TRANSIT, max(0.0, event.received_at - event.sent_at))
+        sent = now - transit
+        cutoff = sent - self.grace
+        pending = entry.pending
+        while pending and pending[0] <= cutoff:
+            pending.popleft()
+        grace = self.grace
+        entry.pending_load = sum(1.0 if t >= sent else (t - cutoff) / grace for t in pending)
+        self._updated(entry)
         if old_state is not report.state:
             return [ServerStateChanged(entry, old_state, report.state)]
         return []
@@ -141,12 +212,15 @@ class ServerRegistry:
     def expire(self, now: float) -> list[RegistryEvent]:
         gone = [e for e in self._servers.values() if not self.is_live(e, now)]
         for entry in gone:
-            del self._servers[entry.guid]
+            self._drop(entry)
         return [ServerLeft(entry, LeaveReason.TIMED_OUT) for entry in gone]
 
     def remove(self, guid: uuid.UUID) -> list[RegistryEvent]:
-        entry = self._servers.pop(guid, None)
-        return [] if entry is None else [ServerLeft(entry, LeaveReason.REMOVED)]
+        entry = self._servers.get(guid)
+        if entry is None:
+            return []
+        self._drop(entry)
+        return [ServerLeft(entry, LeaveReason.REMOVED)]
 
     def set_drained(self, guid: uuid.UUID, drained: bool) -> list[RegistryEvent]:
         """Balancer-side drain (as HAProxy's): no new clients, whatever the edge reports.
@@ -160,11 +234,15 @@ class ServerRegistry:
         if entry.drained == drained:
             return []
         entry.drained = drained
+        self._updated(entry)
         return [ServerDrainChanged(entry, drained)]
 
-    def count_redirect(self, entry: ServerEntry) -> None:
+    def count_redirect(self, entry: ServerEntry, now: float) -> None:
         entry.redirects_since_report += 1
         entry.redirects_total += 1
+        entry.pending.append(now)
+        entry.pending_load += 1.0
+        self._updated(entry)
 
     def available_count(self, now: float) -> int:
         return sum(1 for _ in self.available(now))

@@ -17,7 +17,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -106,8 +106,8 @@ class PortSharer(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = cast(asyncio.Transport, transport)
         self._timer = asyncio.get_running_loop().call_later(
             self.service.config.handshake_timeout_ms / 1000, self._silent)
 
@@ -150,13 +150,13 @@ class RtmpSession(asyncio.Protocol):
 
     # -- asyncio callbacks --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = cast(asyncio.Transport, transport)
         service = self.service
         service.counters["connections"] += 1
         if len(service.active) >= service.config.max_connections:
             service.counters["refused"] += 1
-            transport.abort()
+            self.transport.abort()
             return
         service.active.add(self)
         self._arm(service.config.handshake_timeout_ms)

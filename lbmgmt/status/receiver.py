@@ -42,6 +42,7 @@ class ReportAccepted:
     sequence: int
     sent_at: float  # sender's wall clock, seconds
     report: Report
+    received_at: float | None = None  # receiver's wall clock: with sent_at, the transit time
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,8 @@ class ReportReceiver:
                 peer.retired.append(peer.boot_id)
                 peer.boot_id = boot_id
             peer.sequence, peer.timestamp_ms, peer.last_seen = seq, ts_ms, now
-        return ReportAccepted(uuid.UUID(bytes=guid), boot_id, seq, ts_ms / 1000, report)
+        return ReportAccepted(uuid.UUID(bytes=guid), boot_id, seq, ts_ms / 1000, report,
+                              received_at=now)
 
     def prune(self, now: float) -> int:
         """Forget senders silent for twice ``max_age``: their datagrams are stale by then."""
