@@ -149,7 +149,7 @@ def test_index_follows_leaves_drains_and_state_changes():
     assert rd.redirect(reg, 0.2).guid == a
     reg.remove(a)
     assert {rd.redirect(reg, 0.3).guid for _ in range(3)} == {b}
-    assert len(rd.index.heap) <= 4 * len(rd.index.version) + 64
+    assert len(rd.index) <= len(reg) and len(rd.index.group_heap) <= 4  # few groups in use
 
 
 # -- the flash crowd ----------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Flash crowd with real processes: how evenly 5000 clients in one second spread.
+
+    python -m bench.balance [--clients 5000] [--edges 20]
+
+One balancer (then four), 20 real edge daemons whose load is the TCP
+connections actually open on them (loopback listeners held by this script,
+read by the edges' tcp-connections monitor). Each client asks
+/loadbalancer, connects to the edge it got and stays. Prints max/mean
+connections per edge for every redirector; the baseline is a perfect spread
+(1.00) and round-robin, which ignores load, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from bench.procs import HOST, Balancer, Edge
+
+# (label, redirector, grace ms): the grace window assumes clients take a while to connect;
+# these loopback clients connect at once, so the same run shows it with grace 0 too.
+REDIRECTORS = [("round-robin", "round-robin", 500),
+               ("concurrent-connects", "concurrent-connects", 500),
+               ("concurrent-connects g=0", "concurrent-connects", 0),
+               ("p2c", "p2c", 500), ("p2c g=0", "p2c", 0)]
+
+
+class Listeners:
+    """Stand-in media servers: accept and hold every connection."""
+
+    def __init__(self, count: int) -> None:
+        self.servers: list[asyncio.Server] = []
+        self.ports: list[int] = []
+        self.held: list[asyncio.StreamWriter] = []
+        self.count = count
+
+    async def start(self) -> None:
+        for _ in range(self.count):
+            server = await asyncio.start_server(self._accept, HOST, 0, backlog=4096)
+            self.servers.append(server)
+            self.ports.append(server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.held.append(writer)
+
+
+async def crowd(balancers: list[Balancer], clients: int, window: float) -> Counter[str]:
+    """Every client: ask a balancer (round-robin over them), connect to the edge, stay."""
+    sockets: list[socket.socket] = []
+    got: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(i: int) -> None:
+            await asyncio.sleep(i * window / clients)
+            lb = balancers[i % len(balancers)]
+            async with session.get(f"http://{HOST}:{lb.http_port}/loadbalancer") as resp:
+                address = (await resp.text()).removeprefix("redirect=")
+            host, port = address.rsplit(":", 1)
+            s = socket.socket()
+            s.setblocking(False)
+            await loop.sock_connect(s, (host, int(port)))
+            sockets.append(s)
+            got[address] += 1
+        await asyncio.gather(*(one(i) for i in range(clients)))
+    crowd.sockets = sockets  # type: ignore[attr-defined]
+    return got
+
+
+async def run(n_balancers: int, edges: int, clients: int, workdir: Path) -> dict[str, float]:
+    listeners = Listeners(edges)
+    await listeners.start()
+    lbs = [Balancer(workdir, name=f"lb{n_balancers}-{i}", timeout_ms=10_000).start()
+           for i in range(n_balancers)]
+    fleet = [Edge(workdir, f"e{n_balancers}-{i}", lbs, f"{HOST}:{port}",
+                  monitor=f'[monitor]\ntype = "tcp-connections"\nports = [{port}]').start()
+             for i, port in enumerate(listeners.ports)]
+    results: dict[str, float] = {}
+    try:
+        # 20 Python processes starting on two cores: give them time
+        await wait_for(lambda: all(lb.attribute("AvailableServerCount") == edges for lb in lbs),
+                       90)
+        for label, redirector, grace in REDIRECTORS:
+            for lb in lbs:
+                lb.rpc("setAttribute", "lbmgmt:type=Balancer", "Redirector", redirector)
+                lb.rpc("setAttribute", "lbmgmt:type=Balancer", "Grace", grace)
+            await asyncio.sleep(3.0)  # a full report interval with no connections: loads 0
+            got = await crowd(lbs, clients, 1.0)
+            loads = [got.get(f"{HOST}:{p}", 0) for p in listeners.ports]
+            results[label] = max(loads) / (sum(loads) / len(loads))
+            for s in crowd.sockets:  # type: ignore[attr-defined]
+                s.close()
+            for writer in listeners.held:
+                writer.close()
+            listeners.held.clear()
+    finally:
+        for edge in fleet:
+            edge.stop()
+        for lb in lbs:
+            lb.stop()
+        for server in listeners.servers:
+            server.close()
+    return results
+
+
+async def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("fleet did not come up")
+        await asyncio.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=5000)
+    parser.add_argument("--edges", type=int, default=20)
+    args = parser.parse_args()
+    table: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1, 4):
+            table[n] = asyncio.run(run(n, args.edges, args.clients, Path(tmp)))
+    print(f"{'redirector':<24}{'1 balancer':>10}{'4 balancers':>13}   (max/mean; 1.00 = even)")
+    for name, _, _ in REDIRECTORS:
+        print(f"{name:<24}{table[1][name]:>10.3f}{table[4][name]:>13.3f}")
+    print(json.dumps({"bench": "balance", "clients": args.clients, "edges": args.edges,
+                      "max_over_mean": {str(n): {k: round(v, 3) for k, v in r.items()}
+                                        for n, r in table.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

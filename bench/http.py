@@ -1,0 +1,104 @@
+"""/loadbalancer under load, against a bare aiohttp handler returning the same body.
+
+    python -m bench.http [--seconds 4] [--connections 32]
+
+The balancer (with 10, 1 000 and 10 000 registered edges) and the baseline
+run pinned to core 0, wrk to core 1; keep-alive, then one request per
+connection. wrk comes from Debian's package (installed with apt-get if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.procs import HOST, Balancer, fake_reports, free_port, pinned, send_all, wait_port
+
+BASELINE = """
+import sys
+from aiohttp import web
+async def handler(request):
+    return web.Response(text="redirect=10.0.0.1:1935", headers={"Cache-Control": "no-store",
+                        "Access-Control-Allow-Origin": "*"})
+app = web.Application()
+app.router.add_get("/loadbalancer", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       stdout=subprocess.DEVNULL)
+        wrk = shutil.which("wrk")
+    assert wrk is not None
+    return wrk
+
+
+def wrk(url: str, seconds: int, connections: int, close: bool) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms)."""
+    cmd = [*pinned(1), ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {p: float(v) * UNITS[u] for p, v, u in
+           re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    return rps, lat.get("50", float("nan")), lat.get("99", float("nan"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    ensure_wrk()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        base = subprocess.Popen([*pinned(0), sys.executable, "-c", BASELINE, str(port)])
+        try:
+            wait_port(port)
+            for edges in (10, 1000, 10_000):
+                lb = Balancer(Path(tmp), name=f"lb{edges}", cpu=0).start()
+                try:
+                    send_all(lb.udp_port, fake_reports(edges), pace=20_000)
+                    deadline = time.monotonic() + 30
+                    while lb.attribute("ServerCount") != edges:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("edges not registered")
+                        time.sleep(0.2)
+                    for close in (False, True):
+                        ours = wrk(f"http://{HOST}:{lb.http_port}/loadbalancer", args.seconds,
+                                   args.connections, close)
+                        bare = wrk(f"http://{HOST}:{port}/loadbalancer", args.seconds,
+                                   args.connections, close)
+                        rows.append((edges, "close" if close else "keep-alive", ours, bare))
+                finally:
+                    lb.stop()
+        finally:
+            base.terminate()
+            base.wait(10)
+    print(f"{'edges':>6} {'mode':<11}{'lbmgmt r/s':>11}{'bare r/s':>10}{'ratio':>7}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'bare p50':>9}{'bare p99':>9}")
+    for edges, mode, (rps, p50, p99), (brps, bp50, bp99) in rows:
+        print(f"{edges:>6} {mode:<11}{rps:>11.0f}{brps:>10.0f}{rps / brps:>7.2f}"
+              f"{p50:>8.2f}{p99:>8.2f}{bp50:>9.2f}{bp99:>9.2f}")
+    print(json.dumps({"bench": "http", "seconds": args.seconds, "connections": args.connections,
+                      "rows": [{"edges": e, "mode": m, "rps": round(o[0]), "p50_ms": o[1],
+                                "p99_ms": o[2], "bare_rps": round(b[0]),
+                                "ratio": round(o[0] / b[0], 3)} for e, m, o, b in rows]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
