@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -164,7 +165,5 @@ def send_all(port: int, datagrams: list[bytes], *, pace: float | None = None) ->
                 delay = start + i / pace - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 s.sendto(data, (HOST, port))
-            except BlockingIOError:
-                pass

@@ -60,7 +60,9 @@ def main() -> int:
         work = Path(tmp)
         lb = Balancer(work, timeout_ms=5000).start()
         heavy = [Edge(work, f"heavy{i}", [lb], f"heavy{i}.example:1935",
-                      monitor='[monitor]\ntype = "manual"\nload = 1000').start() for i in range(2)]
+                      # every poll below is a redirect, counted on the light edge: keep the
+                      # heavy ones heavier than any number of polls can make it
+                      monitor='[monitor]\ntype = "manual"\nload = 1e9').start() for i in range(2)]
         try:
             for _ in range(args.rounds):
                 for event in ("pause", "stop", "kill"):
