@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -76,7 +77,8 @@ async def crowd(balancers: list[Balancer], clients: int, window: float) -> Count
     return got
 
 
-async def run(n_balancers: int, edges: int, clients: int, workdir: Path) -> dict[str, float]:
+async def run(n_balancers: int, edges: int, clients: int, workdir: Path, rounds: int
+              ) -> dict[str, list[float]]:
     listeners = Listeners(edges)
     await listeners.start()
     lbs = [Balancer(workdir, name=f"lb{n_balancers}-{i}", timeout_ms=10_000).start()
@@ -84,19 +86,19 @@ async def run(n_balancers: int, edges: int, clients: int, workdir: Path) -> dict
     fleet = [Edge(workdir, f"e{n_balancers}-{i}", lbs, f"{HOST}:{port}",
                   monitor=f'[monitor]\ntype = "tcp-connections"\nports = [{port}]').start()
              for i, port in enumerate(listeners.ports)]
-    results: dict[str, float] = {}
+    results: dict[str, list[float]] = {label: [] for label, _, _ in REDIRECTORS}
     try:
         # 20 Python processes starting on two cores: give them time
         await wait_for(lambda: all(lb.attribute("AvailableServerCount") == edges for lb in lbs),
                        90)
-        for label, redirector, grace in REDIRECTORS:
+        for label, redirector, grace in REDIRECTORS * rounds:
             for lb in lbs:
                 lb.rpc("setAttribute", "lbmgmt:type=Balancer", "Redirector", redirector)
                 lb.rpc("setAttribute", "lbmgmt:type=Balancer", "Grace", grace)
             await asyncio.sleep(3.0)  # a full report interval with no connections: loads 0
             got = await crowd(lbs, clients, 1.0)
             loads = [got.get(f"{HOST}:{p}", 0) for p in listeners.ports]
-            results[label] = max(loads) / (sum(loads) / len(loads))
+            results[label].append(max(loads) / (sum(loads) / len(loads)))
             for s in crowd.sockets:  # type: ignore[attr-defined]
                 s.close()
             for writer in listeners.held:
@@ -124,17 +126,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=5000)
     parser.add_argument("--edges", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="crowds per redirector")
     args = parser.parse_args()
-    table: dict[int, dict[str, float]] = {}
+    table: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, 4):
-            table[n] = asyncio.run(run(n, args.edges, args.clients, Path(tmp)))
-    print(f"{'redirector':<24}{'1 balancer':>10}{'4 balancers':>13}   (max/mean; 1.00 = even)")
+            table[n] = asyncio.run(run(n, args.edges, args.clients, Path(tmp), args.rounds))
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} ({min(values):.2f}-{max(values):.2f})"
+    print(f"{'redirector':<24}{'1 balancer':>20}{'4 balancers':>22}   "
+          f"(max/mean, median (range) of {args.rounds}; 1.00 = even)")
     for name, _, _ in REDIRECTORS:
-        print(f"{name:<24}{table[1][name]:>10.3f}{table[4][name]:>13.3f}")
+        print(f"{name:<24}{cell(table[1][name]):>20}{cell(table[4][name]):>22}")
     print(json.dumps({"bench": "balance", "clients": args.clients, "edges": args.edges,
-                      "max_over_mean": {str(n): {k: round(v, 3) for k, v in r.items()}
-                                        for n, r in table.items()}}))
+                      "rounds": args.rounds,
+                      "median_max_over_mean": {str(n): {k: round(statistics.median(v), 3)
+                                                        for k, v in r.items()}
+                                               for n, r in table.items()},
+                      "all": {str(n): {k: [round(x, 3) for x in v] for k, v in r.items()}
+                              for n, r in table.items()}}))
     return 0
 
 
