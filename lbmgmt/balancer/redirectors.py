@@ -17,7 +17,6 @@ from __future__ import annotations
 import abc
 import heapq
 import random
-import uuid
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -85,15 +84,17 @@ class _LoadIndex:
         self.resolution = resolution
         self.groups: dict[int, list[ServerEntry]] = {}
         self.group_heap: list[int] = []  # group numbers, lazily cleaned of empty ones
-        self.where: dict[uuid.UUID, tuple[int, int]] = {}  # guid -> (group, position)
-        self.key: dict[uuid.UUID, float] = {}
-        self.stale: dict[uuid.UUID, ServerEntry] = {}
+        # Keyed by the entry itself (identity hash, in C): a UUID key would call
+        # UUID.__hash__ and __eq__ in Python several times per redirect.
+        self.where: dict[ServerEntry, tuple[int, int]] = {}  # entry -> (group, position)
+        self.key: dict[ServerEntry, float] = {}
+        self.stale: dict[ServerEntry, None] = {}
 
     def __len__(self) -> int:
         return len(self.where)
 
-    def _take_out(self, guid: uuid.UUID) -> None:
-        spot = self.where.pop(guid, None)
+    def _take_out(self, entry: ServerEntry) -> None:
+        spot = self.where.pop(entry, None)
         if spot is None:
             return
         group, i = spot
@@ -101,26 +102,27 @@ class _LoadIndex:
         last = members.pop()
         if i < len(members):
             members[i] = last
-            self.where[last.guid] = (group, i)
+            self.where[last] = (group, i)
 
     def push(self, entry: ServerEntry, key: float) -> None:
         """(Re)index ``entry`` under ``key``."""
-        self._take_out(entry.guid)
-        self.stale.pop(entry.guid, None)
-        self.key[entry.guid] = key
+        self._take_out(entry)
+        if self.stale:
+            self.stale.pop(entry, None)
+        self.key[entry] = key
         group = int(key * self.resolution // 1)
         members = self.groups.get(group)
         if members is None:
             members = self.groups[group] = []
         if not members:
             heapq.heappush(self.group_heap, group)
-        self.where[entry.guid] = (group, len(members))
+        self.where[entry] = (group, len(members))
         members.append(entry)
 
-    def forget(self, guid: uuid.UUID) -> None:
-        self._take_out(guid)
-        self.stale.pop(guid, None)
-        self.key.pop(guid, None)
+    def forget(self, entry: ServerEntry) -> None:
+        self._take_out(entry)
+        self.stale.pop(entry, None)
+        self.key.pop(entry, None)
 
     def best(self, servers: ServerRegistry, now: float,
              usable: Callable[[ServerEntry], bool] | None = None) -> ServerEntry | None:
@@ -133,23 +135,23 @@ class _LoadIndex:
                 if members is not None and not members:
                     del self.groups[group]
                 continue
-            entry = members[self.rng.randrange(len(members))]
+            entry = members[int(self.rng.random() * len(members))]  # random() is C, fast
             if not (entry.available and servers.is_live(entry, now)) or (
                     usable is not None and not usable(entry)):
-                self._take_out(entry.guid)  # back in with its next report or undrain
+                self._take_out(entry)  # back in with its next report or undrain
                 continue
             if not entry.is_fresh(now):
-                self._take_out(entry.guid)
-                self.stale[entry.guid] = entry
+                self._take_out(entry)
+                self.stale[entry] = None
                 continue
             return entry
         # nothing fresh: the least loaded of the stale ones that can take a client
         best: ServerEntry | None = None
-        for guid, entry in list(self.stale.items()):
+        for entry in list(self.stale):
             if not (entry.available and servers.is_live(entry, now)) or (
                     usable is not None and not usable(entry)):
-                del self.stale[guid]
-            elif best is None or self.key[guid] < self.key[best.guid]:
+                del self.stale[entry]
+            elif best is None or self.key[entry] < self.key[best]:
                 best = entry
         return best
 
@@ -177,7 +179,7 @@ class ConcurrentConnects(Redirector):
         self.index.push(entry, self.key(entry))
 
     def removed(self, entry: ServerEntry) -> None:
-        self.index.forget(entry.guid)
+        self.index.forget(entry)
 
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
         if self.registry is not servers:
