@@ -36,9 +36,10 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 def ensure_wrk() -> str:
     wrk = shutil.which("wrk")
-    if wrk is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+    if wrk is None:  # a fresh machine: Debian's package lists first
+        subprocess.run(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], stdout=subprocess.DEVNULL,
+                       check=True)
         wrk = shutil.which("wrk")
     assert wrk is not None
     return wrk
