@@ -46,6 +46,16 @@ def pinned(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)]
 
 
+def stop(proc: subprocess.Popen | None) -> None:
+    """SIGTERM (the daemons stop cleanly on it), SIGKILL if that takes over 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @dataclass
 class Balancer:
     workdir: Path
@@ -92,12 +102,8 @@ listen = "{HOST}:{self.mgmt_port}"
         return self.rpc("getAttribute", "lbmgmt:type=Balancer", name)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc)
+
 
 
 @dataclass
@@ -134,12 +140,8 @@ listen = "{HOST}:{self.mgmt_port}"
         return (self.workdir / f"{self.name}.guid").read_text().strip()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc)
+
 
 
 def fake_reports(count: int, *, interval_ms: int = 600_000, load: float = 0.0

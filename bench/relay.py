@@ -23,19 +23,13 @@ import uuid
 from pathlib import Path
 
 from lbmgmt.rtmp.client import ClientConnection
+from bench.procs import HOST, free_port, wait_port
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.server import HandshakeCompleted
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
-HOST = "127.0.0.1"
 KEY = "bench-relay-key"
 BLOCK = 1 << 20
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class Sink:
@@ -129,15 +123,7 @@ mode = "proxy"
     env = dict(os.environ, LBMGMT_RELAY=relay_mode)  # splice, or copy (the default)
     proc = subprocess.Popen([sys.executable, "-m", "lbmgmt", "balancer", "-c", str(config)],
                             env=env)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection((HOST, http), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    wait_port(http)
     return proc, udp, http
 
 
