@@ -135,11 +135,11 @@ class LbConsole(App[None]):
     async def on_unmount(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:  # bounded: quitting must never wait on a daemon
+            await asyncio.wait(self._tasks, timeout=2.0)
         for conn in self.connections:
-            await conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2.0)
 
     # -- updates from the connections ---------------------------------------------
     def _changed(self, conn: Connection) -> None:
@@ -150,8 +150,8 @@ class LbConsole(App[None]):
 
     def on_lb_console_changed(self, message: Changed) -> None:
         self._render_status()
-        if message.conn is not self.current:
-            return
+        if message.conn is not self.current or not self.query(Overview):
+            return  # another connection's news, or the app is shutting down
         self.query_one(Overview).show(self.current)
         self.query_one(Charts).show(self.current)
         self.refresh_bindings()
@@ -159,7 +159,7 @@ class LbConsole(App[None]):
             self._refresh_mbeans()
 
     def on_lb_console_notified(self, message: Notified) -> None:
-        if message.conn is self.current:
+        if message.conn is self.current and self.query(Notifications):
             self.query_one(Notifications).append(message.items)
 
     def _render_status(self) -> None:
@@ -178,8 +178,10 @@ class LbConsole(App[None]):
                 state = "[yellow]… connecting[/]"
             parts.append(f"{mark}[{i + 1}] {conn.address} {state}")
         interval = self.current.interval
-        self.query_one("#status", Static).update(
-            f"[b]lb-console {__version__}[/]  every {interval:g}s   " + "   ".join(parts))
+        status = self.query("#status")  # empty while the app shuts down: a timer may fire
+        if status:
+            status.first(Static).update(
+                f"[b]lb-console {__version__}[/]  every {interval:g}s   " + "   ".join(parts))
 
     def _tab(self) -> str:
         return self.query_one(TabbedContent).active
