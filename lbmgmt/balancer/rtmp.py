@@ -338,6 +338,10 @@ class RtmpSession(asyncio.Protocol):
                 f"Connection failed: edge {entry.address} unreachable"))
             self._flush()
             return
+        if self.transport.is_closing():  # the client left while we reached the edge
+            edge.close()
+            self._proxy = None
+            return
         self.service.counters["proxied"] += 1
         if self._timer is not None:
             self._timer.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lbmgmt.configfile import ConfigError
 from lbmgmt.edge.monitors import ManualMonitor
 from lbmgmt.management import notifications as note
 from lbmgmt.management.mbean import Impact, MBean, attribute, operation
@@ -92,7 +93,10 @@ class SenderMBean(MBean):
 
     @operation(Impact.ACTION, "Re-read the targets file (a bad file keeps the old targets)")
     def reloadTargets(self) -> int:
-        self.e.reload_targets()
+        try:
+            self.e.reload_targets()
+        except ConfigError as exc:  # the file and line go back to the caller
+            raise ValueError(str(exc)) from None
         return len(self.e.links)
 
     @operation(Impact.ACTION, "Send a report to every balancer now")

@@ -108,20 +108,38 @@ class Credentials:
             raise ConfigError(path, "no users defined", field="users")
         return cls(users)
 
-    def check_basic(self, user: str, password: str) -> User | None:
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        cached = self._verified.get(key)
-        if cached is not None:
-            return cached
+    @staticmethod
+    def cache_key(user: str, password: str) -> bytes:
+        return hashlib.sha256(f"{user}\0{password}".encode()).digest()
+
+    def cached(self, user: str, password: str) -> User | None:
+        """A Basic login verified before; call on the event loop (the cache is not locked)."""
+        found = self._verified.get(self.cache_key(user, password))
+        if found is not None:
+            self._verified.move_to_end(self.cache_key(user, password))
+        return found
+
+    def remember(self, user: str, password: str, found: User) -> None:
+        """Cache a verified login; call on the event loop."""
+        self._verified[self.cache_key(user, password)] = found
+        while len(self._verified) > 256:
+            self._verified.popitem(last=False)
+
+    def verify(self, user: str, password: str) -> User | None:
+        """The slow scrypt check; touches no shared state, so it may run in a thread."""
         found = self.users.get(user)
         if found is None or found.password_hash is None:
             verify_password(password, hash_password("x", salt=b"0" * 16))  # same cost: no
             return None                                                    # user probing
-        if not verify_password(password, found.password_hash):
-            return None
-        self._verified[key] = found
-        while len(self._verified) > 256:
-            self._verified.popitem(last=False)
+        return found if verify_password(password, found.password_hash) else None
+
+    def check_basic(self, user: str, password: str) -> User | None:
+        """cached, else verify and remember (all on one thread)."""
+        found = self.cached(user, password)
+        if found is None:
+            found = self.verify(user, password)
+            if found is not None:
+                self.remember(user, password, found)
         return found
 
     def check_bearer(self, token: str) -> User | None:

@@ -152,8 +152,13 @@ class ManagementServer:
                 return None
             if not sep:
                 return None
-            # scrypt takes tens of milliseconds: off the event loop.
-            return await asyncio.to_thread(self.credentials.check_basic, user, password)
+            found = self.credentials.cached(user, password)
+            if found is None:
+                # scrypt takes tens of milliseconds: off the event loop, and only that
+                found = await asyncio.to_thread(self.credentials.verify, user, password)
+                if found is not None:
+                    self.credentials.remember(user, password, found)
+            return found
         return None
 
     # -- handlers --------------------------------------------------------------

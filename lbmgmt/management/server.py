@@ -155,4 +155,6 @@ class MBeanServer:
         try:
             return await bean.call(operation, args)
         except (ValueError, LookupError) as exc:
-            raise OperationFailed(str(exc).strip("'\""), operation=operation) from None
+            # str(KeyError("x")) is "'x'": take its argument, not its repr-like str
+            text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise OperationFailed(text, operation=operation) from None

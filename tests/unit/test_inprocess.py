@@ -114,3 +114,20 @@ async def test_reload_targets_keeps_counters_and_reports_to_new_ones(tmp_path):
         await edge.stop()
         for s in rx:
             s.close()
+
+
+async def test_reload_targets_through_management_reports_file_and_line(tmp_path):
+    from lbmgmt.management import errors
+    from lbmgmt.management.objectname import ObjectName
+    from lbmgmt.management.server import Role
+
+    targets = tmp_path / "targets.txt"
+    targets.write_text("127.0.0.1,9,k\n")
+    edge = EdgeDaemon(EdgeConfig(redirect_address="a", targets_file=targets,
+                                 guid_file=tmp_path / "g", message_interval_ms=60_000))
+    targets.write_text("# ok\nnot a target\n")
+    with pytest.raises(errors.OperationFailed) as err:
+        await edge.mbeans.invoke(ObjectName.parse("lbmgmt:type=Sender"), "reloadTargets", [],
+                                 Role.READWRITE)
+    assert f"{targets}:2: line: expected 'host,port,key'" in err.value.message
+    assert len(edge.links) == 1  # the old targets stay

@@ -10,7 +10,7 @@ import pytest
 from lbmgmt.configfile import ConfigError, ConfigFile
 from lbmgmt.management import errors
 from lbmgmt.management.api import METHODS, CallContext, NotificationPulse
-from lbmgmt.management.auth import (Credentials, LoginLimiter, hash_password, hash_token,
+from lbmgmt.management.auth import (Credentials, LoginLimiter, User, hash_password, hash_token,
                                     verify_password)
 from lbmgmt.management.config import is_loopback, load_management
 from lbmgmt.management.jsonrpc import JsonRpcDispatcher
@@ -432,3 +432,12 @@ def test_shipped_users_example_loads():
     assert creds.check_basic("ops", "change-me-ops").role is Role.READWRITE
     assert creds.check_basic("viewer", "change-me-view").role is Role.READONLY
     assert creds.check_bearer("change-me-token").name == "grafana"
+
+
+def test_basic_login_cache_is_touched_on_the_loop_only():
+    """verify() runs in a thread: it must not touch the cache; cached/remember do."""
+    creds = Credentials([User("ops", Role.READWRITE, hash_password("pw"))])
+    assert creds.verify("ops", "pw").name == "ops" and not creds._verified
+    assert creds.cached("ops", "pw") is None
+    creds.remember("ops", "pw", creds.users["ops"])
+    assert creds.cached("ops", "pw").name == "ops" and creds.cached("ops", "x") is None
