@@ -14,11 +14,17 @@ from aiohttp import web
 from lbmgmt.endpoints import Endpoint
 
 
+async def app_runner(app: web.Application) -> web.AppRunner:
+    """A set-up runner with our settings, for serving on a site or on a socket of our own."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    return runner
+
+
 async def serve_app(app: web.Application, listen: Endpoint, *,
                     ssl_context: ssl.SSLContext | None = None
                     ) -> tuple[web.AppRunner, tuple[str, int]]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
+    runner = await app_runner(app)
     try:
         await web.TCPSite(runner, listen.bind_host, listen.port, ssl_context=ssl_context).start()
     except BaseException:

@@ -23,7 +23,7 @@ from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, 
                                       ServerRegistry, ServerStateChanged)
 from lbmgmt.balancer.serverinfo import render_server_info
 from lbmgmt.endpoints import Endpoint
-from lbmgmt.httpserve import serve_app
+from lbmgmt.httpserve import app_runner, serve_app
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
@@ -137,9 +137,7 @@ class BalancerDaemon:
         if rtmp.enabled and rtmp.listen is None:
             # One port for both, as on the original system: RtmpService sniffs each
             # connection's first byte and hands HTTP ones to this aiohttp runner.
-            self._runner = web.AppRunner(make_http_app(self), access_log=None,
-                                         handle_signals=False, shutdown_timeout=1.0)
-            await self._runner.setup()
+            self._runner = await app_runner(make_http_app(self))
             try:
                 await self.rtmp.start(self.config.http.listen, http=self._runner)
             except BaseException:

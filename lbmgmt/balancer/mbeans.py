@@ -39,9 +39,9 @@ def _guid(text: str) -> uuid.UUID:
         raise ValueError(f"not a GUID: {text!r}") from None
 
 
-def server_summary(entry: ServerEntry, now: float, live: bool) -> dict[str, Any]:
+def server_summary(entry: ServerEntry, now: float, available: bool) -> dict[str, Any]:
     return {"guid": str(entry.guid), "redirectAddress": entry.address,
-            "state": entry.state.name, "available": entry.available and live,
+            "state": entry.state.name, "available": available,
             "drained": entry.drained, "load": entry.load, "capacity": entry.capacity,
             "redirectsSinceReport": entry.redirects_since_report,
             "secondsSinceReport": round(entry.seconds_since_report(now), 3),
@@ -135,7 +135,7 @@ class BalancerMBean(MBean):
     @operation(Impact.INFO, "Every known edge with its state and load")
     def listServers(self) -> list[dict[str, Any]]:
         now = self.b.monotonic()
-        return [server_summary(e, now, self.b.registry.is_live(e, now))
+        return [server_summary(e, now, self.b.registry.takes_clients(e, now))
                 for e in sorted(self.b.registry, key=lambda e: e.address)]
 
     @operation(Impact.ACTION, "No new clients for this edge (kept across its restarts) "
@@ -179,7 +179,7 @@ class ServerMBean(MBean):
     @attribute("boolean", "Would take a new client now")
     def Available(self) -> bool:
         now = self.b.monotonic()
-        return self.entry.available and self.b.registry.is_live(self.entry, now)
+        return self.b.registry.takes_clients(self.entry, now)
 
     @attribute("boolean", "Drained on this balancer")
     def Drained(self) -> bool:

@@ -56,7 +56,7 @@ class Redirector(abc.ABC):
 
     @abc.abstractmethod
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
-        """The edge for the next client, or None when none is available."""
+        """The edge for the next client, or None; ``redirect`` attaches to ``servers`` first."""
 
     def redirect(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
         if self.registry is not servers:
@@ -136,8 +136,8 @@ class _LoadIndex:
                     del self.groups[group]
                 continue
             entry = members[int(self.rng.random() * len(members))]  # random() is C, fast
-            if not (entry.available and servers.is_live(entry, now)) or (
-                    usable is not None and not usable(entry)):
+            if not servers.takes_clients(entry, now) or (usable is not None
+                                                         and not usable(entry)):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue
             if not entry.is_fresh(now):
@@ -148,8 +148,8 @@ class _LoadIndex:
         # nothing fresh: the least loaded of the stale ones that can take a client
         best: ServerEntry | None = None
         for entry in list(self.stale):
-            if not (entry.available and servers.is_live(entry, now)) or (
-                    usable is not None and not usable(entry)):
+            if not servers.takes_clients(entry, now) or (usable is not None
+                                                         and not usable(entry)):
                 del self.stale[entry]
             elif best is None or self.key[entry] < self.key[best]:
                 best = entry
@@ -171,6 +171,7 @@ class ConcurrentConnects(Redirector):
     def __init__(self, *, rng: random.Random | None = None) -> None:
         super().__init__(rng=rng)
         self.index = _LoadIndex(self.rng, self.resolution)
+        self.usable: Callable[[ServerEntry], bool] | None = None  # a further filter
 
     def key(self, entry: ServerEntry) -> float:
         return entry.effective_load
@@ -182,9 +183,7 @@ class ConcurrentConnects(Redirector):
         self.index.forget(entry)
 
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
-        if self.registry is not servers:
-            self.attach(servers)
-        return self.index.best(servers, now)
+        return self.index.best(servers, now, self.usable)
 
 
 class Weighted(ConcurrentConnects):
@@ -203,13 +202,13 @@ class Weighted(ConcurrentConnects):
             return self.NO_CAPACITY + entry.effective_load
         return entry.effective_load / entry.capacity
 
-    def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
-        if self.registry is not servers:
-            self.attach(servers)
-        return self.index.best(servers, now, usable=_has_room)
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        super().__init__(rng=rng)
+        self.usable = _has_room
 
 
 def _has_room(entry: ServerEntry) -> bool:
+    """A full edge gets nothing."""
     return entry.capacity is None or entry.effective_load < entry.capacity
 
 
@@ -225,14 +224,12 @@ class PowerOfTwoChoices(ConcurrentConnects):
     name = "p2c"
 
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
-        if self.registry is not servers:
-            self.attach(servers)
         picks: list[ServerEntry] = []
         for _ in range(P2C_TRIES):
             entry = servers.sample(self.rng)
             if entry is None:
                 return None
-            if (entry.available and servers.is_live(entry, now) and entry.is_fresh(now)
+            if (servers.takes_clients(entry, now) and entry.is_fresh(now)
                     and all(p is not entry for p in picks)):
                 picks.append(entry)
                 if len(picks) == 2:
@@ -261,7 +258,7 @@ class RoundRobin(Redirector):
             self._next %= len(order)
             entry = order[self._next]
             self._next += 1
-            if entry.available and servers.is_live(entry, now):
+            if servers.takes_clients(entry, now):
                 if entry.is_fresh(now):
                     return entry
                 stale = stale or entry

@@ -157,11 +157,14 @@ class ServerRegistry:
     def is_live(self, entry: ServerEntry, now: float) -> bool:
         return now - entry.last_report <= self.timeout
 
+    def takes_clients(self, entry: ServerEntry, now: float) -> bool:
+        """Would get a new client now: live, running, not drained."""
+        return entry.available and now - entry.last_report <= self.timeout
+
     def available(self, now: float) -> Iterator[ServerEntry]:
         """Edges that may take a new client now (live, running, not drained)."""
-        timeout = self.timeout
         for entry in self._servers.values():
-            if entry.available and now - entry.last_report <= timeout:
+            if self.takes_clients(entry, now):
                 yield entry
 
     def apply(self, event: ReportAccepted, now: float) -> list[RegistryEvent]:

@@ -31,12 +31,11 @@ def render_server_info(servers: ServerRegistry, now: float, *, redirector: str,
         ET.SubElement(receiver, "Drop", {"reason": str(reason), "count": str(count)})
     for entry in sorted(servers, key=lambda e: e.address):
         server = ET.SubElement(root, "Server")
-        live = servers.is_live(entry, now)
         for tag, value in (
             ("guid", str(entry.guid)),
             ("redirect", entry.address),
             ("state", entry.state.name),
-            ("available", "true" if entry.available and live else "false"),
+            ("available", "true" if servers.takes_clients(entry, now) else "false"),
             ("drained", "true" if entry.drained else "false"),
             ("load", _fmt(entry.load)),
             ("capacity", "" if entry.capacity is None else _fmt(entry.capacity)),
