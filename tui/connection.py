@@ -77,12 +77,15 @@ class Connection:
     def readonly(self) -> bool:
         return self.role != "readwrite"
 
+    def _client(self) -> ManagementClient:
+        if self.client is None:  # made again after a loss: the old one may hold dead sockets
+            self.client = self.target.client()
+        return self.client
+
     async def call(self, method: str, params: Any = None, *, timeout: float | None = None
                    ) -> Any:
         """One call now (from an action); RpcError and ManagementUnavailable propagate."""
-        if self.client is None:
-            self.client = self.target.client()
-        return await self.client.call(method, params, timeout=timeout)
+        return await self._client().call(method, params, timeout=timeout)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -125,9 +128,7 @@ class Connection:
         else:
             calls = [("getAttributes", [SENDER, None])]
         calls += [("getAttribute", [name, attr]) for name, attr in self.watched]
-        if self.client is None:
-            self.client = self.target.client()
-        results = await self.client.batch(calls)
+        results = await self._client().batch(calls)
         for result in results:
             if isinstance(result, RpcError) and result.code < -32600:  # protocol-level
                 raise result

@@ -7,6 +7,7 @@ scrypt hashes; bearer tokens (random, so a fast hash is enough) as SHA-256.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -113,14 +114,13 @@ class Credentials:
         return hashlib.sha256(f"{user}\0{password}".encode()).digest()
 
     def cached(self, user: str, password: str) -> User | None:
-        """A Basic login verified before; call on the event loop (the cache is not locked)."""
-        found = self._verified.get(self.cache_key(user, password))
+        key = self.cache_key(user, password)
+        found = self._verified.get(key)
         if found is not None:
-            self._verified.move_to_end(self.cache_key(user, password))
+            self._verified.move_to_end(key)
         return found
 
     def remember(self, user: str, password: str, found: User) -> None:
-        """Cache a verified login; call on the event loop."""
         self._verified[self.cache_key(user, password)] = found
         while len(self._verified) > 256:
             self._verified.popitem(last=False)
@@ -133,11 +133,11 @@ class Credentials:
             return None                                                    # user probing
         return found if verify_password(password, found.password_hash) else None
 
-    def check_basic(self, user: str, password: str) -> User | None:
-        """cached, else verify and remember (all on one thread)."""
+    async def check_basic(self, user: str, password: str) -> User | None:
+        """A Basic login: the cache on the event loop (it is not locked), scrypt off it."""
         found = self.cached(user, password)
         if found is None:
-            found = self.verify(user, password)
+            found = await asyncio.to_thread(self.verify, user, password)
             if found is not None:
                 self.remember(user, password, found)
         return found

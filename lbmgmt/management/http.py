@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -152,13 +151,7 @@ class ManagementServer:
                 return None
             if not sep:
                 return None
-            found = self.credentials.cached(user, password)
-            if found is None:
-                # scrypt takes tens of milliseconds: off the event loop, and only that
-                found = await asyncio.to_thread(self.credentials.verify, user, password)
-                if found is not None:
-                    self.credentials.remember(user, password, found)
-            return found
+            return await self.credentials.check_basic(user, password)
         return None
 
     # -- handlers --------------------------------------------------------------

@@ -337,7 +337,7 @@ def write_creds(tmp_path, text):
     return path
 
 
-def test_credentials_basic_bearer_and_cache(tmp_path, monkeypatch):
+async def test_credentials_basic_bearer_and_cache(tmp_path, monkeypatch):
     token = "tok-" + "x" * 40
     path = write_creds(tmp_path, f"""
 [users.admin]
@@ -348,16 +348,16 @@ role = "readonly"
 token_sha256 = "{hash_token(token)}"
 """)
     creds = Credentials.load(path)
-    assert creds.check_basic("admin", "pw1").role is Role.READWRITE
-    assert creds.check_basic("admin", "nope") is None
-    assert creds.check_basic("nobody", "pw1") is None
+    assert (await creds.check_basic("admin", "pw1")).role is Role.READWRITE
+    assert await creds.check_basic("admin", "nope") is None
+    assert await creds.check_basic("nobody", "pw1") is None
     assert creds.check_bearer(token).name == "grafana"
     assert creds.check_bearer("other") is None
     calls = []
     import lbmgmt.management.auth as auth
     monkeypatch.setattr(auth, "verify_password", lambda *a: calls.append(a) or False)
-    assert creds.check_basic("admin", "pw1") is not None and calls == []  # cached success
-    assert creds.check_basic("admin", "bad") is None and len(calls) == 1  # never cached
+    assert await creds.check_basic("admin", "pw1") is not None and calls == []  # cached
+    assert await creds.check_basic("admin", "bad") is None and len(calls) == 1  # never cached
 
 
 @pytest.mark.parametrize("text, line, field, message", [
@@ -426,11 +426,11 @@ def test_tls_needs_cert_and_key(tmp_path):
         load_mgmt(tmp_path, '[management]\ntls_cert_file = "c.pem"\n')
 
 
-def test_shipped_users_example_loads():
+async def test_shipped_users_example_loads():
     from pathlib import Path
     creds = Credentials.load(Path(__file__).parents[2] / "examples" / "users.toml")
-    assert creds.check_basic("ops", "change-me-ops").role is Role.READWRITE
-    assert creds.check_basic("viewer", "change-me-view").role is Role.READONLY
+    assert (await creds.check_basic("ops", "change-me-ops")).role is Role.READWRITE
+    assert (await creds.check_basic("viewer", "change-me-view")).role is Role.READONLY
     assert creds.check_bearer("change-me-token").name == "grafana"
 
 
