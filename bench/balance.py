@@ -25,7 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.procs import HOST, Balancer, Edge
+from lbmgmt.fleet.ports import HOST
+from lbmgmt.fleet.processes import BalancerProcess, ProcessFleet
 
 # (label, redirector, grace ms): the grace window assumes clients take a while to connect;
 # these loopback clients connect at once, so the same run shows it with grace 0 too.
@@ -54,7 +55,7 @@ class Listeners:
         self.held.append(writer)
 
 
-async def crowd(balancers: list[Balancer], clients: int, window: float) -> Counter[str]:
+async def crowd(balancers: list[BalancerProcess], clients: int, window: float) -> Counter[str]:
     """Every client: ask a balancer (round-robin over them), connect to the edge, stay."""
     sockets: list[socket.socket] = []
     got: Counter[str] = Counter()
@@ -81,10 +82,11 @@ async def run(n_balancers: int, edges: int, clients: int, workdir: Path, rounds:
               ) -> dict[str, list[float]]:
     listeners = Listeners(edges)
     await listeners.start()
-    lbs = [Balancer(workdir, name=f"lb{n_balancers}-{i}", timeout_ms=10_000).start()
+    procs = ProcessFleet(workdir, verbose=False)
+    lbs = [procs.balancer(f"lb{n_balancers}-{i}", timeout_ms=10_000).wait_ready()
            for i in range(n_balancers)]
-    fleet = [Edge(workdir, f"e{n_balancers}-{i}", lbs, f"{HOST}:{port}",
-                  monitor=f'[monitor]\ntype = "tcp-connections"\nports = [{port}]').start()
+    fleet = [procs.edge(f"e{n_balancers}-{i}", list(lbs), address=f"{HOST}:{port}",
+                        monitor={"type": "tcp-connections", "ports": [port]})
              for i, port in enumerate(listeners.ports)]
     results: dict[str, list[float]] = {label: [] for label, _, _ in REDIRECTORS}
     try:

@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import HOST, Balancer, fake_reports, free_port, pinned, send_all, wait_port
+from bench.reports import fake_reports, send_all
+from lbmgmt.fleet.ports import HOST, free_port, wait_port
+from lbmgmt.fleet.processes import ProcessFleet, pinned
 
 BASELINE = """
 import sys
@@ -70,7 +72,8 @@ def main() -> int:
         try:
             wait_port(port)
             for edges in (10, 1000, 10_000):
-                lb = Balancer(Path(tmp), name=f"lb{edges}", cpu=0).start()
+                lb = ProcessFleet(Path(tmp), verbose=False).balancer(
+                    f"lb{edges}", timeout_ms=600_000, cpu=0).wait_ready()
                 try:
                     send_all(lb.udp_port, fake_reports(edges), pace=20_000)
                     deadline = time.monotonic() + 30

@@ -26,7 +26,9 @@ import uuid
 from pathlib import Path
 
 from bench.http import ensure_wrk
-from bench.procs import HOST, KEY, Balancer, free_port, pinned, send_all
+from bench.reports import KEY, send_all
+from lbmgmt.fleet.ports import HOST, free_port
+from lbmgmt.fleet.processes import ProcessFleet, pinned
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
 RECEIVER = """
@@ -90,7 +92,8 @@ def main() -> int:
         raw_count = int(receiver.communicate(timeout=30)[0])
         raw_rate = raw_count / raw_seconds
 
-        lb = Balancer(Path(tmp), cpu=0).start()
+        lb = ProcessFleet(Path(tmp), verbose=False).balancer(
+            timeout_ms=600_000, cpu=0).wait_ready()
         try:
             before = lb.attribute("ReportsReceived")
             seconds = blast(lb.udp_port, data, pace=args.pace)

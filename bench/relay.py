@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,13 +21,14 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.reports import KEY
+from lbmgmt.fleet.ports import HOST, wait_port
+from lbmgmt.fleet.processes import BalancerProcess, ProcessFleet
 from lbmgmt.rtmp.client import ClientConnection
-from bench.procs import HOST, free_port, wait_port
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.server import HandshakeCompleted
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
-KEY = "bench-relay-key"
 BLOCK = 1 << 20
 
 
@@ -105,26 +105,15 @@ def run_once(port: int, app: str, sink: Sink, megabytes: int) -> float:
     return megabytes / elapsed
 
 
-def start_balancer(workdir: Path, relay_mode: str) -> tuple[subprocess.Popen, int, int]:
-    udp, http = free_port(socket.SOCK_DGRAM), free_port()
-    config = workdir / f"balancer-{relay_mode}.toml"
-    config.write_text(f"""
-[balancer]
-listen = "{HOST}:{udp}"
-key = "{KEY}"
-message_timeout_ms = 600000
-[http]
-listen = "{HOST}:{http}"
-[management]
-enabled = false
-[rtmp.apps.live]
-mode = "proxy"
-""")
-    env = dict(os.environ, LBMGMT_RELAY=relay_mode)  # splice, or copy (the default)
-    proc = subprocess.Popen([sys.executable, "-m", "lbmgmt", "balancer", "-c", str(config)],
-                            env=env)
-    wait_port(http)
-    return proc, udp, http
+def start_balancer(workdir: Path, relay_mode: str) -> BalancerProcess:
+    """A balancer whose `live` application proxies, relaying with ``relay_mode``."""
+    lb = ProcessFleet(workdir, verbose=False).balancer(
+        f"lb-{relay_mode}", timeout_ms=600_000,
+        config={"management": {"enabled": False},
+                "rtmp": {"apps": {"live": {"mode": "proxy"}}}},
+        env={"LBMGMT_RELAY": relay_mode})  # splice, or copy (the default)
+    wait_port(lb.http_port)
+    return lb
 
 
 def register(udp_port: int, address: str) -> None:
@@ -145,16 +134,15 @@ def main() -> int:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("splice", "copy"):
-            proc, udp, http = start_balancer(Path(tmp), mode)
+            lb = start_balancer(Path(tmp), mode)
             try:
-                register(udp, f"{HOST}:{sink.port}")
+                register(lb.udp_port, f"{HOST}:{sink.port}")
                 direct = max(run_once(sink.port, "live", sink, args.mb)
                              for _ in range(args.rounds))
-                proxied = max(run_once(http, "live", sink, args.mb)
+                proxied = max(run_once(lb.http_port, "live", sink, args.mb)
                               for _ in range(args.rounds))
             finally:
-                proc.terminate()
-                proc.wait(10)
+                lb.stop()
             results[f"direct_{mode}_run"] = direct
             results[f"proxy_{mode}"] = proxied
     print(f"{'path':<28}{'MiB/s':>10}{'vs direct':>12}")

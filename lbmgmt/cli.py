@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -65,14 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """asyncio.run, on uvloop when it is installed (pip install 'lbmgmt[fast]')."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    """asyncio.run, on uvloop when it is installed (pip install 'lbmgmt[fast]').
+
+    ``LBMGMT_LOOP=asyncio`` forces asyncio's own loop, ``LBMGMT_LOOP=uvloop``
+    requires uvloop (the tests run the daemons on both).
+    """
+    choice = os.environ.get("LBMGMT_LOOP", "")
+    if choice not in ("", "asyncio", "uvloop"):
+        raise SystemExit(f"lbmgmt: LBMGMT_LOOP must be asyncio or uvloop, not {choice!r}")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("lbmgmt: LBMGMT_LOOP=uvloop but uvloop is not installed "
+                                 "(pip install 'lbmgmt[fast]')") from None
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main)
+            return
+    asyncio.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,18 +19,11 @@ from typing import TextIO
 
 from aiohttp import web
 
-from lbmgmt.balancer.config import BalancerConfig, HttpConfig
-from lbmgmt.balancer.daemon import BalancerDaemon
-from lbmgmt.edge.config import EdgeConfig
-from lbmgmt.edge.daemon import EdgeDaemon
 from lbmgmt.edge.monitors import ManualMonitor
-from lbmgmt.edge.targets import Target
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.fleet.inprocess import InProcessFleet
+from lbmgmt.fleet.ports import HOST
 from lbmgmt.httpserve import serve_app
-from lbmgmt.management.config import ManagementConfig
-from lbmgmt.status import SharedKey
-
-HOST = "127.0.0.1"
 
 
 async def _edge_page(name: str) -> tuple[web.AppRunner, int]:
@@ -46,38 +39,28 @@ async def _edge_page(name: str) -> tuple[web.AppRunner, int]:
 async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 1934,
                    mgmt_port: int = 8084, interval_ms: int = 1000, out: TextIO = sys.stdout
                    ) -> None:
-    key = SharedKey(secrets.token_hex(16))
-    balancer = BalancerDaemon(BalancerConfig(
-        key=key, listen=Endpoint(HOST, udp_port),
-        message_timeout_ms=interval_ms * 2 + 1000,
-        http=HttpConfig(listen=Endpoint(HOST, http_port)),
-        management=ManagementConfig(Endpoint(HOST, mgmt_port))))
-    await balancer.start()
-    assert balancer.http_address and balancer.udp_address and balancer.management
-    lb = f"http://{HOST}:{balancer.http_address[1]}"
+    fleet = InProcessFleet(Path(tempfile.mkdtemp(prefix="lbmgmt-demo-")),
+                           key=secrets.token_hex(16))
+    balancer = await fleet.start_balancer(udp_port=udp_port, http_port=http_port,
+                                          mgmt_port=mgmt_port,
+                                          message_timeout_ms=interval_ms * 2 + 1000)
+    assert balancer.management is not None
+    lb = f"http://{HOST}:{fleet.http_port}"
     mgmt = balancer.management.address_text
     rng = random.Random()
-    workdir = Path(tempfile.mkdtemp(prefix="lbmgmt-demo-"))
     pages: list[web.AppRunner] = []
-    daemons: list[EdgeDaemon] = []
     lines = []
     try:
         for n in range(1, edges + 1):
             page, port = await _edge_page(f"edge {n}")
             pages.append(page)
-            monitor = ManualMonitor(rng.randint(0, 20))
-            edge = EdgeDaemon(
-                EdgeConfig(redirect_address=f"{HOST}:{port}", targets_file=workdir / "none",
-                           guid_file=workdir / f"edge{n}.guid", message_interval_ms=interval_ms,
-                           monitor=monitor, management=ManagementConfig(Endpoint(HOST, 0))),
-                targets=[Target(HOST, balancer.udp_address[1], key, 1)])
-            await edge.start()
-            daemons.append(edge)
+            edge = await fleet.add_edge(f"edge{n}", rng.randint(0, 20),
+                                        address=f"{HOST}:{port}", interval_ms=interval_ms)
             assert edge.management is not None
             lines.append(f"  edge {n:<3}  http://{HOST}:{port}  management "
                          f"{edge.management.address_text}  guid {edge.guid}")
         print(f"lbmgmt demo: a balancer and {edges} edges on {HOST} (Ctrl-C to stop)\n", file=out)
-        print(f"  balancer  HTTP {lb}   status reports on UDP {HOST}:{balancer.udp_address[1]}"
+        print(f"  balancer  HTTP {lb}   status reports on UDP {HOST}:{fleet.udp_port}"
               f"   management {mgmt}", file=out)
         print("\n".join(lines), file=out)
         print(f"""
@@ -98,15 +81,13 @@ Manage it (JSON-RPC 2.0 on the management ports; lb-console attaches there too):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         while not stop.is_set():
-            for edge in daemons:
+            for edge in fleet.edges:
                 drifting = edge.monitor
                 assert isinstance(drifting, ManualMonitor)
                 drifting.set_load(max(0, drifting.load + rng.randint(-3, 3)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 3.0)
     finally:
-        for edge in daemons:
-            await edge.stop()
+        await fleet.stop()
         for page in pages:
             await page.cleanup()
-        await balancer.stop()

@@ -23,7 +23,7 @@ from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, 
                                       ServerRegistry, ServerStateChanged)
 from lbmgmt.balancer.serverinfo import render_server_info
 from lbmgmt.endpoints import Endpoint
-from lbmgmt.httpserve import app_runner, serve_app
+from lbmgmt.httpserve import app_runner, close_runner, serve_app, stop_listening, stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
@@ -38,6 +38,11 @@ UDP_RCVBUF = 4 * 1024 * 1024  # absorbs a burst of reports from a large fleet
 class _StatusProtocol(asyncio.DatagramProtocol):
     def __init__(self, balancer: BalancerDaemon) -> None:
         self.balancer = balancer
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.balancer.handle_datagram(data)
@@ -93,8 +98,11 @@ class BalancerDaemon:
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._status: _StatusProtocol | None = None
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._live = False  # started (even in part) and not stopped since
+        self._stop_lock = asyncio.Lock()
         self.rtmp = RtmpService(self, config.rtmp)
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
@@ -106,22 +114,25 @@ class BalancerDaemon:
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
+        """Bind every port; on any failure close what was bound, then re-raise."""
         loop = asyncio.get_running_loop()
-        sock = bind_udp(self.config.listen)
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _StatusProtocol(self), sock=sock)
-        self.udp_address = sock.getsockname()[:2]
+        self._live = True
         try:
+            sock = bind_udp(self.config.listen)
+            try:
+                self._transport, self._status = await loop.create_datagram_endpoint(
+                    lambda: _StatusProtocol(self), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            self.udp_address = sock.getsockname()[:2]
             await self._start_http()
             if self.management is not None:
-                try:
-                    await self.management.start()
-                except BaseException:
-                    assert self._runner is not None
-                    await self._runner.cleanup()
-                    raise
-        except BaseException:
-            self._transport.close()
+                await self.management.start()
+        except BaseException as exc:
+            log.debug("balancer start failed; closing what was started",
+                      extra=fields(error=str(exc) or type(exc).__name__))
+            await self.stop()
             raise
         self._sweeper = asyncio.create_task(self._sweep(), name="balancer-sweep")
         log.info("balancer started", extra=fields(
@@ -138,37 +149,52 @@ class BalancerDaemon:
             # One port for both, as on the original system: RtmpService sniffs each
             # connection's first byte and hands HTTP ones to this aiohttp runner.
             self._runner = await app_runner(make_http_app(self))
-            try:
-                await self.rtmp.start(self.config.http.listen, http=self._runner)
-            except BaseException:
-                await self._runner.cleanup()
-                raise
+            await self.rtmp.start(self.config.http.listen, http=self._runner)
             self.http_address = self.rtmp.address
             return
         self._runner, self.http_address = await serve_app(make_http_app(self),
                                                           self.config.http.listen)
         if rtmp.enabled and rtmp.listen is not None:
-            try:
-                await self.rtmp.start(rtmp.listen)
-            except BaseException:
-                await self._runner.cleanup()
-                raise
+            await self.rtmp.start(rtmp.listen)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        await self.rtmp.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.management is not None:
-            await self.management.stop()
+        """Close every port and connection; each step bounded, so this always returns.
+
+        Listeners first (nothing new comes in), then every open connection (RTMP
+        sessions and proxy relays, connections that never sent a byte, HTTP
+        keep-alive ones), the management port, and only then the wait for the
+        RTMP listener to close, which on Python 3.12.1+ waits for every connection
+        it accepted. Safe to call twice, and after a start that failed half way.
+        """
+        async with self._stop_lock:
+            if not self._live:
+                return
+            self._live = False
+            sweeper, self._sweeper = self._sweeper, None
+            if sweeper is not None:
+                sweeper.cancel()
+                await stop_step("sweep task", asyncio.wait({sweeper}), log=log)
+            # 1. no new reports, connections or requests
+            transport, self._transport = self._transport, None
+            if transport is not None:
+                transport.close()  # the socket itself closes on the next loop pass
+            self.rtmp.close()
+            runner, self._runner = self._runner, None
+            if runner is not None:
+                await stop_listening(runner, log=log, name="http")
+            # 2. every open connection: RTMP (silent, sessions, relays), then HTTP
+            self.rtmp.close_connections()
+            await stop_step("rtmp: end proxy relays", self.rtmp.wait_relays(), log=log)
+            if runner is not None:
+                await close_runner(runner, log=log, name="http")
+            if self.management is not None:
+                await stop_step("management port", self.management.stop(), log=log, steps=3)
+            # 3. nothing is left open for it to wait for
+            await stop_step("rtmp: listener closed", self.rtmp.wait_closed(), log=log)
+            status, self._status = self._status, None
+            if status is not None:
+                await stop_step("udp: socket closed", asyncio.shield(status.closed), log=log)
+            log.info("balancer stopped")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

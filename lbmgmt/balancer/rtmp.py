@@ -5,6 +5,12 @@ listening socket: ``PortSharer`` looks at each connection's first byte and
 hands it to an ``RtmpSession`` (0x03, an RTMP handshake) or to the aiohttp
 request handler, unchanged, so keep-alive and pipelining behave as on a plain
 aiohttp port.
+
+Stopping goes in three steps so that it cannot hang: ``close`` (no new
+connections), ``close_connections`` (connections still silent, RTMP sessions,
+proxy relays; the HTTP ones handed to aiohttp are its runner's to close) and
+only then ``wait_closed``: on Python 3.12.1+ ``asyncio.Server.wait_closed``
+waits for every connection the listener ever accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from aiohttp import web
 
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
 from lbmgmt.endpoints import Endpoint, join_host_port, split_address
+from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.commands import Command, status
@@ -60,6 +67,9 @@ class RtmpService:
         self.balancer = balancer
         self.config = config
         self.active: set[RtmpSession] = set()
+        self.waiting: set[PortSharer] = set()  # shared port: no first byte yet
+        self.relays: set[asyncio.Task[None]] = set()  # proxy setups and their relays
+        self.closing = False
         self.counters: Counter[str] = Counter(
             connections=0, redirected=0, proxied=0, no_server=0, invalid_app=0,
             protocol_errors=0, timeouts=0, refused=0)
@@ -76,6 +86,7 @@ class RtmpService:
     async def start(self, listen: Endpoint, http: web.AppRunner | None = None) -> None:
         """Listen on ``listen``: RTMP only, or shared with ``http`` when given."""
         loop = asyncio.get_running_loop()
+        self.closing = False
         factory: Callable[[], asyncio.Protocol]
         if http is not None:
             server = http.server
@@ -87,13 +98,58 @@ class RtmpService:
                                                 reuse_address=True)
         self.address = self._server.sockets[0].getsockname()[:2]
 
-    async def stop(self) -> None:
+    def track_relay(self, task: asyncio.Task[None]) -> None:
+        self.relays.add(task)
+        task.add_done_callback(self.relays.discard)
+
+    def close(self) -> None:
+        """Stop accepting connections; the open ones stay (``close_connections``)."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
-            for session in list(self.active):
-                session.abort()
-            await self._server.wait_closed()
-            self._server = None
+
+    def close_connections(self) -> None:
+        """Drop every connection this service holds: silent ones, sessions, relays.
+
+        HTTP connections handed to aiohttp are not among them: its runner closes those.
+        """
+        self.closing = True
+        for sharer in list(self.waiting):
+            sharer.abort()
+        for session in list(self.active):
+            session.abort()
+        for task in list(self.relays):
+            task.cancel()
+
+    async def wait_relays(self) -> None:
+        """Until every cancelled proxy task has closed its sockets."""
+        if self.relays:
+            await asyncio.wait(set(self.relays))
+
+    async def wait_closed(self) -> None:
+        """Until the listener is closed; call after every connection was closed."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        try:
+            await server.wait_closed()
+        except BaseException:
+            # Left waiting (a stop step's bound): drop whatever it still waits for,
+            # where asyncio can (3.13+), rather than leave those connections open.
+            abort_clients = getattr(server, "abort_clients", None)
+            if abort_clients is not None:
+                abort_clients()
+            raise
+
+    async def stop(self) -> None:
+        """All of it, bounded, for a service with a port of its own.
+
+        The daemon runs the steps itself, closing its HTTP connections in between.
+        """
+        self.close()
+        self.close_connections()
+        await stop_step("rtmp: end proxy relays", self.wait_relays(), log=log)
+        await stop_step("rtmp: listener closed", self.wait_closed(), log=log)
 
 
 class PortSharer(asyncio.Protocol):
@@ -108,16 +164,25 @@ class PortSharer(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
         self.transport = cast(asyncio.Transport, transport)
+        if self.service.closing:  # accepted just before the listener closed
+            self.transport.abort()
+            return
+        self.service.waiting.add(self)
         self._timer = asyncio.get_running_loop().call_later(
             self.service.config.handshake_timeout_ms / 1000, self._silent)
 
     def _silent(self) -> None:
         self.service.counters["timeouts"] += 1
+        self.abort()
+
+    def abort(self) -> None:
+        self.service.waiting.discard(self)
         if self.transport is not None:
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
+        self.service.waiting.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         protocol: asyncio.Protocol
@@ -130,6 +195,7 @@ class PortSharer(asyncio.Protocol):
         protocol.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.service.waiting.discard(self)
         if self._timer is not None:
             self._timer.cancel()
 
@@ -154,6 +220,9 @@ class RtmpSession(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         service = self.service
         service.counters["connections"] += 1
+        if service.closing:  # accepted just before the listener closed
+            self.transport.abort()
+            return
         if len(service.active) >= service.config.max_connections:
             service.counters["refused"] += 1
             self.transport.abort()
@@ -249,6 +318,7 @@ class RtmpSession(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self._proxy = asyncio.get_running_loop().create_task(self._start_proxy(app))
+            self.service.track_relay(self._proxy)
             return
         if not app.redirect_on_connect:
             self._accepted_app = app
@@ -291,7 +361,11 @@ class RtmpSession(asyncio.Protocol):
 
     # -- proxy mode ---------------------------------------------------------------
     async def _start_proxy(self, app: RtmpApp) -> None:
-        """Connect to the chosen edge, replay the client's opening, then relay both ways."""
+        """Connect to the chosen edge, replay the client's opening, then relay both ways.
+
+        Cancelled (the balancer stops), it closes the edge socket and the client's
+        connection, whichever stage it is at.
+        """
         assert self.transport is not None and self._connect is not None
         loop = asyncio.get_running_loop()
         entry = self.service.balancer.redirect("rtmp")
@@ -312,13 +386,16 @@ class RtmpSession(asyncio.Protocol):
             family, kind, proto, _, addr = infos[0]
             edge = socket.socket(family, kind, proto)
             edge.setblocking(False)
-            await asyncio.wait_for(loop.sock_connect(edge, addr), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can drop the cancel of a
+            # stop that arrives as the step completes, and the relay would start anyway.
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(edge, addr)
             await loop.sock_sendall(edge, self.conn.raw_c0c1)
             reply = bytearray()
             size = 1 + 2 * handshake.PACKET
             while len(reply) < size:
-                chunk = await asyncio.wait_for(loop.sock_recv(edge, size - len(reply)),
-                                               timeout)
+                async with asyncio.timeout(timeout):
+                    chunk = await loop.sock_recv(edge, size - len(reply))
                 if not chunk:
                     raise ConnectionError("edge closed during the handshake")
                 reply += chunk
@@ -338,6 +415,11 @@ class RtmpSession(asyncio.Protocol):
                 f"Connection failed: edge {entry.address} unreachable"))
             self._flush()
             return
+        except BaseException:  # cancelled while reaching the edge
+            if edge is not None:
+                edge.close()
+            self.abort()
+            raise
         if self.transport.is_closing():  # the client left while we reached the edge
             edge.close()
             self._proxy = None
@@ -352,7 +434,7 @@ class RtmpSession(asyncio.Protocol):
         client.setblocking(False)
         self.transport.close()
         try:
-            await relay(client, edge)
+            await relay(client, edge)  # cancelled: it shuts both down, we close them
         finally:
             client.close()
             edge.close()

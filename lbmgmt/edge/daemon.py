@@ -22,6 +22,7 @@ from lbmgmt.edge.identity import load_or_create_guid
 from lbmgmt.edge.mbeans import SenderBeans
 from lbmgmt.edge.monitors import LoadMonitor, MonitorError
 from lbmgmt.edge.targets import Target, load_targets
+from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
@@ -52,6 +53,12 @@ class TargetLink:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+
+    def drop(self) -> None:
+        """Done with this target: its socket closed and a connect still under way cancelled."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self.close()
 
 
 class _TargetProtocol(asyncio.DatagramProtocol):
@@ -91,6 +98,7 @@ class EdgeDaemon:
         self._task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._closed = False
+        self._reported = False  # a report went out: the stop must say "stopping"
         self.listeners: list[Callable[[str], None]] = []  # "paused", "unpaused", ...
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
@@ -103,14 +111,22 @@ class EdgeDaemon:
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
+        """Open the management port and send the first report; on failure undo, re-raise."""
         if not self.links:
             log.warning("no targets: this edge reports to no balancer",
                         extra=fields(file=str(self.config.targets_file)))
-        if self.management is not None:
-            await self.management.start()
-        self.started_at = self.clock()
-        self._started_mono = time.monotonic()
-        await self.refresh_and_send()
+        try:
+            if self.management is not None:
+                await self.management.start()
+            self.started_at = self.clock()
+            self._started_mono = time.monotonic()
+            self._reported = True
+            await self.refresh_and_send()
+        except BaseException as exc:
+            log.debug("edge start failed; closing what was started",
+                      extra=fields(error=str(exc) or type(exc).__name__))
+            await self.stop()
+            raise
         self._task = asyncio.create_task(self._loop(), name="edge-report-loop")
         log.info("edge started", extra=fields(
             guid=str(self.guid), address=self.config.redirect_address,
@@ -118,30 +134,40 @@ class EdgeDaemon:
             management=self.management.url if self.management else "off"))
 
     async def stop(self) -> None:
-        """Send a stopping report to every balancer, then close."""
+        """Send a stopping report to every balancer, then close; each step bounded.
+
+        Always returns (a step that hangs is logged and skipped); safe to call
+        twice, and after a start that failed half way.
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await stop_step("report loop", asyncio.wait({task}), log=log)
         self.state = EdgeState.STOPPING
+        if self._reported:
+            await stop_step("stopping report", self._send_stopping(), log=log)
+        self._closed = True
+        connecting = {link._connecting for link in self.links
+                      if link._connecting is not None and not link._connecting.done()}
+        for link in self.links:
+            link.drop()
+        if connecting:
+            await stop_step("target connects", asyncio.wait(connecting), log=log)
+        await stop_step("monitor close", self.monitor.close(), log=log)
+        if self.management is not None:
+            await stop_step("management port", self.management.stop(), log=log, steps=3)
+        log.info("edge stopped", extra=fields(guid=str(self.guid)))
+
+    async def _send_stopping(self) -> None:
         await self.send_now()
         # Give targets still connecting a moment to take the stopping report.
         connecting = [link._connecting for link in self.links
                       if link._connecting is not None and not link._connecting.done()]
         if connecting:
             await asyncio.wait(connecting, timeout=STOP_GRACE)
-        self._closed = True
-        for link in self.links:
-            if link._connecting is not None:
-                link._connecting.cancel()
-            link.close()
-        await self.monitor.close()
-        if self.management is not None:
-            await self.management.stop()
-        log.info("edge stopped", extra=fields(guid=str(self.guid)))
 
     async def run(self) -> None:
         """Run until SIGINT or SIGTERM, then stop cleanly (the console script's body).
@@ -193,7 +219,7 @@ class EdgeDaemon:
             link = old.pop((target.host, target.port, target.key), None)
             links.append(link if link is not None else TargetLink(target))
         for gone in old.values():
-            gone.close()
+            gone.drop()  # a connect still resolving is cancelled, not left to finish
         self.links = links
         self._wake.set()  # report to new targets now, not at the next tick
         self._tell("targets-reloaded")
@@ -264,10 +290,12 @@ class EdgeDaemon:
     async def _connect(self, link: TargetLink) -> None:
         loop = asyncio.get_running_loop()
         try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_datagram_endpoint(lambda: _TargetProtocol(link),
-                                              remote_addr=(link.target.host, link.target.port)),
-                RESOLVE_TIMEOUT)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a cancel (a stop,
+            # a reload removing this target) that arrives as the socket is made.
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _TargetProtocol(link),
+                    remote_addr=(link.target.host, link.target.port))
         except (OSError, TimeoutError) as exc:
             link.send_errors += 1
             self.send_errors += 1
@@ -295,7 +323,8 @@ class EdgeDaemon:
             # A slow monitor must not delay the report: past half an interval
             # the last known load goes out and the monitor is reported failing.
             timeout = min(MONITOR_TIMEOUT, max(0.05, self.message_interval / 2))
-            load = await asyncio.wait_for(self.monitor.read(), timeout)
+            async with asyncio.timeout(timeout):
+                load = await self.monitor.read()
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)
@@ -308,8 +337,12 @@ class EdgeDaemon:
             self.load_error = message
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             self._wake.clear()
+            # asyncio.timeout, not wait_for (here, in _refresh_load and _connect): on 3.11
+            # wait_for drops a cancel that arrives as what it awaits completes, and stop()
+            # would wait a whole interval for this task. _stopped is checked for the same.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.message_interval)
+                async with asyncio.timeout(self.message_interval):
+                    await self._wake.wait()
             await self.refresh_and_send()

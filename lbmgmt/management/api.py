@@ -22,10 +22,15 @@ MAX_POLL_TIMEOUT = 60.0
 
 
 class NotificationPulse:
-    """Wakes every long-poll waiter when a notification is emitted."""
+    """Wakes every long-poll waiter when a notification is emitted.
+
+    ``parked`` holds the tasks waiting now, so a stopping port can end them at once.
+    """
 
     def __init__(self, buffer: NotificationBuffer) -> None:
         self._event = asyncio.Event()
+        self._buffer = buffer
+        self.parked: set[asyncio.Task[Any]] = set()
         buffer.listeners.append(self._on_emit)
 
     def _on_emit(self, _: Notification) -> None:
@@ -33,8 +38,23 @@ class NotificationPulse:
         event.set()
 
     async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+        task = asyncio.current_task()
+        if task is not None:
+            self.parked.add(task)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
+        finally:
+            if task is not None:
+                self.parked.discard(task)
+
+    def close(self) -> None:
+        """Stop listening to the buffer and cancel every parked wait."""
+        if self._on_emit in self._buffer.listeners:
+            self._buffer.listeners.remove(self._on_emit)
+        for task in list(self.parked):
+            task.cancel()
 
 
 @dataclass(slots=True)

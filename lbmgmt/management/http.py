@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from lbmgmt import __version__
-from lbmgmt.httpserve import serve_app
+from lbmgmt.httpserve import close_runner, serve_app, stop_listening
 from lbmgmt.logs import fields
 from lbmgmt.management.api import METHODS, CallContext, NotificationPulse
 from lbmgmt.management.auth import Credentials, LoginLimiter, User
@@ -61,6 +61,10 @@ class ManagementMBean(MBean):
     def RefusedLogins(self) -> int:
         return self.port.limiter.refused_total
 
+    @attribute("integer", "Long polls (pollNotifications) waiting for a notification now")
+    def ParkedPolls(self) -> int:
+        return self.port.parked_polls
+
 
 def _tls_context(config: ManagementConfig) -> ssl.SSLContext | None:
     if config.tls_cert_file is None or config.tls_key_file is None:
@@ -99,6 +103,11 @@ class ManagementServer:
         scheme = "https" if self.ssl_context else "http"
         return f"{scheme}://{self.address_text}"
 
+    @property
+    def parked_polls(self) -> int:
+        """Long polls (pollNotifications) waiting for a notification right now."""
+        return len(self.pulse.parked) if self.pulse is not None else 0
+
     async def start(self) -> None:
         self.pulse = NotificationPulse(self.server.notifications)
         app = web.Application(client_max_size=MAX_REQUEST, middlewares=[self._authenticate])
@@ -110,9 +119,19 @@ class ManagementServer:
                                                        auth=self.credentials is not None))
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Stop listening, then close every connection; never waits long, safe to repeat.
+
+        Idle keep-alive clients are closed at once and long polls parked on the
+        pulse are cancelled at once (they would otherwise hold the stop for the
+        grace a request in flight gets); any other request gets that grace.
+        """
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        await stop_listening(runner, log=log, name="management port")
+        if self.pulse is not None:
+            self.pulse.close()
+        await close_runner(runner, log=log, name="management port")
 
     # -- auth ------------------------------------------------------------------
     @web.middleware

@@ -4,8 +4,9 @@
 applies Set Chunk Size and Abort itself, since they change how the very next
 chunk is read. ``ChunkEncoder`` does the reverse. All four chunk header
 formats and extended timestamps are handled; every size is capped, so a peer
-cannot make the decoder hold more than ``max_message_size`` per chunk stream
-and ``max_streams`` streams.
+cannot make the decoder hold more than ``max_buffered`` bytes between calls:
+``max_message_size`` per chunk stream for ``max_streams`` streams, and one
+incomplete chunk. A broken stream releases everything it held.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ AGGREGATE = 22
 DEFAULT_CHUNK_SIZE = 128
 MAX_CHUNK_SIZE_LIMIT = 0x7FFFFFFF
 EXTENDED = 0xFFFFFF
+MAX_HEADER = 3 + 11 + 4  # basic header, message header, extended timestamp
 PROTOCOL_CSID = 2  # protocol control messages
 COMMAND_CSID = 3
 
@@ -70,7 +72,13 @@ class ChunkDecoder:
 
     @property
     def buffered(self) -> int:
+        """Bytes held between calls: an incomplete chunk and incomplete messages."""
         return len(self._buffer) + sum(len(s.partial or b"") for s in self._streams.values())
+
+    @property
+    def max_buffered(self) -> int:
+        """The most ``buffered`` can be after any call, whatever the peer sends."""
+        return self.max_streams * self.max_message_size + self.max_chunk_size + MAX_HEADER
 
     def feed(self, data: bytes) -> list[Message]:
         """Every message completed by ``data``; raises ChunkError on a broken stream.
@@ -95,8 +103,11 @@ class ChunkDecoder:
                     messages.append(message)
         except ChunkError as exc:
             self.error = exc
+            self._buffer.clear()  # nothing more will be read from a broken stream
+            self._streams.clear()
             if not messages:
                 raise
+            return messages
         del self._buffer[:pos]
         return messages
 

@@ -134,22 +134,30 @@ async def relay(a: socket.socket, b: socket.socket, *, use_splice: bool = USE_SP
     """Relay until both directions reach EOF (or either side resets).
 
     Both sockets must be non-blocking; the caller closes them afterwards.
-    Returns the bytes moved a→b and b→a.
+    Returns the bytes moved a→b and b→a. Cancelled, it shuts both sockets down
+    (each peer sees EOF at once, whoever else holds a descriptor for them) and
+    re-raises: the caller still closes them.
     """
     loop = asyncio.get_running_loop()
     results: list[int | BaseException]
-    if use_splice:
-        pumps = [_SplicePump(loop, a, b), _SplicePump(loop, b, a)]
-        for pump in pumps:
-            pump.start()
-        try:
-            results = list(await asyncio.gather(*(p.done for p in pumps),
-                                                return_exceptions=True))
-        finally:
+    try:
+        if use_splice:
+            pumps = [_SplicePump(loop, a, b), _SplicePump(loop, b, a)]
             for pump in pumps:
-                pump._finish()
-    else:
-        results = list(await asyncio.gather(_copy(loop, a, b), _copy(loop, b, a),
-                                            return_exceptions=True))
+                pump.start()
+            try:
+                results = list(await asyncio.gather(*(p.done for p in pumps),
+                                                    return_exceptions=True))
+            finally:
+                for pump in pumps:
+                    pump._finish()
+        else:
+            results = list(await asyncio.gather(_copy(loop, a, b), _copy(loop, b, a),
+                                                return_exceptions=True))
+    except asyncio.CancelledError:
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        raise
     ab, ba = (r if isinstance(r, int) else 0 for r in results)
     return ab, ba

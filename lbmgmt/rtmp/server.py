@@ -80,6 +80,11 @@ class ServerConnection:
         self.raw_c0c1 = b""
         self.raw_after_handshake = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of the peer's held between calls (handshake, chunks, kept for a proxy)."""
+        return len(self._in) + self.decoder.buffered + len(self.raw_after_handshake)
+
     def data_to_send(self) -> bytes:
         out, self._out = bytes(self._out), bytearray()
         return out

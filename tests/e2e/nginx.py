@@ -9,19 +9,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lbmgmt.fleet.ports import HOST, free_port
+
 MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin may not be on PATH
-HOST = "127.0.0.1"
-
 
 def available() -> bool:
     return Path(NGINX).exists() and MODULE.exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -39,8 +33,8 @@ class NginxRtmp:
         return f"rtmp://{HOST}:{self.rtmp_port}/{path}"
 
     def start(self) -> NginxRtmp:
-        self.rtmp_port = self.rtmp_port or _free_port()
-        self.http_port = self.http_port or _free_port()
+        self.rtmp_port = self.rtmp_port or free_port()
+        self.http_port = self.http_port or free_port()
         self.prefix.mkdir(parents=True, exist_ok=True)
         temp = "".join(f"    {kind}_temp_path {self.prefix}/{kind};\n" for kind in
                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -11,33 +12,35 @@ import sys
 import time
 
 import pytest
+import tomli_w
 
-from tests.e2e.fleet import HOST, free_port
+from tests.e2e.fleet import DEADLINE, HOST, free_port, wait_for_text
 
 pytestmark = pytest.mark.e2e
 LBMGMT = [sys.executable, "-m", "lbmgmt"]
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["curl", "-sS", "--max-time", "5", *args], capture_output=True,
-                          text=True, timeout=10)
+    return subprocess.run(["curl", "-sS", "--max-time", str(DEADLINE), *args],
+                          capture_output=True, text=True, timeout=DEADLINE + 5)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-def test_demo_prints_urls_that_work_with_curl(tmp_path):
+def test_demo_prints_urls_that_work_with_curl(tmp_path, daemon_loop):
     http_port, udp_port, mgmt_port = free_port(), free_port(2), free_port()
     out = tmp_path / "demo.out"
     with open(out, "w") as stdout:
         proc = subprocess.Popen([*LBMGMT, "demo", "--http-port", str(http_port), "--udp-port",
                                  str(udp_port), "--mgmt-port", str(mgmt_port)],
                                 stdout=stdout, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True)
+                                stdin=subprocess.DEVNULL, text=True,
+                                env={**os.environ, "LBMGMT_LOOP": daemon_loop})
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + DEADLINE
         while "/metrics" not in out.read_text():
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "demo printed no URLs"
-            time.sleep(0.05)
+            time.sleep(0.05)  # polling the file the demo writes, until the deadline
         text = out.read_text()
         edges = re.findall(r"edge \d+\s+(http://\S+)", text)
         assert len(edges) == 3
@@ -63,7 +66,7 @@ def test_demo_prints_urls_that_work_with_curl(tmp_path):
         assert json.loads(r.stdout) == {"jsonrpc": "2.0", "id": 1, "result": 3}
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert proc.wait(DEADLINE) == 0
         proc.stderr.close()
 
 
@@ -77,7 +80,7 @@ def test_config_errors_exit_2_naming_file_line_field(tmp_path, role, text, where
     path = tmp_path / f"{role}.toml"
     path.write_text(text)
     r = subprocess.run([*LBMGMT, role, "--config", str(path)], capture_output=True, text=True,
-                       timeout=20)
+                       timeout=DEADLINE)
     assert r.returncode == 2
     assert where in r.stderr and "Traceback" not in r.stderr
 
@@ -87,20 +90,26 @@ def test_bad_targets_line_exits_2(tmp_path):
     path = tmp_path / "edge.toml"
     path.write_text('[edge]\nredirect_address = "a"\n')
     r = subprocess.run([*LBMGMT, "edge", "-c", str(path)], capture_output=True, text=True,
-                       timeout=20)
+                       timeout=DEADLINE)
     assert r.returncode == 2
     assert f"{tmp_path / 'targets.txt'}:2: line: expected 'host,port,key'" in r.stderr
+
+
+def balancer_config(path, key: str = "k", udp: str = f"{HOST}:0"):
+    """A balancer config on loopback ports the kernel picks."""
+    path.write_text(tomli_w.dumps({"balancer": {"key": key, "listen": udp},
+                                   "http": {"listen": f"{HOST}:0"},
+                                   "management": {"listen": f"{HOST}:0"}}))
+    return path
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):
     import socket
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind((HOST, 0))
-        path = tmp_path / "b.toml"
-        path.write_text(f'[balancer]\nkey = "k"\nlisten = "{HOST}:{busy.getsockname()[1]}"\n'
-                        f'[http]\nlisten = "{HOST}:0"\n')
+        path = balancer_config(tmp_path / "b.toml", udp=f"{HOST}:{busy.getsockname()[1]}")
         r = subprocess.run([*LBMGMT, "balancer", "-c", str(path)], capture_output=True,
-                           text=True, timeout=20)
+                           text=True, timeout=DEADLINE)
     assert r.returncode == 1 and "address already in use" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -108,18 +117,22 @@ def test_port_in_use_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("args", [["--help"], ["balancer", "--help"], ["edge", "--help"],
                                   ["demo", "--help"]])
 def test_help(args):
-    r = subprocess.run([*LBMGMT, *args], capture_output=True, text=True, timeout=20)
+    r = subprocess.run([*LBMGMT, *args], capture_output=True, text=True, timeout=DEADLINE)
     assert r.returncode == 0 and "usage: lbmgmt" in r.stdout
 
 
-def test_shared_key_is_never_logged(tmp_path):
+async def test_shared_key_is_never_logged(tmp_path):
     secret = "sup3r-s3cret-value"
-    path = tmp_path / "b.toml"
-    path.write_text(f'[balancer]\nkey = "{secret}"\nlisten = "{HOST}:0"\n'
-                    f'[http]\nlisten = "{HOST}:0"\n')
-    proc = subprocess.Popen([*LBMGMT, "balancer", "-c", str(path), "-vv"],
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
-    assert "balancer started" in err and secret not in err
+    path = balancer_config(tmp_path / "b.toml", key=secret)
+    log = tmp_path / "b.err"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*LBMGMT, "balancer", "-c", str(path), "-vv"], stderr=err,
+                                stdin=subprocess.DEVNULL)
+    try:
+        await wait_for_text(log, "balancer started")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert secret not in log.read_text()

@@ -1,58 +1,56 @@
 """One balancer, a few edges, all real processes on loopback, observed over HTTP and UDP.
 
-Intervals are short (200 ms reports, 1 s timeout) so the suite stays quick;
-the bounds asserted are the product's promises, not measurements of speed.
+Nothing here bounds how long a real process takes: where a promise is "at once"
+(the first report, pause, stop, a reload), the ordinary path is made minutes
+long (a long report interval or timeout) so that only the immediate report can
+pass within the generous deadline. How fast these are is measured by
+``python -m bench.react`` (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from lbmgmt.edge.config import EdgeConfig
-from lbmgmt.edge.daemon import EdgeDaemon
-from lbmgmt.edge.monitors import ManualMonitor
 from lbmgmt.edge.targets import Target
+from lbmgmt.fleet.inprocess import InProcessFleet
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
-from tests.e2e.fleet import (HOST, SIGKILL, SIGTERM, Balancer, Fleet, wait_for_file,
-                             wait_until)
+from tests.e2e.fleet import HOST, Balancer, Fleet, wait_for_text, wait_until
+from tests.e2e.test_management import Rpc
 
 pytestmark = pytest.mark.e2e
+
+MINUTES = 600_000  # ms: a report interval or timeout no test waits for
 
 
 async def ready(fleet: Fleet, balancer: Balancer) -> None:
     async def answering():
         return await fleet.server_info(balancer) is not None
-    await wait_until(answering, 15, what=f"{balancer.name} answering HTTP")
+    await wait_until(answering, what=f"{balancer.name} answering HTTP")
 
 
 async def has(fleet: Fleet, balancer: Balancer, addresses: set[str]) -> bool:
     return set(await fleet.servers(balancer)) == addresses
 
 
-async def test_three_edges_appear_within_one_interval(fleet):
-    lb = fleet.balancer()
+async def test_edges_report_at_start_not_after_an_interval(fleet):
+    lb = fleet.balancer(timeout_ms=2 * MINUTES)
     await ready(fleet, lb)
-    edges = [fleet.edge(f"e{i}", [lb], interval_ms=500) for i in range(3)]
-    # The GUID file is written just before the first report; from then on, one interval.
-    started = max(wait_for_file(e.guid_file) for e in edges)
+    edges = [fleet.edge(f"e{i}", [lb], interval_ms=MINUTES) for i in range(3)]
 
     async def all_three():
         return await has(fleet, lb, {e.address for e in edges})
-    await wait_until(all_three, 5, what="three edges listed")
-    assert time.monotonic() - started <= 0.5
+    await wait_until(all_three, what="three edges listed (their first report, sent at start)")
     servers = await fleet.servers(lb)
     for edge in edges:
         row = servers[edge.address]
         assert row["guid"] == edge.guid and row["state"] == "RUNNING"
-        assert row["available"] == "true"
+        assert row["available"] == "true" and row["messageCount"] == "1"
 
 
 class Listener:
@@ -77,8 +75,8 @@ async def test_redirects_follow_real_load(fleet):
     lb = fleet.balancer()
     listeners = {name: Listener() for name in "abc"}
     try:
-        edges = {name: fleet.edge(name, [lb], monitor=f'[monitor]\ntype = "tcp-connections"\n'
-                                                      f'ports = [{lis.port}]')
+        edges = {name: fleet.edge(name, [lb], monitor={"type": "tcp-connections",
+                                                       "ports": [lis.port]})
                  for name, lis in listeners.items()}
         listeners["a"].connect(6)
         listeners["c"].connect(3)
@@ -88,7 +86,7 @@ async def test_redirects_follow_real_load(fleet):
             servers = await fleet.servers(lb)
             return {a: s["load"] for a, s in servers.items()} == {
                 edges["a"].address: "6", edges["b"].address: "0", edges["c"].address: "3"}
-        await wait_until(loads_seen, 10, what="loads 6/0/3 reported")
+        await wait_until(loads_seen, what="loads 6/0/3 reported")
         picks = [await fleet.redirect(lb) for _ in range(9)]
         counts = Counter(picks)
         assert picks[0] == edges["b"].address  # the least loaded first
@@ -105,37 +103,34 @@ async def test_redirects_follow_real_load(fleet):
             servers = await fleet.servers(lb)
             return (servers[edges["a"].address]["load"], servers[edges["b"].address]["load"]) \
                 == ("0", "8")
-        await wait_until(moved, 10, what="new loads reported")
+        await wait_until(moved, what="new loads reported")
         assert await fleet.redirect(lb) == edges["a"].address
     finally:
         for lis in listeners.values():
             lis.close()
 
 
-async def test_pause_leaves_redirects_within_half_a_second(fleet, tmp_path: Path):
-    # Real defaults (2.5 s reports, 5 s timeout): only an immediate report meets 0.5 s.
-    lb = fleet.balancer(timeout_ms=5000)
-    busy = fleet.edge("busy", [lb], monitor='[monitor]\ntype = "manual"\nload = 1000')
+async def test_pause_unpause_and_stop_are_reported_at_once(fleet, tmp_path):
+    # The in-process edge reports every 10 minutes and the balancer's timeout is longer:
+    # only the immediate reports on pause, unpause and stop can show within the deadline.
+    lb = fleet.balancer(timeout_ms=2 * MINUTES)
+    busy = fleet.edge("busy", [lb], monitor={"type": "manual", "load": 1000})
     await ready(fleet, lb)
-    edge = EdgeDaemon(
-        EdgeConfig(redirect_address="inproc.example:1935", targets_file=tmp_path / "unused",
-                   guid_file=tmp_path / "inproc.guid", message_interval_ms=2500,
-                   monitor=ManualMonitor(0)),
-        targets=[Target(HOST, lb.udp_port, SharedKey(lb.key), 1)])
-    await edge.start()
+    local = InProcessFleet(tmp_path, key=lb.key)
+    edge = await local.add_edge("inproc", 0, address="inproc.example:1935",
+                                interval_ms=MINUTES, mgmt_port=None,
+                                targets=[Target(HOST, lb.udp_port, SharedKey(lb.key), 1)])
     try:
         async def both():
             return await has(fleet, lb, {busy.address, "inproc.example:1935"})
-        await wait_until(both, 10, what="both edges listed")
+        await wait_until(both, what="both edges listed")
         assert await fleet.redirect(lb) == "inproc.example:1935"
 
         await edge.pause()
-        paused_at = time.monotonic()
 
         async def gone_from_redirects():
             return await fleet.redirect(lb) == busy.address
-        await wait_until(gone_from_redirects, 2, what="paused edge out of redirects")
-        assert time.monotonic() - paused_at <= 0.5
+        await wait_until(gone_from_redirects, what="paused edge out of redirects")
         picks = {await fleet.redirect(lb) for _ in range(20)}
         assert picks == {busy.address}
         row = (await fleet.servers(lb))["inproc.example:1935"]
@@ -145,47 +140,48 @@ async def test_pause_leaves_redirects_within_half_a_second(fleet, tmp_path: Path
 
         async def back():
             return await fleet.redirect(lb) == "inproc.example:1935"
-        await wait_until(back, 0.5, what="unpaused edge back in redirects")
+        await wait_until(back, what="unpaused edge back in redirects")
     finally:
-        await edge.stop()
-    assert "inproc.example:1935" not in await fleet.servers(lb)  # stop report: out at once
+        await local.stop()
+
+    async def stopped():  # the stop report: out at once, not after the timeout
+        return "inproc.example:1935" not in await fleet.servers(lb)
+    await wait_until(stopped, what="stopped edge out of the pool")
 
 
-async def test_sigterm_leaves_at_once_sigkill_after_the_timeout(fleet):
+async def left_reasons(rpc: Rpc) -> dict[str, str]:
+    batch = await rpc.ok("pollNotifications", 0, 0, ["lbmgmt.server.left"])
+    return {n["data"]["guid"]: n["data"]["reason"] for n in batch["notifications"]}
+
+
+async def test_sigterm_leaves_by_its_stop_report_sigkill_by_the_timeout(fleet):
     lb = fleet.balancer()
     term, kill, stay = (fleet.edge(n, [lb]) for n in ("term", "kill", "stay"))
     await ready(fleet, lb)
 
     async def all_in():
         return await has(fleet, lb, {term.address, kill.address, stay.address})
-    await wait_until(all_in, 10, what="three edges listed")
+    await wait_until(all_in, what="three edges listed")
+    rpc = Rpc(fleet.http, lb.mgmt_url)
 
-    term.signal(SIGTERM)
-    t0 = time.monotonic()
-
-    async def term_gone():
-        return term.address not in await fleet.servers(lb)
-    await wait_until(term_gone, 2, what="SIGTERM'd edge gone")
-    assert time.monotonic() - t0 <= 0.5
+    term.signal(signal.SIGTERM)
     assert term.wait() == 0
 
-    kill.signal(SIGKILL)
-    t0 = time.monotonic()
-    await asyncio.sleep(fleet.timeout_ms / 1000 * 0.6)
-    assert kill.address in await fleet.servers(lb)  # no stop report: kept until the timeout
+    async def term_gone():
+        return term.guid in await left_reasons(rpc)
+    await wait_until(term_gone, what="SIGTERM'd edge gone")
+    kill.signal(signal.SIGKILL)
+    kill.wait()
 
     async def kill_gone():
-        return kill.address not in await fleet.servers(lb)
-    await wait_until(kill_gone, 3, what="SIGKILL'd edge gone")
-    elapsed = time.monotonic() - t0
-    # The timeout runs from the last report, up to one interval before the kill:
-    timeout, interval = fleet.timeout_ms / 1000, fleet.interval_ms / 1000
-    assert timeout - interval - 0.05 <= elapsed  # not before the timeout...
-    assert elapsed <= timeout + 0.6  # ...and soon after it
+        return kill.guid in await left_reasons(rpc)
+    await wait_until(kill_gone, what="SIGKILL'd edge gone")
+    # SIGTERM sends a stopping report; SIGKILL leaves only silence, so the timeout.
+    assert await left_reasons(rpc) == {term.guid: "stopped", kill.guid: "timed-out"}
     assert set(await fleet.servers(lb)) == {stay.address}
 
 
-async def test_restarted_balancer_has_the_pool_back_within_one_interval(fleet):
+async def test_restarted_balancer_has_the_pool_back(fleet):
     lb = fleet.balancer()
     edges = [fleet.edge(f"e{i}", [lb], interval_ms=500) for i in range(3)]
     await ready(fleet, lb)
@@ -193,17 +189,18 @@ async def test_restarted_balancer_has_the_pool_back_within_one_interval(fleet):
 
     async def full():
         return await has(fleet, lb, addresses)
-    await wait_until(full, 10, what="pool full")
+    await wait_until(full, what="pool full")
 
-    lb.signal(SIGTERM)
+    lb.signal(signal.SIGTERM)
     assert lb.wait() == 0
     again = fleet.balancer("lb2", udp_port=lb.udp_port, http_port=lb.http_port)
     await ready(fleet, again)
-    # Ready means HTTP answers; the pool must be back one report interval later.
-    took = await wait_until(full, 5, what="pool back after restart")
-    # One interval (0.5 s), plus what observing costs: the 10 ms poll, an HTTP round trip
-    # and the edges' own timer drift.
-    assert took <= 0.5 + 0.1
+    await wait_until(full, what="pool back after restart")
+
+
+async def message_count(fleet: Fleet, lb: Balancer, address: str) -> int:
+    row = (await fleet.servers(lb)).get(address)
+    return int(row["messageCount"]) if row else 0
 
 
 async def test_two_targets_two_balancers_one_down(fleet):
@@ -214,16 +211,16 @@ async def test_two_targets_two_balancers_one_down(fleet):
 
     async def on_both():
         return await has(fleet, lb1, {edge.address}) and await has(fleet, lb2, {edge.address})
-    await wait_until(on_both, 10, what="edge on both balancers")
+    await wait_until(on_both, what="edge on both balancers")
 
-    lb2.signal(SIGKILL)
+    lb2.signal(signal.SIGKILL)
     lb2.wait()
-    before = int((await fleet.servers(lb1))[edge.address]["messageCount"])
-    await asyncio.sleep(fleet.timeout_ms / 1000 * 2)
-    row = (await fleet.servers(lb1))[edge.address]
-    assert row["available"] == "true"
-    assert float(row["secondsSinceReport"]) < 0.5
-    assert int(row["messageCount"]) >= before + 5  # reports kept flowing every 200 ms
+    before = await message_count(fleet, lb1, edge.address)
+
+    async def kept_reporting():  # to lb1, while lb2 is gone
+        return await message_count(fleet, lb1, edge.address) >= before + 5
+    await wait_until(kept_reporting, what="reports to lb1 after lb2 died")
+    assert (await fleet.servers(lb1))[edge.address]["available"] == "true"
 
 
 async def test_unreachable_and_unresolvable_targets_do_not_stop_the_others(fleet):
@@ -233,16 +230,17 @@ async def test_unreachable_and_unresolvable_targets_do_not_stop_the_others(fleet
 
     async def listed():
         return await has(fleet, lb, {edge.address})
-    await wait_until(listed, 10, what="edge listed despite bad targets")
-    first = int((await fleet.servers(lb))[edge.address]["messageCount"])
-    await asyncio.sleep(1.0)
-    row = (await fleet.servers(lb))[edge.address]
-    assert int(row["messageCount"]) >= first + 3
-    assert float(row["secondsSinceReport"]) < 0.5
+    await wait_until(listed, what="edge listed despite bad targets")
+    first = await message_count(fleet, lb, edge.address)
+
+    async def keeps_reporting():
+        return await message_count(fleet, lb, edge.address) >= first + 3
+    await wait_until(keeps_reporting, what="reports keep coming")
+    assert (await fleet.servers(lb))[edge.address]["available"] == "true"
 
 
 async def test_forged_and_replayed_datagrams_are_dropped_counted_and_change_nothing(fleet):
-    lb = fleet.balancer()
+    lb = fleet.balancer(timeout_ms=2 * MINUTES)  # gone only by its stopping report
     await ready(fleet, lb)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dest = (HOST, lb.udp_port)
@@ -264,13 +262,13 @@ async def test_forged_and_replayed_datagrams_are_dropped_counted_and_change_noth
 
         async def real_listed():
             return await has(fleet, lb, {"real.example:1935"})
-        await wait_until(real_listed, 5, what="real edge listed")
+        await wait_until(real_listed, what="real edge listed")
         sock.sendto(edge.seal(Report(EdgeState.STOPPING, "real.example:1935", 1, 200), key,
                               now=time.time()), dest)
 
         async def real_gone():
             return await has(fleet, lb, set())
-        await wait_until(real_gone, 2, what="stopped edge gone")
+        await wait_until(real_gone, what="stopped edge gone")
         sock.sendto(live, dest)  # replayed: must not bring it back
         sock.sendto(live, dest)
 
@@ -279,7 +277,7 @@ async def test_forged_and_replayed_datagrams_are_dropped_counted_and_change_noth
             drops = {d.get("reason"): int(d.get("count")) for d in root.iter("Drop")}
             return drops == {"bad-auth": 3, "oversize": 1, "malformed": 1, "replay": 2,
                              "stale": 0}
-        await wait_until(counted, 2, what="drops counted by reason")
+        await wait_until(counted, what="drops counted by reason")
         assert await fleet.servers(lb) == {}
         assert await fleet.redirect(lb) is None
     finally:
@@ -287,55 +285,53 @@ async def test_forged_and_replayed_datagrams_are_dropped_counted_and_change_noth
 
 
 async def test_restarted_edge_replaces_its_own_entry(fleet):
-    lb = fleet.balancer(timeout_ms=5000)
+    lb = fleet.balancer(timeout_ms=2 * MINUTES)  # the killed boot never times out here
     edge = fleet.edge("e", [lb])
     await ready(fleet, lb)
 
     async def listed():
         return await has(fleet, lb, {edge.address})
-    await wait_until(listed, 10, what="edge listed")
+    await wait_until(listed, what="edge listed")
     guid = edge.guid
-    edge.signal(SIGKILL)
+    edge.signal(signal.SIGKILL)
     edge.wait()
-    again = fleet.edge("e", [lb])  # same config, same GUID file, new boot id
+    # Same config and GUID file, a new boot id; a load the first boot never reported.
+    again = fleet.edge("e", [lb], monitor={"type": "manual", "load": 7})
 
-    async def fresh():
+    async def new_boot_reporting():
         row = (await fleet.servers(lb)).get(edge.address)
-        return row is not None and float(row["secondsSinceReport"]) < 0.1
-    await asyncio.sleep(0.3)
-    await wait_until(fresh, 10, what="restarted edge reporting")
+        return row is not None and row["load"] == "7"
+    await wait_until(new_boot_reporting, what="restarted edge reporting")
     root = await fleet.server_info(lb)
     assert root.get("serverCount") == "1"
     assert [s.findtext("guid") for s in root.iter("Server")] == [guid] == [again.guid]
-    again.signal(SIGTERM)  # the new boot's stop report is honoured
+    again.signal(signal.SIGTERM)  # the new boot's stop report is honoured
 
     async def gone():
         return await has(fleet, lb, set())
-    await wait_until(gone, 0.5, what="restarted edge gone after SIGTERM")
+    await wait_until(gone, what="restarted edge gone after SIGTERM")
 
 
 async def test_sighup_reloads_targets_and_reports_to_new_ones_at_once(fleet):
-    lb1 = fleet.balancer("lb1", timeout_ms=20_000)
-    lb2 = fleet.balancer("lb2", key="second key", timeout_ms=20_000)
+    lb1 = fleet.balancer("lb1", timeout_ms=2 * MINUTES)
+    lb2 = fleet.balancer("lb2", key="second key", timeout_ms=2 * MINUTES)
     await ready(fleet, lb1)
     await ready(fleet, lb2)
-    edge = fleet.edge("e", [lb1], interval_ms=10_000)  # after lb1 is up: one report is enough
+    edge = fleet.edge("e", [lb1], interval_ms=MINUTES)  # after lb1 is up: one report is enough
 
     async def on_lb1():
         return await has(fleet, lb1, {edge.address})
-    await wait_until(on_lb1, 10, what="edge on lb1")
+    await wait_until(on_lb1, what="edge on lb1")
     assert await fleet.servers(lb2) == {}
     targets = fleet.workdir / "e.targets"
     targets.write_text(targets.read_text() + f"127.0.0.1,{lb2.udp_port},{lb2.key}\n")
     edge.signal(signal.SIGHUP)
 
-    async def on_lb2():
+    async def on_lb2():  # the next tick is 10 minutes away: only the reload reports now
         return await has(fleet, lb2, {edge.address})
-    took = await wait_until(on_lb2, 3, what="edge on lb2 after SIGHUP")
-    assert took < 1.0  # the next tick is 10 s away: the reload reported at once
+    await wait_until(on_lb2, what="edge on lb2 after SIGHUP")
 
     targets.write_text("broken\n")
     edge.signal(signal.SIGHUP)
-    await asyncio.sleep(0.3)
-    assert edge.popen.poll() is None  # a bad file is logged and the old targets kept
-    assert "targets not reloaded" in edge.stderr
+    await wait_for_text(fleet.workdir / "e.err", "targets not reloaded")
+    assert edge.running  # a bad file is logged and the old targets kept

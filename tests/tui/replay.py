@@ -93,41 +93,24 @@ def _pin(value: Any) -> Any:
 
 
 async def record() -> dict[str, dict[str, Any]]:
-    from lbmgmt.balancer.config import BalancerConfig, HttpConfig
-    from lbmgmt.balancer.daemon import BalancerDaemon
-    from lbmgmt.edge.config import EdgeConfig
-    from lbmgmt.edge.daemon import EdgeDaemon
-    from lbmgmt.edge.monitors import ManualMonitor
-    from lbmgmt.edge.targets import Target as EdgeTarget
-    from lbmgmt.endpoints import Endpoint
+    from lbmgmt.fleet.inprocess import InProcessFleet
     from lbmgmt.management.client import ManagementClient
-    from lbmgmt.management.config import ManagementConfig
-    from lbmgmt.status import SharedKey
 
-    key = SharedKey("replay")
-    tmp = Path(tempfile.mkdtemp())
-    balancer = BalancerDaemon(BalancerConfig(
-        key=key, listen=Endpoint("127.0.0.1", 0), http=HttpConfig(listen=Endpoint("127.0.0.1", 0)),
-        management=ManagementConfig(Endpoint("127.0.0.1", 0))))
-    await balancer.start()
-    edges = []
-    for i, (name, load) in enumerate((("edge1.example.net", 12), ("edge2.example.net", 3),
-                                      ("edge3.example.net", 27))):
-        (tmp / f"{i}.guid").write_text(str(uuid.UUID(int=0x1000 + i)))
-        edge = EdgeDaemon(EdgeConfig(
-            redirect_address=f"{name}:1935", targets_file=tmp / "unused",
-            guid_file=tmp / f"{i}.guid", message_interval_ms=2500, monitor=ManualMonitor(load),
-            management=ManagementConfig(Endpoint("127.0.0.1", 0))),
-            targets=[EdgeTarget("127.0.0.1", balancer.udp_address[1], key, 1)])
-        await edge.start()
-        edges.append(edge)
-    await asyncio.sleep(0.3)
+    fleet = InProcessFleet(Path(tempfile.mkdtemp()), key="replay")
+    balancer = await fleet.start_balancer()
+    edges = [await fleet.add_edge(f"e{i}", load, address=f"{name}:1935",
+                                  guid=uuid.UUID(int=0x1000 + i))
+             for i, (name, load) in enumerate((("edge1.example.net", 12),
+                                               ("edge2.example.net", 3),
+                                               ("edge3.example.net", 27)))]
+    await _until(lambda: len(balancer.registry) == 3)
     await edges[2].pause()
+    await _until(lambda: balancer.registry.get(edges[2].guid).state.name == "PAUSED")
     balancer.drain(edges[0].guid, True)
     for _ in range(5):
         balancer.redirect("http")
-    await asyncio.sleep(0.3)
     out: dict[str, dict[str, Any]] = {}
+    assert balancer.management and edges[1].management
     for label, port in (("balancer", balancer.management.address[1]),
                         ("edge", edges[1].management.address[1])):
         answers: dict[str, Any] = {}
@@ -151,10 +134,15 @@ async def record() -> dict[str, dict[str, Any]]:
             answers[_key("pollNotifications", None)] = _pin(
                 await client.call("pollNotifications", [0, 0]))
         out[label] = answers
-    for edge in edges:
-        await edge.stop()
-    await balancer.stop()
+    await fleet.stop()
     return out
+
+
+async def _until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the fleet did not settle"
+        await asyncio.sleep(0.01)
 
 
 if __name__ == "__main__":

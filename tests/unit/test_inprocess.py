@@ -7,16 +7,12 @@ import socket
 
 import pytest
 
-from lbmgmt.balancer.config import BalancerConfig, HttpConfig
-from lbmgmt.balancer.daemon import BalancerDaemon, bind_udp
+from lbmgmt.balancer.daemon import bind_udp
 from lbmgmt.edge.config import EdgeConfig
 from lbmgmt.edge.daemon import EdgeDaemon
-from lbmgmt.edge.monitors import ManualMonitor
-from lbmgmt.edge.targets import Target
 from lbmgmt.endpoints import Endpoint
-from lbmgmt.status import EdgeState, SharedKey
-
-KEY = SharedKey("in-process")
+from lbmgmt.fleet.inprocess import InProcessFleet
+from lbmgmt.status import EdgeState
 
 
 def has_ipv6() -> bool:
@@ -28,12 +24,11 @@ def has_ipv6() -> bool:
         return False
 
 
-async def until(predicate, timeout=3.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
+async def until(predicate, timeout=30.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 @pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
@@ -52,21 +47,11 @@ def test_wildcard_udp_bind_is_dual_stack():
 
 
 async def test_balancer_and_edges_in_one_loop(tmp_path):
-    balancer = BalancerDaemon(BalancerConfig(
-        key=KEY, listen=Endpoint("127.0.0.1", 0), message_timeout_ms=1000,
-        http=HttpConfig(listen=Endpoint("127.0.0.1", 0))))
-    await balancer.start()
-    edges = []
-    try:
-        assert balancer.udp_address and balancer.http_address
-        for n, load in enumerate((5, 1, 9)):
-            edge = EdgeDaemon(EdgeConfig(
-                redirect_address=f"e{n}.example", targets_file=tmp_path / "unused",
-                guid_file=tmp_path / f"e{n}.guid", message_interval_ms=100,
-                monitor=ManualMonitor(load)),
-                targets=[Target("127.0.0.1", balancer.udp_address[1], KEY, 1)])
-            await edge.start()
-            edges.append(edge)
+    async with InProcessFleet(tmp_path) as fleet:
+        balancer = await fleet.start_balancer(mgmt_port=None, message_timeout_ms=1000)
+        edges = [await fleet.add_edge(f"e{n}", load, address=f"e{n}.example",
+                                      interval_ms=100, mgmt_port=None)
+                 for n, load in enumerate((5, 1, 9))]
         await until(lambda: len(balancer.registry) == 3)
         assert balancer.redirect("http").address == "e1.example"
 
@@ -74,16 +59,13 @@ async def test_balancer_and_edges_in_one_loop(tmp_path):
         await until(lambda: balancer.registry.get(edges[1].guid).load == 100)
         assert balancer.redirect("http").address == "e0.example"
         assert all(link.last_result == "ok" for e in edges for link in e.links)
-        assert edges[0].reports_sent >= 2 and edges[0].send_errors == 0
+        await until(lambda: edges[0].reports_sent >= 2)
+        assert edges[0].send_errors == 0
 
         await edges[0].pause()
         await until(lambda: balancer.registry.get(edges[0].guid).state is EdgeState.PAUSED)
         await edges[2].stop()
         await until(lambda: balancer.registry.get(edges[2].guid) is None)
-    finally:
-        for edge in edges:
-            await edge.stop()
-        await balancer.stop()
 
 
 async def test_reload_targets_keeps_counters_and_reports_to_new_ones(tmp_path):

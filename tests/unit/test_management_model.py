@@ -228,6 +228,7 @@ def rpc(server):
     async def call(body, role=Role.READWRITE):
         text = body if isinstance(body, str) else json.dumps(body)
         return await dispatcher.dispatch(text, CallContext(server, role, pulse, "test"))
+    call.pulse = pulse
     return call
 
 
@@ -286,13 +287,12 @@ async def test_long_poll_wakes_at_once_and_times_out(rpc, server):
     assert answer["result"] == {"notifications": [], "next": 0, "lost": 0}
     assert loop.time() - start >= 0.19
 
-    poll = asyncio.create_task(rpc(req("pollNotifications", {"since": 0, "timeout": 10})))
-    await asyncio.sleep(0.05)
+    poll = asyncio.create_task(rpc(req("pollNotifications", {"since": 0, "timeout": 60})))
+    while not rpc.pulse.parked:  # until the poll waits on the pulse
+        await asyncio.sleep(0)
     assert not poll.done()
-    emitted = loop.time()
     server.set_attribute(name(), "Level", 9, Role.READWRITE)
-    answer = await asyncio.wait_for(poll, 1)
-    assert loop.time() - emitted < 0.05
+    answer = await asyncio.wait_for(poll, 30)  # woken by the notification, not its 60 s
     [n] = answer["result"]["notifications"]
     assert n["type"] == "jmx.attribute.change" and answer["result"]["next"] == n["sequence"]
 

@@ -228,12 +228,85 @@ def test_chunk_stream_count_is_capped():
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=600))
+@given(st.binary(max_size=6000))
 def test_fuzz_chunk_decoder_fails_only_with_chunk_error(data):
-    decoder = ChunkDecoder(max_message_size=4096, max_streams=8)
+    decoder = ChunkDecoder(max_chunk_size=256, max_message_size=512, max_streams=4)
     with contextlib.suppress(ChunkError):
         decoder.feed(data)
-    assert decoder.buffered <= len(data)
+    assert decoder.buffered <= min(len(data), decoder.max_buffered)
+
+
+# Chunk streams that are mostly valid (so the decoder keeps reading): several
+# messages at once on chunk streams 2-12, their chunks interleaved as RTMP allows,
+# some larger than the cap, then garbage; fed in pieces of ``step`` bytes.
+chunk_traffic = st.tuples(
+    st.integers(1, 300),  # the chunk size the sender announces (over 256: refused)
+    st.lists(st.tuples(st.integers(2, 12), st.sampled_from([8, 9, 18, 20]),
+                       # mostly within the 512-byte cap, so several are under way at once
+                       st.one_of(st.integers(200, 512), st.integers(0, 512),
+                                 st.integers(0, 512), st.integers(513, 6000))),
+             min_size=1, max_size=12, unique_by=lambda m: m[0]),
+    st.binary(max_size=40),
+    st.integers(1, 1500))
+
+
+def interleaved(chunk_size: int, messages: list[tuple[int, int, int]], garbage: bytes) -> bytes:
+    """Set Chunk Size, then every message's chunks taken in turn, one from each."""
+    head = ChunkEncoder().set_chunk_size(chunk_size)
+    queues = []
+    for csid, type_id, size in messages:
+        enc = ChunkEncoder()
+        enc.set_chunk_size(chunk_size)
+        data = enc.encode(Message(type_id, bytes(size), 1, 0, csid))
+        first = 1 + 11 + min(chunk_size, size)  # csid < 64: one-byte basic header
+        cut = [data[:first]] + [data[i:i + 1 + chunk_size]
+                                for i in range(first, len(data), 1 + chunk_size)]
+        queues.append(cut)
+    out = [head]
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return b"".join(out) + garbage
+
+
+def fed(decoder_feed, data: bytes, step: int, check) -> None:
+    for pos in range(0, len(data), step):
+        decoder_feed(data[pos:pos + step])
+        check()
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk_traffic)
+def test_fuzz_chunk_decoder_never_holds_more_than_its_bound(traffic):
+    chunk_size, messages, garbage, step = traffic
+    decoder = ChunkDecoder(max_chunk_size=256, max_message_size=512, max_streams=4)
+    assert decoder.max_buffered == 4 * 512 + 256 + chunks.MAX_HEADER
+
+    def feed(piece):
+        with contextlib.suppress(ChunkError):
+            decoder.feed(piece)
+
+    def check():
+        assert decoder.buffered <= decoder.max_buffered
+    fed(feed, interleaved(chunk_size, messages, garbage), step, check)
+
+
+def test_a_broken_stream_releases_what_it_held():
+    decoder = ChunkDecoder(max_chunk_size=256, max_message_size=512, max_streams=4)
+    data = interleaved(100, [(3, 9, 500), (4, 8, 500)], b"")
+    decoder.feed(data[:16 + 2 * 112])  # Set Chunk Size, the first chunk of each message
+    assert decoder.buffered == 200  # two messages under way
+    with pytest.raises(ChunkError):
+        decoder.feed(b"\xc9" + bytes(3000))  # fmt 3 on a stream that never began
+    assert decoder.buffered == 0
+
+
+def test_interleaved_traffic_within_the_caps_decodes():
+    data = interleaved(100, [(3, 9, 500), (4, 8, 300), (5, 20, 0)], b"")
+    decoder = ChunkDecoder(max_chunk_size=256, max_message_size=512, max_streams=4)
+    got = [(m.csid, len(m.payload)) for m in decoder.feed(data) if m.type_id != 1]
+    assert sorted(got) == [(3, 500), (4, 300), (5, 0)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -347,7 +420,27 @@ def test_fuzz_server_after_handshake_never_raises(data):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=3500))
 def test_fuzz_server_handshake_never_raises(data):
-    ServerConnection().receive_data(data)
+    server = ServerConnection()
+    server.receive_data(data)
+    assert server.buffered <= 2 * 1536 + 1  # at most the handshake it waits for
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunk_traffic)
+def test_fuzz_server_never_holds_more_than_its_bound(traffic):
+    chunk_size, messages, garbage, step = traffic
+    client = ClientConnection()
+    server = ServerConnection(max_chunk_size=256, max_message_size=512)
+    pump(client, server)
+    bound = server.decoder.max_buffered
+
+    def feed(piece):
+        events = server.receive_data(piece)
+        assert all(not isinstance(e, ConnectionFailed) for e in events[:-1])
+
+    def check():
+        assert server.buffered <= bound
+    fed(feed, interleaved(chunk_size, messages, garbage), step, check)
 
 
 def test_amf3_envelope_command_is_understood():

@@ -1,0 +1,30 @@
+"""Free loopback ports, and waiting for a port to listen."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+HOST = "127.0.0.1"
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = HOST) -> int:
+    """A port the kernel has free now (TCP by default, ``socket.SOCK_DGRAM`` for UDP)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 30.0, host: str = HOST) -> None:
+    """Block until ``host:port`` accepts a TCP connection; OSError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
