@@ -25,14 +25,14 @@ from textual.widgets import TabbedContent
 from lbmgmt.fleet.inprocess import InProcessFleet
 from lbmgmt.fleet.ports import HOST
 from tui.app import HelpScreen, LbConsole
-from tui.connection import Target
+from tui.connection import ManagementTarget
 
 KEYS = (("2", "mbeans"), ("3", "charts"), ("4", "notifications"), ("1", "overview"),
         ("question_mark", "help"), ("escape", "no help"))
 
 
 async def press_times(port: int, rounds: int) -> list[float]:
-    app = LbConsole([Target(f"{HOST}:{port}")], interval=0.25)
+    app = LbConsole([ManagementTarget(f"{HOST}:{port}")], interval=0.25)
     times: list[float] = []
     loop = asyncio.get_running_loop()
     async with app.run_test(size=(140, 40)) as pilot:

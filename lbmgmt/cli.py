@@ -12,6 +12,7 @@ from typing import Any
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
+from lbmgmt.edge.identity import GuidFileError
 from lbmgmt.logs import setup_logging
 from lbmgmt.management import script
 
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(0)
         return script.run(args)
     if args.command == "resolve":
-        from lbmgmt.rtmp.resolve import ResolveError, resolve_sync
+        from lbmgmt.resolve import ResolveError, resolve_sync
 
         try:
             print(resolve_sync(args.url, timeout=args.timeout))
@@ -129,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          udp_port=args.udp_port, mgmt_port=args.mgmt_port))
     except ConfigError as exc:
         print(f"lbmgmt {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except GuidFileError as exc:
+        print(f"lbmgmt {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

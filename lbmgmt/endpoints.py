@@ -51,8 +51,7 @@ class Endpoint:
         return self.host or None
 
     def __str__(self) -> str:
-        host = self.host or "*"
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return join_host_port(self.host or "*", self.port)
 
 
 def split_address(address: str) -> tuple[str, int | None]:
@@ -73,5 +72,14 @@ def split_address(address: str) -> tuple[str, int | None]:
 
 
 def join_host_port(host: str, port: int | None) -> str:
+    """``host:port``, with an IPv6 literal in brackets; ``host`` alone if no port.
+
+    The one place addresses are written out (logs, URLs, status pages).
+    """
     host = f"[{host}]" if ":" in host else host
     return host if port is None else f"{host}:{port}"
+
+
+def format_address(address: tuple[str, int] | tuple[str, int, int, int] | None) -> str:
+    """A bound socket's address (``getsockname()``), or "-" for none."""
+    return "-" if address is None else join_host_port(address[0], address[1])

@@ -26,7 +26,7 @@ from lbmgmt import __version__
 from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
 from lbmgmt.management.client import ManagementUnavailable, RpcError
 from tui.charts import MAX_CHARTS, Charts
-from tui.connection import BALANCER, SENDER, Connection, LinkState, Target
+from tui.connection import BALANCER, SENDER, Connection, LinkState, ManagementTarget
 from tui.forms import ConfirmScreen, EditScreen, InvokeScreen
 from tui.mbeans import READONLY_REASON, MBeanBrowser
 from tui.notifications import Notifications
@@ -100,7 +100,7 @@ class LbConsole(App[None]):
             super().__init__()
             self.conn, self.items = conn, items
 
-    def __init__(self, targets: Sequence[Target], *, interval: float = 1.0) -> None:
+    def __init__(self, targets: Sequence[ManagementTarget], *, interval: float = 1.0) -> None:
         super().__init__()
         self.connections = [Connection(t, on_change=self._changed,
                                        on_notifications=self._notified, interval=interval)
@@ -150,9 +150,10 @@ class LbConsole(App[None]):
 
     def on_lb_console_changed(self, message: Changed) -> None:
         self._render_status()
-        if message.conn is not self.current or not self.query(Overview):
+        overview = self.query(Overview).first() if self.query(Overview) else None
+        if message.conn is not self.current or overview is None or not overview.is_attached:
             return  # another connection's news, or the app is shutting down
-        self.query_one(Overview).show(self.current)
+        overview.show(self.current)
         self.query_one(Charts).show(self.current)
         self.refresh_bindings()
         if self.current.state is LinkState.CONNECTED and self._tab() == "mbeans":
@@ -498,7 +499,7 @@ def _secret(path: str | None) -> str | None:
     return Path(path).read_text(encoding="utf-8").strip() if path else None
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[list[Target], float]:
+def parse_args(argv: Sequence[str] | None) -> tuple[list[ManagementTarget], float]:
     parser = argparse.ArgumentParser(
         prog="lb-console",
         description="Terminal console for lbmgmt balancers and edges (their management "
@@ -520,7 +521,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[Target], float]:
         parser.error(f"cannot read {exc.filename}: {exc.strerror}")
     if password is not None and args.user is None:
         parser.error("--password-file needs --user")
-    targets = [Target(a, user=args.user, password=password, token=token, tls=args.tls,
+    targets = [ManagementTarget(a, user=args.user, password=password, token=token, tls=args.tls,
                       cafile=args.cafile, insecure=args.insecure) for a in args.address]
     return targets, max(0.25, args.interval)
 

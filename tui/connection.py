@@ -33,7 +33,7 @@ class LinkState(enum.StrEnum):
 
 
 @dataclass(slots=True)
-class Target:
+class ManagementTarget:
     address: str
     user: str | None = None
     password: str | None = None
@@ -50,7 +50,7 @@ class Target:
 
 @dataclass(slots=True)
 class Connection:
-    target: Target
+    target: ManagementTarget
     on_change: Callable[[Connection], None] = lambda c: None
     on_notifications: Callable[[Connection, list[dict[str, Any]]], None] = lambda c, n: None
     clock: Callable[[], float] = time.monotonic

@@ -11,10 +11,23 @@ from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_manag
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
+from lbmgmt.settings import Setting
 from lbmgmt.status import SharedKey
 
 DEFAULT_UDP_PORT = 1934
 DEFAULT_HTTP_PORT = 1935
+
+MESSAGE_TIMEOUT = Setting(
+    "balancer", "message_timeout_ms", "MessageTimeout", 5000, 10, 3_600_000, "ms",
+    "An edge silent this long leaves the pool")
+GRACE = Setting(
+    "balancer", "grace_ms", "Grace", 500, 0, 60_000, "ms",
+    "Redirects this long before a report was sent still count "
+    "(weighted by the chance the client had not connected)")
+MAX_CLOCK_SKEW = Setting(
+    "balancer", "max_clock_skew_ms", None, 30_000, 100, 3_600_000, "ms",
+    "Reports stamped further than this from the balancer's clock are dropped as stale")
+SETTINGS = (MESSAGE_TIMEOUT, GRACE, MAX_CLOCK_SKEW)
 
 
 @dataclass(slots=True)
@@ -29,10 +42,10 @@ class HttpConfig:
 class BalancerConfig:
     key: SharedKey
     listen: Endpoint = Endpoint("", DEFAULT_UDP_PORT)
-    message_timeout_ms: int = 5000
-    max_clock_skew_ms: int = 30_000
+    message_timeout_ms: int = MESSAGE_TIMEOUT.default
+    max_clock_skew_ms: int = MAX_CLOCK_SKEW.default
     redirector: str = "concurrent-connects"
-    grace_ms: int = 500  # redirects this long before a report's send time keep counting
+    grace_ms: int = GRACE.default
     http: HttpConfig = field(default_factory=HttpConfig)
     management: ManagementConfig | None = None  # None: no management port (embedding)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
@@ -65,10 +78,10 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
             bal.fail("key_file", f"cannot read {key_path}: {getattr(exc, 'strerror', exc)}")
         if not key_text:
             bal.fail("key_file", f"{key_path} is empty")
-    timeout = bal.get_int("message_timeout_ms", 5000, min=10, max=3_600_000)
-    skew = bal.get_int("max_clock_skew_ms", 30_000, min=100, max=3_600_000)
+    timeout = MESSAGE_TIMEOUT.read(bal)
+    skew = MAX_CLOCK_SKEW.read(bal)
     redirector = bal.get_str("redirector", "concurrent-connects")
-    grace = bal.get_int("grace_ms", 500, min=0, max=60_000)
+    grace = GRACE.read(bal)
     try:
         redirector_class(redirector)
     except PluginError as exc:

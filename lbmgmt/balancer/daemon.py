@@ -1,4 +1,10 @@
-"""The balancer daemon: asyncio glue around receiver, registry, redirector, HTTP."""
+"""The balancer daemon: the I/O shell around ``BalancerCore``.
+
+It owns what the core must not: sockets (UDP reports, the client port, the
+management port), tasks (the sweep), signals and the clocks. Every datagram is
+handed to the core with the time; the fronts (HTTP, RTMP) and the MBeans are
+built on the core, never on this object.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,21 @@ import contextlib
 import logging
 import signal
 import socket
-import time
-import uuid
-from collections import Counter
-from collections.abc import Callable
 
 from aiohttp import web
 
 from lbmgmt.balancer.config import BalancerConfig
+from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.http import make_http_app
 from lbmgmt.balancer.mbeans import BalancerBeans
-from lbmgmt.balancer.redirectors import Redirector, redirector_class
 from lbmgmt.balancer.rtmp import RtmpService
-from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
-                                      ServerRegistry, ServerStateChanged)
-from lbmgmt.balancer.serverinfo import render_server_info
-from lbmgmt.endpoints import Endpoint
+from lbmgmt.clocks import Clocks
+from lbmgmt.endpoints import Endpoint, format_address
 from lbmgmt.httpserve import app_runner, close_runner, serve_app, stop_listening, stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
 from lbmgmt.management.server import MBeanServer
-from lbmgmt.status import ReportAccepted, ReportReceiver
 
 log = logging.getLogger("lbmgmt.balancer")
 
@@ -45,7 +44,8 @@ class _StatusProtocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.balancer.handle_datagram(data)
+        clocks = self.balancer.clocks
+        self.balancer.core.receive_datagram(data, now=clocks.monotonic(), wall=clocks.wall())
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error", extra=fields(error=str(exc)))
@@ -79,22 +79,17 @@ def bind_udp(endpoint: Endpoint) -> socket.socket:
 class BalancerDaemon:
     """A balancer you can start in-process (tests do) or from ``lbmgmt balancer``.
 
-    ``clock`` is the wall clock (report timestamps), ``monotonic`` the clock
-    for timeouts; both are injectable so tests can drive time.
+    ``clocks`` (wall and monotonic) are injectable so tests can drive time.
     """
 
-    def __init__(self, config: BalancerConfig, *, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: BalancerConfig, *, clocks: Clocks | None = None) -> None:
         self.config = config
-        self.clock = clock
-        self.monotonic = monotonic
-        self.registry = ServerRegistry(timeout=config.message_timeout_ms / 1000,
-                                       grace=config.grace_ms / 1000)
-        self.receiver = ReportReceiver(config.key, max_age=config.max_clock_skew_ms / 1000)
-        self.redirector: Redirector = redirector_class(config.redirector)()
-        self.redirector.attach(self.registry)
-        self.redirects_served: Counter[str] = Counter(http=0, rtmp=0)
-        self.listeners: list[Callable[[RegistryEvent], None]] = []
+        self.clocks = clocks or Clocks()
+        self.core = BalancerCore(config.key, timeout=config.message_timeout_ms / 1000,
+                                 grace=config.grace_ms / 1000,
+                                 max_clock_skew=config.max_clock_skew_ms / 1000,
+                                 redirector=config.redirector)
+        self.core.redirects_served.update(http=0)
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -103,11 +98,11 @@ class BalancerDaemon:
         self._sweeper: asyncio.Task[None] | None = None
         self._live = False  # started (even in part) and not stopped since
         self._stop_lock = asyncio.Lock()
-        self.rtmp = RtmpService(self, config.rtmp)
+        self.rtmp = RtmpService(self.core, config.rtmp, self.clocks)
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
-                                  clock=clock)
-        self.beans = BalancerBeans(self, self.mbeans)
+                                  clock=self.clocks.wall)
+        self.beans = BalancerBeans(self.core, self.clocks, self.mbeans)
         self.management: ManagementServer | None = (
             ManagementServer(mgmt, self.mbeans, daemon="balancer")
             if mgmt is not None and mgmt.enabled else None)
@@ -135,27 +130,32 @@ class BalancerDaemon:
             await self.stop()
             raise
         self._sweeper = asyncio.create_task(self._sweep(), name="balancer-sweep")
+        addresses = self.core.addresses
+        addresses["udp"] = format_address(self.udp_address)
+        addresses["http"] = format_address(self.http_address)
+        if self.config.rtmp.enabled:
+            addresses["rtmp"] = format_address(self.rtmp.address)
         log.info("balancer started", extra=fields(
-            udp=self.format_address(self.udp_address),
-            http=self.format_address(self.http_address),
-            rtmp=("off" if not self.config.rtmp.enabled else
-                  self.format_address(self.rtmp.address)),
+            udp=addresses["udp"], http=addresses["http"], rtmp=addresses.get("rtmp", "off"),
             management=self.management.url if self.management else "off",
-            redirector=self.redirector.name))
+            redirector=self.core.redirector.name))
 
     async def _start_http(self) -> None:
         rtmp = self.config.rtmp
         if rtmp.enabled and rtmp.listen is None:
             # One port for both, as on the original system: RtmpService sniffs each
             # connection's first byte and hands HTTP ones to this aiohttp runner.
-            self._runner = await app_runner(make_http_app(self))
+            self._runner = await app_runner(self._http_app())
             await self.rtmp.start(self.config.http.listen, http=self._runner)
             self.http_address = self.rtmp.address
             return
-        self._runner, self.http_address = await serve_app(make_http_app(self),
+        self._runner, self.http_address = await serve_app(self._http_app(),
                                                           self.config.http.listen)
         if rtmp.enabled and rtmp.listen is not None:
             await self.rtmp.start(rtmp.listen)
+
+    def _http_app(self) -> web.Application:
+        return make_http_app(self.core, self.config.http, self.clocks)
 
     async def stop(self) -> None:
         """Close every port and connection; each step bounded, so this always returns.
@@ -207,73 +207,14 @@ class BalancerDaemon:
         finally:
             await self.stop()
 
-    @staticmethod
-    def format_address(addr: tuple[str, int] | None) -> str:
-        if addr is None:
-            return "-"
-        host, port = addr
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    # -- the report path -----------------------------------------------------
-    def handle_datagram(self, data: bytes) -> None:
-        event = self.receiver.receive(data, self.clock())
-        if isinstance(event, ReportAccepted):
-            self._emit(self.registry.apply(event, self.monotonic()))
-
-    def _emit(self, events: list[RegistryEvent]) -> None:
-        for event in events:
-            if isinstance(event, ServerJoined):
-                log.info("server joined", extra=fields(guid=str(event.server.guid),
-                                                       address=event.server.address))
-            elif isinstance(event, ServerLeft):
-                log.info("server left", extra=fields(guid=str(event.server.guid),
-                                                     reason=str(event.reason)))
-            elif isinstance(event, ServerStateChanged):
-                log.info("server state", extra=fields(guid=str(event.server.guid),
-                                                      state=event.new.name))
-            for listener in self.listeners:
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("registry listener failed")
-
     async def _sweep(self) -> None:
-        period = min(0.25, self.registry.timeout / 10)
+        core, clocks = self.core, self.clocks
         while True:
-            await asyncio.sleep(period)
-            now = self.monotonic()
-            self._emit(self.registry.expire(now))
-            self.receiver.prune(self.clock())
-            self.beans.tick(now)
+            await asyncio.sleep(core.sweep_interval)
+            try:
+                now = clocks.monotonic()
+                core.handle_timer(now=now, wall=clocks.wall())
+                self.beans.tick(now)
+            except Exception:  # one bad listener or plugin must not end the sweep
+                log.exception("sweep failed; going on")
 
-    # -- the redirect path ---------------------------------------------------
-    def redirect(self, protocol: str) -> ServerEntry | None:
-        """The edge for one new client, counted against that edge and ``protocol``."""
-        entry = self.redirector.redirect(self.registry, self.monotonic())
-        if entry is not None:
-            self.redirects_served[protocol] += 1
-        return entry
-
-    def drain(self, guid: uuid.UUID, drained: bool = True) -> None:
-        """Balancer-side drain; KeyError for an unknown GUID."""
-        self._emit(self.registry.set_drained(guid, drained))
-
-    def remove(self, guid: uuid.UUID) -> None:
-        events = self.registry.remove(guid)
-        if not events:
-            raise KeyError(f"no server {guid}")
-        self._emit(events)
-
-    def set_redirector(self, spec: str) -> None:
-        """Switch strategy live; the new one builds its index from the registry."""
-        new = redirector_class(spec)()
-        new.attach(self.registry)
-        self.redirector.detach()
-        self.redirector = new
-        self.config.redirector = spec
-
-    def server_info_xml(self) -> bytes:
-        return render_server_info(self.registry, self.monotonic(),
-                                  redirector=self.redirector.name,
-                                  accepted=self.receiver.accepted,
-                                  drops=self.receiver.drops)

@@ -1,18 +1,22 @@
 """The balancer's MBeans: the balancer itself and one per known edge.
 
-``BalancerBeans`` keeps the MBean server in step with the registry: a Server
-MBean is registered when an edge joins and unregistered when it leaves, and
-every registry event becomes a notification.
+A management view of the core (and of the clocks, to say "now"): it never sees
+the daemon. ``BalancerBeans`` keeps the MBean server in step with the registry:
+a Server MBean is registered when an edge joins and unregistered when it leaves,
+and every registry event becomes a notification.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lbmgmt.balancer.config import GRACE, MESSAGE_TIMEOUT
+from lbmgmt.balancer.core import BalancerCore, ServerStatus
 from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
 from lbmgmt.balancer.registry import (RegistryEvent, ServerDrainChanged, ServerEntry,
                                       ServerJoined, ServerLeft, ServerStateChanged)
+from lbmgmt.clocks import Clocks
 from lbmgmt.management import notifications as note
 from lbmgmt.management.errors import UnknownMBean
 from lbmgmt.management.mbean import Impact, MBean, attribute, operation
@@ -20,9 +24,6 @@ from lbmgmt.management.objectname import ObjectName
 from lbmgmt.management.server import MBeanServer
 from lbmgmt.plugins import PluginError
 from lbmgmt.status import EdgeState
-
-if TYPE_CHECKING:
-    from lbmgmt.balancer.daemon import BalancerDaemon
 
 BALANCER_NAME = ObjectName.parse("lbmgmt:type=Balancer")
 DROP_NOTIFY_INTERVAL = 5.0  # at most one dropped-reports notification per this many seconds
@@ -39,13 +40,12 @@ def _guid(text: str) -> uuid.UUID:
         raise ValueError(f"not a GUID: {text!r}") from None
 
 
-def server_summary(entry: ServerEntry, now: float, available: bool) -> dict[str, Any]:
-    return {"guid": str(entry.guid), "redirectAddress": entry.address,
-            "state": entry.state.name, "available": available,
-            "drained": entry.drained, "load": entry.load, "capacity": entry.capacity,
-            "redirectsSinceReport": entry.redirects_since_report,
-            "secondsSinceReport": round(entry.seconds_since_report(now), 3),
-            "reportsReceived": entry.reports_received}
+def server_summary(row: ServerStatus) -> dict[str, Any]:
+    return {"guid": str(row.guid), "redirectAddress": row.address, "state": row.state,
+            "available": row.available, "drained": row.drained, "load": row.load,
+            "capacity": row.capacity, "redirectsSinceReport": row.redirects_since_report,
+            "secondsSinceReport": round(row.seconds_since_report, 3),
+            "reportsReceived": row.reports_received, "agent": row.agent}
 
 
 class BalancerMBean(MBean):
@@ -55,115 +55,110 @@ class BalancerMBean(MBean):
                           note.SERVER_UNPAUSED, note.SERVER_DRAINED, note.SERVER_UNDRAINED,
                           note.REPORTS_DROPPED, note.ATTRIBUTE_CHANGE)
 
-    def __init__(self, balancer: BalancerDaemon) -> None:
-        self.b = balancer
+    def __init__(self, core: BalancerCore, clocks: Clocks) -> None:
+        self.core = core
+        self.clocks = clocks
 
     @attribute("string", "UDP address edge reports arrive on", metric=None)
     def ListenAddress(self) -> str:
-        return self.b.format_address(self.b.udp_address)
+        return self.core.addresses.get("udp", "-")
 
     @attribute("string", "HTTP address clients ask for redirects on", metric=None)
     def HttpAddress(self) -> str:
-        return self.b.format_address(self.b.http_address)
+        return self.core.addresses.get("http", "-")
 
-    @attribute("integer", "An edge silent this long leaves the pool", unit="ms")
+    @attribute.of(MESSAGE_TIMEOUT)
     def MessageTimeout(self) -> int:
-        return round(self.b.registry.timeout * 1000)
+        return round(self.core.registry.timeout * 1000)
 
     @MessageTimeout.setter
     def _set_message_timeout(self, value: int) -> None:
-        if not 10 <= value <= 3_600_000:
-            raise ValueError("MessageTimeout must be 10 ms to 1 hour")
-        self.b.registry.timeout = value / 1000
+        self.core.registry.timeout = value / 1000
 
     @attribute("string", "Strategy choosing the edge for each new client: "
                          + ", ".join(BUILTIN_REDIRECTORS) + " or module:Class", metric=None)
     def Redirector(self) -> str:
-        return self.b.config.redirector
+        return self.core.redirector_spec
 
     @Redirector.setter
     def _set_redirector(self, value: str) -> None:
         try:
-            self.b.set_redirector(value)
+            self.core.set_redirector(value)
         except PluginError as exc:
             raise ValueError(str(exc)) from None
 
-    @attribute("integer", "Redirects this long before a report was sent still count "
-                          "(weighted by the chance the client had not connected)", unit="ms")
+    @attribute.of(GRACE)
     def Grace(self) -> int:
-        return round(self.b.registry.grace * 1000)
+        return round(self.core.registry.grace * 1000)
 
     @Grace.setter
     def _set_grace(self, value: int) -> None:
-        if not 0 <= value <= 60_000:
-            raise ValueError("Grace must be 0 to 60000 ms")
-        self.b.registry.grace = value / 1000
+        self.core.registry.grace = value / 1000
 
     @attribute("integer", "Edges known (available or not)")
     def ServerCount(self) -> int:
-        return len(self.b.registry)
+        return len(self.core.registry)
 
     @attribute("integer", "Edges that would take a new client now")
     def AvailableServerCount(self) -> int:
-        return self.b.registry.available_count(self.b.monotonic())
+        return self.core.registry.available_count(self.clocks.monotonic())
 
     @attribute("integer", "Authenticated reports taken", metric="counter")
     def ReportsReceived(self) -> int:
-        return self.b.receiver.accepted
+        return self.core.receiver.accepted
 
     @attribute("object", "Datagrams dropped, by reason", metric="counter",
                metric_label="reason")
     def ReportsDropped(self) -> dict[str, int]:
-        return {str(reason): count for reason, count in self.b.receiver.drops.items()}
+        return {str(reason): count for reason, count in self.core.receiver.drops.items()}
 
     @attribute("object", "Redirects handed out, by protocol", metric="counter",
                metric_label="protocol")
     def RedirectsServed(self) -> dict[str, int]:
-        return dict(self.b.redirects_served)
+        return dict(self.core.redirects_served)
 
     @attribute("string", "RTMP address (the HTTP one when they share a port)", metric=None)
     def RtmpAddress(self) -> str:
-        if not self.b.config.rtmp.enabled:
-            return "off"
-        return self.b.format_address(self.b.rtmp.address)
+        return self.core.addresses.get("rtmp", "off")
 
     @attribute("object", "RTMP connections: total, active, and how each ended",
                metric="counter", metric_label="event")
     def RtmpConnections(self) -> dict[str, int]:
-        return {**self.b.rtmp.counters, "active": len(self.b.rtmp.active)}
+        stats = self.core.fronts.get("rtmp")
+        return stats.snapshot() if stats is not None else {}
 
     @operation(Impact.INFO, "Every known edge with its state and load")
     def listServers(self) -> list[dict[str, Any]]:
-        now = self.b.monotonic()
-        return [server_summary(e, now, self.b.registry.takes_clients(e, now))
-                for e in sorted(self.b.registry, key=lambda e: e.address)]
+        return [server_summary(row)
+                for row in self.core.status(self.clocks.monotonic()).servers]
 
     @operation(Impact.ACTION, "No new clients for this edge (kept across its restarts) "
                               "until undrained", guid="the edge's GUID")
     def drainServer(self, guid: str) -> None:
-        self.b.drain(_guid(guid), True)
+        self.core.drain(_guid(guid), True)
 
     @operation(Impact.ACTION, "Let a drained edge take new clients again",
                guid="the edge's GUID")
     def undrainServer(self, guid: str) -> None:
-        self.b.drain(_guid(guid), False)
+        self.core.drain(_guid(guid), False)
 
     @operation(Impact.ACTION, "Forget an edge now; it comes back with its next report",
                guid="the edge's GUID")
     def removeServer(self, guid: str) -> None:
-        self.b.remove(_guid(guid))
+        self.core.remove(_guid(guid))
 
 
 class ServerMBean(MBean):
     """One edge as this balancer sees it."""
 
-    def __init__(self, balancer: BalancerDaemon, guid: uuid.UUID) -> None:
-        self.b = balancer
+    def __init__(self, core: BalancerCore, clocks: Clocks, guid: uuid.UUID) -> None:
+        self.core = core
+        self.clocks = clocks
         self.guid = guid
 
     @property
     def entry(self) -> ServerEntry:
-        entry = self.b.registry.get(self.guid)
+        entry = self.core.registry.get(self.guid)
         if entry is None:  # left between lookup and read
             raise UnknownMBean(str(server_name(self.guid)))
         return entry
@@ -178,8 +173,8 @@ class ServerMBean(MBean):
 
     @attribute("boolean", "Would take a new client now")
     def Available(self) -> bool:
-        now = self.b.monotonic()
-        return self.b.registry.takes_clients(self.entry, now)
+        now = self.clocks.monotonic()
+        return self.core.registry.is_available(self.entry, now)
 
     @attribute("boolean", "Drained on this balancer")
     def Drained(self) -> bool:
@@ -199,44 +194,51 @@ class ServerMBean(MBean):
 
     @attribute("number", "Seconds since its last report", unit="s")
     def SecondsSinceReport(self) -> float:
-        return round(self.entry.seconds_since_report(self.b.monotonic()), 3)
+        return round(self.entry.seconds_since_report(self.clocks.monotonic()), 3)
 
     @attribute("integer", "Reports taken from it", metric="counter")
     def ReportsReceived(self) -> int:
         return self.entry.reports_received
 
+    @attribute("string", "The edge's software and version, as its reports say (null if not)",
+               metric=None)
+    def Agent(self) -> str | None:
+        return self.entry.report.agent
+
     @operation(Impact.ACTION, "No new clients for this edge until undrained")
     def drain(self) -> None:
-        self.b.drain(self.guid, True)
+        self.core.drain(self.guid, True)
 
     @operation(Impact.ACTION, "Let this edge take new clients again")
     def undrain(self) -> None:
-        self.b.drain(self.guid, False)
+        self.core.drain(self.guid, False)
 
 
 class BalancerBeans:
     """Registers the balancer's MBeans and turns registry events into notifications."""
 
-    def __init__(self, balancer: BalancerDaemon, server: MBeanServer) -> None:
-        self.balancer = balancer
+    def __init__(self, core: BalancerCore, clocks: Clocks, server: MBeanServer) -> None:
+        self.core = core
+        self.clocks = clocks
         self.server = server
-        server.register(BALANCER_NAME, BalancerMBean(balancer))
-        for entry in balancer.registry:
-            server.register(server_name(entry.guid), ServerMBean(balancer, entry.guid))
-        balancer.listeners.append(self.on_event)
-        self._drops_seen = dict(balancer.receiver.drops)
+        server.register(BALANCER_NAME, BalancerMBean(core, clocks))
+        for entry in core.registry:
+            server.register(server_name(entry.guid), ServerMBean(core, clocks, entry.guid))
+        core.listeners.append(self.on_event)
+        self._drops_seen = dict(core.receiver.drops)
         self._drops_notified_at = float("-inf")
 
     def _emit(self, type_: str, entry: ServerEntry, message: str, **data: Any) -> None:
         self.server.notifications.emit(
             type_, str(BALANCER_NAME), message,
             {"guid": str(entry.guid), "redirectAddress": entry.address, **data},
-            now=self.balancer.clock())
+            now=self.clocks.wall())
 
     def on_event(self, event: RegistryEvent) -> None:
         entry = event.server
         if isinstance(event, ServerJoined):
-            self.server.register(server_name(entry.guid), ServerMBean(self.balancer, entry.guid))
+            self.server.register(server_name(entry.guid),
+                                 ServerMBean(self.core, self.clocks, entry.guid))
             self._emit(note.SERVER_JOINED, entry, f"{entry.address} joined")
         elif isinstance(event, ServerLeft):
             self.server.unregister(server_name(entry.guid))
@@ -256,7 +258,7 @@ class BalancerBeans:
         """Called by the sweep: one summary of new drops per DROP_NOTIFY_INTERVAL at most."""
         if now - self._drops_notified_at < DROP_NOTIFY_INTERVAL:
             return
-        drops = self.balancer.receiver.drops
+        drops = self.core.receiver.drops
         delta = {str(r): c - self._drops_seen.get(r, 0) for r, c in drops.items()
                  if c > self._drops_seen.get(r, 0)}
         if not delta:
@@ -266,4 +268,4 @@ class BalancerBeans:
         total = sum(delta.values())
         self.server.notifications.emit(
             note.REPORTS_DROPPED, str(BALANCER_NAME), f"{total} report(s) dropped",
-            {"byReason": delta, "total": total}, now=self.balancer.clock())
+            {"byReason": delta, "total": total}, now=self.clocks.wall())

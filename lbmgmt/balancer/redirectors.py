@@ -136,7 +136,7 @@ class _LoadIndex:
                     del self.groups[group]
                 continue
             entry = members[int(self.rng.random() * len(members))]  # random() is C, fast
-            if not servers.takes_clients(entry, now) or (usable is not None
+            if not servers.is_available(entry, now) or (usable is not None
                                                          and not usable(entry)):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue
@@ -148,7 +148,7 @@ class _LoadIndex:
         # nothing fresh: the least loaded of the stale ones that can take a client
         best: ServerEntry | None = None
         for entry in list(self.stale):
-            if not servers.takes_clients(entry, now) or (usable is not None
+            if not servers.is_available(entry, now) or (usable is not None
                                                          and not usable(entry)):
                 del self.stale[entry]
             elif best is None or self.key[entry] < self.key[best]:
@@ -229,7 +229,7 @@ class PowerOfTwoChoices(ConcurrentConnects):
             entry = servers.sample(self.rng)
             if entry is None:
                 return None
-            if (servers.takes_clients(entry, now) and entry.is_fresh(now)
+            if (servers.is_available(entry, now) and entry.is_fresh(now)
                     and all(p is not entry for p in picks)):
                 picks.append(entry)
                 if len(picks) == 2:
@@ -258,7 +258,7 @@ class RoundRobin(Redirector):
             self._next %= len(order)
             entry = order[self._next]
             self._next += 1
-            if servers.takes_clients(entry, now):
+            if servers.is_available(entry, now):
                 if entry.is_fresh(now):
                     return entry
                 stale = stale or entry

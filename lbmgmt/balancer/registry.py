@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lbmgmt.status import EdgeState, ReportAccepted
+from lbmgmt.status import EdgeState, Report, ReportAccepted
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_GRACE = 0.5
@@ -41,13 +41,11 @@ class LeaveReason(enum.StrEnum):
 
 @dataclass(slots=True, eq=False)
 class ServerEntry:
+    """One edge: its last report, as decoded (never copied field by field), and our view."""
+
     guid: uuid.UUID
     boot_id: bytes
-    address: str
-    state: EdgeState
-    load: float
-    capacity: float | None
-    interval: float  # the edge's own report interval, seconds
+    report: Report  # the last one accepted; a new report field is on it with no change here
     first_seen: float
     last_report: float  # receiver's monotonic clock
     sent_at: float  # sender's wall clock of the last report
@@ -61,7 +59,29 @@ class ServerEntry:
     pending_load: float = 0.0
 
     @property
-    def available(self) -> bool:
+    def address(self) -> str:
+        return self.report.address
+
+    @property
+    def state(self) -> EdgeState:
+        return self.report.state
+
+    @property
+    def load(self) -> float:
+        return self.report.load
+
+    @property
+    def capacity(self) -> float | None:
+        return self.report.capacity
+
+    @property
+    def interval(self) -> float:
+        """The edge's own report interval, seconds."""
+        return self.report.interval_ms / 1000
+
+    @property
+    def willing(self) -> bool:
+        """RUNNING and not drained: available if also live (``ServerRegistry.is_available``)."""
         return self.state is EdgeState.RUNNING and not self.drained
 
     @property
@@ -157,14 +177,14 @@ class ServerRegistry:
     def is_live(self, entry: ServerEntry, now: float) -> bool:
         return now - entry.last_report <= self.timeout
 
-    def takes_clients(self, entry: ServerEntry, now: float) -> bool:
+    def is_available(self, entry: ServerEntry, now: float) -> bool:
         """Would get a new client now: live, running, not drained."""
-        return entry.available and now - entry.last_report <= self.timeout
+        return entry.willing and now - entry.last_report <= self.timeout
 
     def available(self, now: float) -> Iterator[ServerEntry]:
         """Edges that may take a new client now (live, running, not drained)."""
         for entry in self._servers.values():
-            if self.takes_clients(entry, now):
+            if self.is_available(entry, now):
                 yield entry
 
     def apply(self, event: ReportAccepted, now: float) -> list[RegistryEvent]:
@@ -173,25 +193,19 @@ class ServerRegistry:
         if report.state is EdgeState.STOPPING:
             if entry is None:
                 return []
-            entry.state = EdgeState.STOPPING
+            entry.report = report
             self._drop(entry)
             return [ServerLeft(entry, LeaveReason.STOPPED)]
         if entry is None:
-            entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, address=report.address,
-                                state=report.state, load=report.load, capacity=report.capacity,
-                                interval=report.interval_ms / 1000, first_seen=now,
-                                last_report=now, sent_at=event.sent_at,
+            entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, report=report,
+                                first_seen=now, last_report=now, sent_at=event.sent_at,
                                 drained=event.guid in self.drained)
             self._add(entry)
             self._updated(entry)
             return [ServerJoined(entry)]
         old_state = entry.state
         entry.boot_id = event.boot_id
-        entry.address = report.address
-        entry.state = report.state
-        entry.load = report.load
-        entry.capacity = report.capacity
-        entry.interval = report.interval_ms / 1000
+        entry.report = report
         entry.last_report = now
         entry.sent_at = event.sent_at
         entry.reports_received += 1

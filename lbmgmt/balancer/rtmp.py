@@ -6,6 +6,11 @@ hands it to an ``RtmpSession`` (0x03, an RTMP handshake) or to the aiohttp
 request handler, unchanged, so keep-alive and pipelining behave as on a plain
 aiohttp port.
 
+Deadlines are the sans-IO objects' (``FirstByteSniffer``, ``ServerConnection``):
+each connection has one loop timer, ``ConnectionTimer``, set from their
+``get_timer()`` after every receive and every expiry, as aioquic's asyncio
+glue does; ``now`` is always ``loop.time()``.
+
 Stopping goes in three steps so that it cannot hang: ``close`` (no new
 connections), ``close_connections`` (connections still silent, RTMP sessions,
 proxy relays; the HTTP ones handed to aiohttp are its runner's to close) and
@@ -20,29 +25,28 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from lbmgmt.balancer.core import NO_SERVER, BalancerCore
+from lbmgmt.balancer.registry import ServerEntry
+from lbmgmt.balancer.relay import relay
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
 from lbmgmt.endpoints import Endpoint, join_host_port, split_address
 from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.commands import Command, status
-from lbmgmt.rtmp.relay import relay
-from lbmgmt.rtmp.server import (CommandReceived, ConnectionFailed, ServerConnection, State)
-
-if TYPE_CHECKING:
-    from lbmgmt.balancer.daemon import BalancerDaemon
+from lbmgmt.rtmp.server import (CommandReceived, ConnectionFailed, Event, ServerConnection,
+                                State, TimedOut)
+from lbmgmt.clocks import Clocks
+from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
 
 log = logging.getLogger("lbmgmt.rtmp")
-
-RTMP_FIRST_BYTES = frozenset((handshake.VERSION, *handshake.ENCRYPTED_VERSIONS))
 
 
 def _split_app(app: str) -> tuple[str, str, str]:
@@ -62,23 +66,32 @@ def edge_url(app: RtmpApp, address: str, *, client_scheme: str | None,
     return f"{url}?{query}" if query else url
 
 
+COUNTERS = ("connections", "redirected", "proxied", "no_server", "invalid_app",
+            "protocol_errors", "timeouts", "refused")
+
+
 class RtmpService:
-    def __init__(self, balancer: BalancerDaemon, config: RtmpConfig) -> None:
-        self.balancer = balancer
+    """The RTMP front: its connections and counters, choices made by ``core``."""
+
+    def __init__(self, core: BalancerCore, config: RtmpConfig, clocks: Clocks) -> None:
+        self.core = core
         self.config = config
+        self.clocks = clocks
         self.active: set[RtmpSession] = set()
         self.waiting: set[PortSharer] = set()  # shared port: no first byte yet
         self.relays: set[asyncio.Task[None]] = set()  # proxy setups and their relays
         self.closing = False
-        self.counters: Counter[str] = Counter(
-            connections=0, redirected=0, proxied=0, no_server=0, invalid_app=0,
-            protocol_errors=0, timeouts=0, refused=0)
+        self.counters: Counter[str] = core.front("rtmp", COUNTERS, lambda: len(self.active))
         self._server: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
 
     @property
     def keep_raw(self) -> bool:
         return any(app.mode == "proxy" for app in self.config.apps.values())
+
+    def redirect(self) -> ServerEntry | None:
+        """The edge for one new RTMP client (counted by the core), or None."""
+        return self.core.redirect("rtmp", self.clocks.monotonic())
 
     def session(self) -> RtmpSession:
         return RtmpSession(self)
@@ -152,6 +165,41 @@ class RtmpService:
         await stop_step("rtmp: listener closed", self.wait_closed(), log=log)
 
 
+class ConnectionTimer:
+    """A connection's one loop timer, following its protocol object's ``get_timer()``.
+
+    aioquic's shape: after every receive and every expiry the owner calls ``update``
+    with the protocol's next deadline (absolute, ``loop.time()``'s clock); the loop
+    handle is replaced only when that deadline changed, and ``expired(now)`` gets a
+    ``now`` never before the deadline it was armed for.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 expired: Callable[[float], None]) -> None:
+        self._loop = loop
+        self._expired = expired
+        self._handle: asyncio.TimerHandle | None = None
+        self.at: float | None = None  # the armed deadline, None when disarmed
+
+    def update(self, at: float | None) -> None:
+        if self._handle is not None and at != self.at:
+            self._handle.cancel()
+            self._handle = None
+        if self._handle is None and at is not None:
+            self._handle = self._loop.call_at(at, self._fire)
+        self.at = at
+
+    def cancel(self) -> None:
+        self.update(None)
+
+    def _fire(self) -> None:
+        at, self._handle, self.at = self.at, None, None
+        assert at is not None
+        # A loop runs a timer up to its clock resolution early: the protocol must still
+        # see its deadline reached, or it would ask for the same deadline again at once.
+        self._expired(max(at, self._loop.time()))
+
+
 class PortSharer(asyncio.Protocol):
     """Waits for the first byte, then becomes RTMP or HTTP for good."""
 
@@ -159,7 +207,10 @@ class PortSharer(asyncio.Protocol):
         self.service = service
         self.http = http
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()  # a protocol factory runs in the loop
+        self.sniffer = FirstByteSniffer(timeout=service.config.handshake_timeout_ms / 1000,
+                                        now=self._loop.time())
+        self._timer = ConnectionTimer(self._loop, self._on_timer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -168,48 +219,63 @@ class PortSharer(asyncio.Protocol):
             self.transport.abort()
             return
         self.service.waiting.add(self)
-        self._timer = asyncio.get_running_loop().call_later(
-            self.service.config.handshake_timeout_ms / 1000, self._silent)
+        self._timer.update(self.sniffer.get_timer())
 
-    def _silent(self) -> None:
-        self.service.counters["timeouts"] += 1
-        self.abort()
+    def _on_timer(self, now: float) -> None:
+        for event in self.sniffer.handle_timer(now):
+            if isinstance(event, TimedOut):
+                self.service.counters["timeouts"] += 1
+                log.debug("rtmp port: timed out", extra=fields(reason=event.reason,
+                                                               peer=_peer(self.transport)))
+                self.abort()
+        self._timer.update(self.sniffer.get_timer())
 
     def abort(self) -> None:
         self.service.waiting.discard(self)
+        self._timer.cancel()
         if self.transport is not None:
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
-        self.service.waiting.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-        protocol: asyncio.Protocol
-        if data[0] in RTMP_FIRST_BYTES and self.service.config.enabled:
-            protocol = self.service.session()
-        else:
-            protocol = self.http()
-        self.transport.set_protocol(protocol)
-        protocol.connection_made(self.transport)
-        protocol.data_received(data)
+        events = self.sniffer.receive_data(data, now=self._loop.time())
+        self._timer.update(self.sniffer.get_timer())
+        for event in events:
+            if not isinstance(event, Sniffed):
+                continue
+            self.service.waiting.discard(self)
+            protocol: asyncio.Protocol
+            if event.rtmp and self.service.config.enabled:
+                protocol = self.service.session()
+            else:
+                protocol = self.http()
+            self.transport.set_protocol(protocol)
+            protocol.connection_made(self.transport)
+            protocol.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service.waiting.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
+
+
+def _peer(transport: asyncio.BaseTransport | None) -> str:
+    peer = transport.get_extra_info("peername") if transport else None
+    return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 class RtmpSession(asyncio.Protocol):
     def __init__(self, service: RtmpService) -> None:
         self.service = service
         cfg = service.config
+        self._loop = asyncio.get_running_loop()  # built by a protocol factory, in the loop
+        now = self._loop.time()
         self.conn = ServerConnection(max_chunk_size=cfg.max_chunk_size,
                                      max_message_size=cfg.max_message_size,
-                                     time_ms=int(time.monotonic() * 1000),
-                                     keep_raw=service.keep_raw)
+                                     time_ms=int(now * 1000), keep_raw=service.keep_raw,
+                                     handshake_timeout=cfg.handshake_timeout_ms / 1000,
+                                     idle_timeout=cfg.idle_timeout_ms / 1000, now=now)
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = ConnectionTimer(self._loop, self._on_timer)
         self._accepted_app: RtmpApp | None = None
         self._connect: Command | None = None
         self._proxy: asyncio.Task[None] | None = None
@@ -228,47 +294,48 @@ class RtmpSession(asyncio.Protocol):
             self.transport.abort()
             return
         service.active.add(self)
-        self._arm(service.config.handshake_timeout_ms)
+        self._rearm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service.active.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._proxy is not None:
             return
-        handshaking = self.conn.state is not State.OPEN
-        events = self.conn.receive_data(data)
-        if handshaking and self.conn.state is State.OPEN or not handshaking:
-            self._arm(self.service.config.idle_timeout_ms)
+        self._events(self.conn.receive_data(data, now=self._loop.time()))
+        self._flush()
+        self._rearm()
+
+    def _on_timer(self, now: float) -> None:
+        if self._proxy is None:
+            self._events(self.conn.handle_timer(now))
+        self._rearm()
+
+    def _events(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, ConnectionFailed):
                 self.service.counters["protocol_errors"] += 1
                 log.debug("rtmp protocol error", extra=fields(error=event.reason,
-                                                              peer=self._peer()))
+                                                              peer=_peer(self.transport)))
+            elif isinstance(event, TimedOut):
+                self.service.counters["timeouts"] += 1
+                log.debug("rtmp timed out", extra=fields(reason=event.reason,
+                                                         peer=_peer(self.transport)))
+                self.abort()
             elif isinstance(event, CommandReceived):
                 self._command(event.command)
             if self._proxy is not None:
                 break
-        self._flush()
 
     # -- helpers ------------------------------------------------------------------
-    def _peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
-
-    def _arm(self, ms: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(ms / 1000, self._expired)
-
-    def _expired(self) -> None:
-        if self._proxy is None:
-            self.service.counters["timeouts"] += 1
-            self.abort()
+    def _rearm(self) -> None:
+        """The one timer at the protocol's next deadline; none once the proxy has it."""
+        # (the proxy's setup has timeouts of its own; a relay has none, as before)
+        self._timer.update(self.conn.get_timer() if self._proxy is None else None)
 
     def abort(self) -> None:
+        self._timer.cancel()
         if self.transport is not None:
             self.transport.abort()
 
@@ -326,12 +393,12 @@ class RtmpSession(asyncio.Protocol):
                 "status", "NetConnection.Connect.Success", "Connection succeeded.",
                 objectEncoding=0.0))
             return
-        entry = self.service.balancer.redirect("rtmp")
+        entry = self.service.redirect()
         if entry is None:
             self.service.counters["no_server"] += 1
             self.conn.reject_connect(command.transaction_id, status(
                 "error", "NetConnection.Connect.Rejected",
-                "Connection rejected: no available server"))
+                f"Connection rejected: {NO_SERVER}"))
             return
         scheme, port = self._client_scheme_port()
         url = edge_url(app, entry.address, client_scheme=scheme, client_port=port,
@@ -345,10 +412,10 @@ class RtmpSession(asyncio.Protocol):
         app = self._accepted_app
         assert app is not None
         code = "NetStream.Play.Failed" if command.name == "play" else "NetStream.Publish.BadName"
-        entry = self.service.balancer.redirect("rtmp")
+        entry = self.service.redirect()
         if entry is None:
             self.service.counters["no_server"] += 1
-            info = status("error", code, "Rejected: no available server")
+            info = status("error", code, f"Rejected: {NO_SERVER}")
         else:
             scheme, port = self._client_scheme_port()
             url = edge_url(app, entry.address, client_scheme=scheme, client_port=port)
@@ -368,13 +435,13 @@ class RtmpSession(asyncio.Protocol):
         """
         assert self.transport is not None and self._connect is not None
         loop = asyncio.get_running_loop()
-        entry = self.service.balancer.redirect("rtmp")
+        entry = self.service.redirect()
         if entry is None:
             self.service.counters["no_server"] += 1
             self._proxy = None
             self.conn.reject_connect(self._connect.transaction_id, status(
                 "error", "NetConnection.Connect.Rejected",
-                "Connection rejected: no available server"))
+                f"Connection rejected: {NO_SERVER}"))
             self._flush()
             return
         host, port = split_address(entry.address)
@@ -425,8 +492,6 @@ class RtmpSession(asyncio.Protocol):
             self._proxy = None
             return
         self.service.counters["proxied"] += 1
-        if self._timer is not None:
-            self._timer.cancel()
         # Take the client's socket out of asyncio's hands: a duplicate descriptor keeps
         # the connection open when the transport closes its own.
         client_sock = self.transport.get_extra_info("socket")

@@ -11,8 +11,12 @@ from lbmgmt.configfile import ConfigError, ConfigFile, Section
 from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor, MonitorError, monitor_class
 from lbmgmt.management.config import EDGE_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
+from lbmgmt.settings import Setting
 
-DEFAULT_INTERVAL_MS = 2500
+MESSAGE_INTERVAL = Setting(
+    "edge", "message_interval_ms", "MessageInterval", 2500, 10, 3_600_000, "ms",
+    "Time between two reports to every balancer")
+SETTINGS = (MESSAGE_INTERVAL,)
 
 
 @dataclass(slots=True)
@@ -20,7 +24,7 @@ class EdgeConfig:
     redirect_address: str
     targets_file: Path
     guid_file: Path
-    message_interval_ms: int = DEFAULT_INTERVAL_MS
+    message_interval_ms: int = MESSAGE_INTERVAL.default
     capacity: float | None = None
     monitor: LoadMonitor = field(default_factory=ManualMonitor)
     management: ManagementConfig | None = None  # None: no management port (embedding)
@@ -46,7 +50,7 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
         edge.fail("redirect_address", "must expand to 1-255 bytes")
     targets = base / edge.get_str("targets_file", "targets.txt")
     guid = base / edge.get_str("guid_file", "edge.guid")
-    interval = edge.get_int("message_interval_ms", DEFAULT_INTERVAL_MS, min=10, max=3_600_000)
+    interval = MESSAGE_INTERVAL.read(edge)
     capacity = edge.get_number("capacity", None, positive=True)
     edge.finish()
 

@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
-from lbmgmt.edge.config import EdgeConfig
+from lbmgmt.edge.config import MESSAGE_INTERVAL, EdgeConfig
 from lbmgmt.edge.identity import load_or_create_guid
 from lbmgmt.edge.mbeans import SenderBeans
 from lbmgmt.edge.monitors import LoadMonitor, MonitorError
-from lbmgmt.edge.targets import Target, load_targets
+from lbmgmt.edge.targets import ReportTarget, load_targets
 from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
@@ -31,6 +32,7 @@ from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
 log = logging.getLogger("lbmgmt.edge")
 
+AGENT = f"lbmgmt/{__version__}"  # what reports say the sender is (the "agent" extension)
 RESOLVE_TIMEOUT = 2.0
 MONITOR_TIMEOUT = 5.0
 STOP_GRACE = 0.5
@@ -40,7 +42,7 @@ STOP_GRACE = 0.5
 class TargetLink:
     """One balancer the edge reports to, with what happened to the last send."""
 
-    target: Target
+    target: ReportTarget
     transport: asyncio.DatagramTransport | None = None
     reports_sent: int = 0
     send_errors: int = 0
@@ -78,7 +80,7 @@ class _TargetProtocol(asyncio.DatagramProtocol):
 class EdgeDaemon:
     """An edge sender you can start in-process (tests do) or from ``lbmgmt edge``."""
 
-    def __init__(self, config: EdgeConfig, *, targets: list[Target] | None = None,
+    def __init__(self, config: EdgeConfig, *, targets: list[ReportTarget] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.monitor: LoadMonitor = config.monitor
@@ -239,16 +241,14 @@ class EdgeDaemon:
         return self.config.message_interval_ms / 1000
 
     def set_message_interval(self, ms: int) -> None:
-        if not 10 <= ms <= 3_600_000:
-            raise ValueError("message interval must be 10 ms to 1 hour")
-        self.config.message_interval_ms = ms
+        self.config.message_interval_ms = MESSAGE_INTERVAL.check(ms)
         self._wake.set()
 
     # -- reporting -----------------------------------------------------------
     def current_report(self) -> Report:
         return Report(state=self.state, address=self.config.redirect_address, load=self.load,
                       interval_ms=self.config.message_interval_ms,
-                      capacity=self.config.capacity)
+                      capacity=self.config.capacity, agent=AGENT)
 
     async def send_now(self) -> None:
         """Seal the current report once per distinct key and send it to every target.

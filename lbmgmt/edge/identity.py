@@ -12,7 +12,14 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from lbmgmt.configfile import ConfigError
+
+
+class GuidFileError(Exception):
+    """The GUID file cannot be read, parsed or written: names the file and why."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
 
 
 def load_or_create_guid(path: str | Path) -> uuid.UUID:
@@ -22,12 +29,12 @@ def load_or_create_guid(path: str | Path) -> uuid.UUID:
     except FileNotFoundError:
         return _create(path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, f"cannot read GUID file: {exc}") from None
+        raise GuidFileError(path, f"cannot read GUID file: {exc}") from None
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise ConfigError(path, f"not a GUID: {text[:60]!r} (delete the file to make a new one)",
-                          line=1) from None
+        raise GuidFileError(path, f"not a GUID: {text[:60]!r} "
+                                  "(delete the file to make a new one)") from None
 
 
 def _create(path: Path) -> uuid.UUID:
@@ -40,5 +47,5 @@ def _create(path: Path) -> uuid.UUID:
             f.write(f"{guid}\n")
         os.replace(tmp, path)
     except OSError as exc:
-        raise ConfigError(path, f"cannot create GUID file: {exc.strerror or exc}") from None
+        raise GuidFileError(path, f"cannot create GUID file: {exc.strerror or exc}") from None
     return guid

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbmgmt.configfile import ConfigError, read_text
+from lbmgmt.endpoints import join_host_port
 from lbmgmt.status import SharedKey
 
 DEFAULT_PORT = 1934
@@ -21,18 +22,18 @@ _COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class ReportTarget:
     host: str
     port: int
     key: SharedKey
     line: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
 
-def parse_targets(text: str, path: str | Path = "<targets>") -> list[Target]:
-    targets: list[Target] = []
+def parse_targets(text: str, path: str | Path = "<targets>") -> list[ReportTarget]:
+    targets: list[ReportTarget] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _COMMENT.sub("", raw).strip()
         if not line:
@@ -50,9 +51,9 @@ def parse_targets(text: str, path: str | Path = "<targets>") -> list[Target]:
                               field="port")
         if not key:
             raise ConfigError(path, "empty key", line=number, field="key")
-        targets.append(Target(host, int(port_text), SharedKey(key), number))
+        targets.append(ReportTarget(host, int(port_text), SharedKey(key), number))
     return targets
 
 
-def load_targets(path: str | Path) -> list[Target]:
+def load_targets(path: str | Path) -> list[ReportTarget]:
     return parse_targets(read_text(path, "targets file"), path)

@@ -20,10 +20,11 @@ from types import TracebackType
 from lbmgmt.balancer.config import BalancerConfig, HttpConfig
 from lbmgmt.balancer.daemon import BalancerDaemon
 from lbmgmt.balancer.rtmp_config import RtmpConfig
+from lbmgmt.clocks import Clocks
 from lbmgmt.edge.config import EdgeConfig
 from lbmgmt.edge.daemon import EdgeDaemon
 from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor
-from lbmgmt.edge.targets import Target
+from lbmgmt.edge.targets import ReportTarget
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.fleet.ports import HOST
 from lbmgmt.management.auth import Credentials
@@ -59,9 +60,7 @@ class InProcessFleet:
                              mgmt_port: int | None = 0, message_timeout_ms: int = 5000,
                              credentials: Credentials | None = None,
                              rtmp: RtmpConfig | None = None, redirector: str | None = None,
-                             clock: Callable[[], float] = time.time,
-                             monotonic: Callable[[], float] = time.monotonic
-                             ) -> BalancerDaemon:
+                             clocks: Clocks | None = None) -> BalancerDaemon:
         config = BalancerConfig(
             key=self.key, listen=Endpoint(self.host, udp_port),
             message_timeout_ms=message_timeout_ms,
@@ -71,7 +70,7 @@ class InProcessFleet:
             rtmp=rtmp if rtmp is not None else RtmpConfig())
         if redirector is not None:
             config.redirector = redirector
-        balancer = BalancerDaemon(config, clock=clock, monotonic=monotonic)
+        balancer = BalancerDaemon(config, clocks=clocks)
         await balancer.start()
         self.balancer = balancer
         return balancer
@@ -99,22 +98,30 @@ class InProcessFleet:
         sealer = self._sealers.get(address)
         if sealer is None:
             sealer = self._sealers[address] = ReportSealer(uuid.uuid4())
-        self.balancer.handle_datagram(sealer.seal(
-            Report(state, address, load, interval_ms, capacity), self.key,
-            now=self.balancer.clock()))
+        clocks = self.balancer.clocks
+        self.balancer.core.receive_datagram(
+            sealer.seal(Report(state, address, load, interval_ms, capacity), self.key,
+                        now=clocks.wall()),
+            now=clocks.monotonic(), wall=clocks.wall())
+
+    def redirect(self, protocol: str = "http") -> str | None:
+        """Ask the balancer for an edge as a new client would now: its address, or None."""
+        assert self.balancer is not None
+        entry = self.balancer.core.redirect(protocol, self.balancer.clocks.monotonic())
+        return None if entry is None else entry.address
 
     # -- edges --------------------------------------------------------------------
     async def add_edge(self, name: str, load: float = 0.0, *, address: str | None = None,
                        interval_ms: int = 2500, monitor: LoadMonitor | None = None,
                        mgmt_port: int | None = 0, guid: uuid.UUID | None = None,
-                       targets: list[Target] | None = None,
+                       targets: list[ReportTarget] | None = None,
                        clock: Callable[[], float] = time.time) -> EdgeDaemon:
         """Start an edge reporting to this fleet's balancer (or to ``targets``)."""
         guid_file = self.workdir / f"{name}.guid"
         if guid is not None:
             guid_file.write_text(f"{guid}\n")
         if targets is None:
-            targets = [Target(self.host, self.udp_port, self.key, 1)]
+            targets = [ReportTarget(self.host, self.udp_port, self.key, 1)]
         edge = EdgeDaemon(EdgeConfig(
             redirect_address=address or f"{name}.example:1935",
             targets_file=self.workdir / f"{name}.targets", guid_file=guid_file,

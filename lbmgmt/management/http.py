@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from lbmgmt import __version__
+from lbmgmt.endpoints import format_address
 from lbmgmt.httpserve import close_runner, serve_app, stop_listening
 from lbmgmt.logs import fields
 from lbmgmt.management.api import METHODS, CallContext, NotificationPulse
@@ -92,10 +93,7 @@ class ManagementServer:
 
     @property
     def address_text(self) -> str:
-        if self.address is None:
-            return "-"
-        host, port = self.address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_address(self.address)
 
     @property
     def url(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lbmgmt.management.errors import BadParameter
+from lbmgmt.settings import Setting
 
 
 class Impact(enum.StrEnum):
@@ -78,6 +79,8 @@ class AttributeInfo:
     unit: str | None = None
     metric: str | None = "gauge"  # gauge | counter | None (not exported)
     metric_label: str | None = None  # for object-valued attributes: the label of their keys
+    minimum: int | None = None  # bounds of a writable setting (``attribute.of``)
+    maximum: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,20 +116,44 @@ class attribute:  # noqa: N801 - used as a decorator, like property
         self.fget: Callable[[Any], Any] | None = None
         self.fset: Callable[[Any, Any], None] | None = None
         self.name = ""
+        self.setting: Setting | None = None
+
+    @classmethod
+    def of(cls, setting: Setting) -> attribute:
+        """The attribute for a declared ``Setting``: its type, doc, unit and bounds.
+
+        Its setter gets only values ``setting.check`` passed; the getter must be
+        named as the setting's ``attribute``.
+        """
+        made = cls("integer", setting.doc, unit=setting.unit)
+        made.setting = setting
+        return made
 
     def __call__(self, fget: Callable[[Any], Any]) -> attribute:
         self.fget = fget
         self.name = fget.__name__
+        if self.setting is not None and self.setting.attribute != self.name:
+            raise TypeError(f"attribute {self.name} declared for setting {self.setting.key}, "
+                            f"whose attribute is {self.setting.attribute}")
         return self
 
     def setter(self, fset: Callable[[Any, Any], None]) -> attribute:
         """Use under its own name (``def _set_x``): the attribute keeps the getter's name."""
-        self.fset = fset
+        setting = self.setting
+        if setting is None:
+            self.fset = fset
+        else:
+            def checked(bean: Any, value: Any) -> None:
+                fset(bean, setting.check(value))
+            self.fset = checked
         return self
 
     def info(self) -> AttributeInfo:
+        setting = self.setting
         return AttributeInfo(self.name, self.type, self.description, True, self.fset is not None,
-                             self.unit, self.metric, self.metric_label)
+                             self.unit, self.metric, self.metric_label,
+                             setting.minimum if setting else None,
+                             setting.maximum if setting else None)
 
 
 def operation(impact: Impact, description: str, **param_descriptions: str

@@ -83,7 +83,9 @@ class MBeanServer:
             "attributes": [
                 {"name": a.name, "type": a.type, "description": a.description,
                  "readable": a.readable, "writable": a.writable, "unit": a.unit,
-                 "canWrite": a.writable and rw}
+                 "canWrite": a.writable and rw,
+                 **({"minimum": a.minimum, "maximum": a.maximum} if a.minimum is not None
+                    else {})}
                 for a in info.attributes.values()],
             "operations": [
                 {"name": o.name, "description": o.description, "impact": str(o.impact),

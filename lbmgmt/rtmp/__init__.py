@@ -2,6 +2,9 @@
 
 ``amf0`` and ``chunks`` are the encodings; ``handshake`` the opening bytes;
 ``commands`` the AMF0 command messages; ``server`` and ``client`` the two
-connection state machines, which turn bytes into events and calls into bytes
-and never touch a socket.
+connection state machines, which turn bytes into events and calls into bytes;
+``sniff`` tells an RTMP connection from an HTTP one by its first byte. None
+touches a socket or reads a clock: time comes in as ``now`` and deadlines go
+out through ``get_timer()``. The asyncio glue is ``lbmgmt.balancer.rtmp``
+(with ``lbmgmt.balancer.relay``) and ``lbmgmt.resolve``.
 """

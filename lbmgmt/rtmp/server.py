@@ -1,9 +1,16 @@
-"""The server side of an RTMP connection, sans-IO (h11-style).
+"""The server side of an RTMP connection, sans-IO (h11-style, with aioquic's timers).
 
-``receive_data(bytes)`` returns events; methods such as ``reject`` queue
-bytes that ``data_to_send()`` hands out. Any protocol violation ends in one
-``ConnectionFailed`` event and the CLOSED state, never an exception, so one
+``receive_data(bytes, now=...)`` returns events; methods such as ``reject``
+queue bytes that ``data_to_send()`` hands out. Any protocol violation ends in
+one ``ConnectionFailed`` event and the CLOSED state, never an exception, so one
 bad client cannot take anything else down.
+
+Time is passed in, never read: ``now`` is any monotonic clock in seconds (the
+glue passes ``loop.time()``). The connection keeps two deadlines, the
+handshake's (from construction, not moved by handshake bytes: a client
+trickling them gains nothing) and, once open, the idle one (moved by every
+receive). ``get_timer()`` is the next one, absolute; ``handle_timer(now)``
+past it closes the connection with one ``TimedOut`` event and queues no bytes.
 """
 
 from __future__ import annotations
@@ -50,7 +57,14 @@ class ConnectionFailed:
     reason: str
 
 
-Event = HandshakeCompleted | CommandReceived | MessageReceived | ConnectionFailed
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """A deadline passed (``handle_timer``): the connection is CLOSED, nothing to send."""
+
+    reason: str  # "handshake timed out", "idle timed out", "no first byte"
+
+
+Event = HandshakeCompleted | CommandReceived | MessageReceived | ConnectionFailed | TimedOut
 
 
 def message_events(messages: list[Message]) -> list[Event]:
@@ -61,10 +75,17 @@ def message_events(messages: list[Message]) -> list[Event]:
 
 
 class ServerConnection:
+    """``handshake_timeout`` and ``idle_timeout`` in seconds; None: no such deadline."""
+
     def __init__(self, *, max_chunk_size: int = 65536, max_message_size: int = 1 << 20,
                  random: Callable[[int], bytes] = os.urandom, time_ms: int = 0,
-                 keep_raw: bool = False) -> None:
+                 keep_raw: bool = False, handshake_timeout: float | None = None,
+                 idle_timeout: float | None = None, now: float = 0.0) -> None:
         self.state = State.HANDSHAKE_C0C1
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self._started = now
+        self._last_receive = now  # once OPEN: the idle deadline counts from here
         self._random = random
         self._time_ms = time_ms
         self._in = bytearray()
@@ -89,9 +110,12 @@ class ServerConnection:
         out, self._out = bytes(self._out), bytearray()
         return out
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes, now: float | None = None) -> list[Event]:
+        """Events for these bytes; ``now`` moves the idle deadline (None: the last ``now``)."""
         if self.state is State.CLOSED:
             return []
+        if now is not None:
+            self._last_receive = now
         self.bytes_received += len(data)
         events: list[Event] = []
         try:
@@ -100,6 +124,24 @@ class ServerConnection:
             self.state = State.CLOSED
             events.append(ConnectionFailed(str(exc)))
         return events
+
+    # -- time ----------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """The next deadline (absolute, on the clock of ``now``), or None for none."""
+        if self.state is State.CLOSED:
+            return None
+        if self.state is State.OPEN:
+            return None if self.idle_timeout is None else self._last_receive + self.idle_timeout
+        return None if self.handshake_timeout is None else self._started + self.handshake_timeout
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Past the deadline: CLOSED, one ``TimedOut``, nothing queued. Before it: nothing."""
+        deadline = self.get_timer()
+        if deadline is None or now < deadline:
+            return []
+        reason = "idle timed out" if self.state is State.OPEN else "handshake timed out"
+        self.state = State.CLOSED
+        return [TimedOut(reason)]
 
     def _receive(self, data: bytes, events: list[Event]) -> None:
         if self.state is State.OPEN:

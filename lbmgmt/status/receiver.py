@@ -108,8 +108,10 @@ class ReportReceiver:
         magic, version, flags, guid, boot_id, seq, ts_ms = HEADER.unpack_from(data)
         if magic != MAGIC:
             return DatagramDropped(DropReason.MALFORMED, "not a status datagram")
-        if version != VERSION or flags != 0:
+        if version != VERSION:  # checked before authentication: its crypto may not be ours
             return DatagramDropped(DropReason.MALFORMED, f"unsupported version {version}")
+        if flags != 0:
+            return DatagramDropped(DropReason.MALFORMED, f"unknown header flags {flags:#04x}")
         header = data[:HEADER_SIZE]
         cache_key = guid + boot_id
         cipher = self._ciphers.get(cache_key)

@@ -3,6 +3,14 @@
 The header travels in clear because the receiver needs the sender's GUID and
 boot id to pick the key, and it is bound to the ciphertext as associated data,
 so none of it can be changed without failing authentication.
+
+The sealed payload is a fixed part, the redirect address, then an extension
+area of TLVs (type u8, length u16, value) that runs to the end of the payload.
+``EXTENSIONS`` is the one table of the types this version knows: a new report
+field is a ``Report`` field (keyword-only, ``None`` meaning "not sent") plus one
+row there. Unknown types are skipped, so edges can grow their reports ahead of
+their balancers; a report with no extension field set has no extension area and
+is byte for byte the layout of the versions before the area existed.
 """
 
 from __future__ import annotations
@@ -10,7 +18,8 @@ from __future__ import annotations
 import enum
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Protocol
 
 MAGIC = b"LB"
 VERSION = 1
@@ -24,11 +33,127 @@ MAX_DATAGRAM = 1200  # stays under any path MTU; a report is ~100 bytes
 MIN_DATAGRAM = HEADER_SIZE + PAYLOAD_FIXED + 1 + TAG_SIZE
 FLAG_CAPACITY = 0x01
 
+EXTENSION_HEADER = struct.Struct("!BH")  # type, value length
+# Limits of the extension area (headers included). With the longest address a report
+# still fits MAX_DATAGRAM: 44 + 24 + 255 + 512 + 16 = 851 bytes.
+MAX_EXTENSION_AREA = 512
+MAX_EXTENSIONS = 32  # TLVs per payload, known and unknown together
+
 
 class EdgeState(enum.IntEnum):
     RUNNING = 0
     PAUSED = 1  # keeps reporting, takes no new clients
     STOPPING = 2  # last report before exit: leave the pool now
+
+
+class MalformedPayload(ValueError):
+    pass
+
+
+# -- extension value codecs ----------------------------------------------------------------
+
+class Codec(Protocol):
+    """How one extension's value is checked, written and read."""
+
+    @property
+    def max_size(self) -> int:
+        """The longest value in bytes (the table's sizes must fit MAX_EXTENSION_AREA)."""
+        ...
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError if ``value`` cannot be carried (called by ``Report``)."""
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, raw: bytes) -> Any:
+        """The value of ``raw``; ValueError (MalformedPayload for a bad size) if none.
+
+        Range checks are ``check``'s: ``Report`` runs it on decoded values too.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class Utf8:
+    """Text: ``min_size`` to ``max_size`` bytes of UTF-8."""
+
+    max_size: int
+    min_size: int = 1
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {type(value).__name__}")
+        if not self.min_size <= len(value.encode("utf-8")) <= self.max_size:
+            raise ValueError(f"must be {self.min_size} to {self.max_size} bytes of UTF-8")
+
+    def encode(self, value: Any) -> bytes:
+        return str(value).encode("utf-8")
+
+    def decode(self, raw: bytes) -> str:
+        if not self.min_size <= len(raw) <= self.max_size:
+            raise MalformedPayload(f"{len(raw)} bytes, not {self.min_size} to {self.max_size}")
+        return raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
+
+
+_FLOAT_FORMATS = frozenset("efd")
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """One big-endian number of ``struct`` format ``fmt`` ("d" double, "I" u32, "Q" u64…):
+    finite, at least ``minimum`` (more than it if ``exclusive``); integers for integer formats.
+    """
+
+    fmt: str
+    minimum: float = 0.0
+    exclusive: bool = False
+
+    @property
+    def max_size(self) -> int:
+        return struct.calcsize("!" + self.fmt)
+
+    def check(self, value: Any) -> None:
+        integral = self.fmt not in _FLOAT_FORMATS
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                integral and not isinstance(value, int)):
+            raise ValueError(f"must be {'an integer' if integral else 'a number'}, not {value!r}")
+        if (isinstance(value, float) and not math.isfinite(value)) or value < self.minimum or (
+                self.exclusive and value == self.minimum):
+            relation = ">" if self.exclusive else ">="
+            raise ValueError(f"must be a finite number {relation} {self.minimum:g}, not {value!r}")
+        try:
+            struct.pack("!" + self.fmt, value)
+        except (struct.error, OverflowError):
+            raise ValueError(f"{value!r} does not fit format {self.fmt!r}") from None
+
+    def encode(self, value: Any) -> bytes:
+        return struct.pack("!" + self.fmt, value)
+
+    def decode(self, raw: bytes) -> Any:
+        if len(raw) != self.max_size:
+            raise MalformedPayload(f"{len(raw)} bytes, not {self.max_size}")
+        return struct.unpack("!" + self.fmt, raw)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """One known extension type: its number, the ``Report`` field it fills, its codec."""
+
+    type: int
+    name: str
+    codec: Codec
+
+
+# -- the table of known extension types (docs/protocol.md, "Extension types") ---------------
+# Adding a report field: a type constant, one row, the keyword-only Report field below
+# (default None = not sent), and the docs table. Never reuse or renumber a type.
+
+EXT_AGENT = 1
+
+EXTENSIONS: tuple[Extension, ...] = (
+    Extension(EXT_AGENT, "agent", Utf8(max_size=64)),  # sender software, "lbmgmt/0.2.0"
+)
+
+_BY_TYPE = {ext.type: ext for ext in EXTENSIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +165,9 @@ class Report:
     load: float
     interval_ms: int
     capacity: float | None = None
+    _: KW_ONLY
+    # Extension fields, one per EXTENSIONS row; None is "not sent".
+    agent: str | None = None
 
     def __post_init__(self) -> None:
         raw = self.address.encode("utf-8")
@@ -51,34 +179,82 @@ class Report:
             raise ValueError(f"capacity must be a finite number > 0, not {self.capacity!r}")
         if not 1 <= self.interval_ms <= 0xFFFFFFFF:
             raise ValueError("interval must be 1 ms or more")
+        for ext in EXTENSIONS:
+            value = getattr(self, ext.name)
+            if value is not None:
+                try:
+                    ext.codec.check(value)
+                except ValueError as exc:
+                    raise ValueError(f"{ext.name} {exc}") from None
 
 
-class MalformedPayload(ValueError):
-    pass
+def encode_extension(ext_type: int, value: bytes) -> bytes:
+    """One TLV. Public so tests and tools can build areas no ``Report`` produces."""
+    if not 0 <= ext_type <= 0xFF or len(value) > 0xFFFF:
+        raise ValueError("extension type must be 0-255 and its value at most 65535 bytes")
+    return EXTENSION_HEADER.pack(ext_type, len(value)) + value
 
 
 def encode_payload(report: Report) -> bytes:
     raw = report.address.encode("utf-8")
     flags = FLAG_CAPACITY if report.capacity is not None else 0
-    return PAYLOAD.pack(report.state, flags, report.interval_ms, float(report.load),
-                        report.capacity or 0.0, len(raw)) + raw
+    parts = [PAYLOAD.pack(report.state, flags, report.interval_ms, float(report.load),
+                          report.capacity or 0.0, len(raw)), raw]
+    for ext in EXTENSIONS:
+        value = getattr(report, ext.name)
+        if value is not None:
+            parts.append(encode_extension(ext.type, ext.codec.encode(value)))
+    return b"".join(parts)
 
 
 def decode_payload(data: bytes) -> Report:
+    """The report in ``data``; MalformedPayload, and nothing else, if there is none."""
     if len(data) < PAYLOAD_FIXED:
         raise MalformedPayload("payload too short")
     state, flags, interval_ms, load, capacity, length = PAYLOAD.unpack_from(data)
-    if len(data) != PAYLOAD_FIXED + length:
-        raise MalformedPayload("address length does not match payload size")
+    end = PAYLOAD_FIXED + length
+    if len(data) < end:
+        raise MalformedPayload("address length runs past the end of the payload")
     if flags & ~FLAG_CAPACITY:
         raise MalformedPayload("unknown payload flags")
     try:
+        extensions = _decode_extensions(data, end) if len(data) > end else {}
         return Report(state=EdgeState(state),
-                      address=data[PAYLOAD_FIXED:].decode("utf-8"),
+                      address=data[PAYLOAD_FIXED:end].decode("utf-8"),
                       load=load, interval_ms=interval_ms,
-                      capacity=capacity if flags & FLAG_CAPACITY else None)
-    except ValueError as exc:  # bad enum, bad UTF-8, out-of-range number
+                      capacity=capacity if flags & FLAG_CAPACITY else None,
+                      **extensions)
+    except ValueError as exc:  # bad enum, bad UTF-8, out-of-range number, bad extension
         raise MalformedPayload(str(exc)) from None
+
+
+def _decode_extensions(data: bytes, offset: int) -> dict[str, Any]:
+    """Known extensions from ``offset`` to the end, by Report field; unknown ones skipped."""
+    end = len(data)
+    if end - offset > MAX_EXTENSION_AREA:
+        raise MalformedPayload(f"extension area over {MAX_EXTENSION_AREA} bytes")
+    values: dict[str, Any] = {}
+    count = 0
+    while offset < end:
+        count += 1
+        if count > MAX_EXTENSIONS:
+            raise MalformedPayload(f"more than {MAX_EXTENSIONS} extensions")
+        if end - offset < EXTENSION_HEADER.size:
+            raise MalformedPayload("truncated extension header")
+        ext_type, size = EXTENSION_HEADER.unpack_from(data, offset)
+        offset += EXTENSION_HEADER.size
+        if offset + size > end:
+            raise MalformedPayload(f"extension {ext_type} runs past the end of the payload")
+        ext = _BY_TYPE.get(ext_type)
+        if ext is not None:
+            if ext.name in values:
+                raise MalformedPayload(f"extension {ext.name} repeated")
+            try:
+                values[ext.name] = ext.codec.decode(data[offset:offset + size])
+            except ValueError as exc:
+                raise MalformedPayload(f"extension {ext.name}: {exc}") from None
+        offset += size
+    return values
 
 
 def nonce_for(sequence: int) -> bytes:

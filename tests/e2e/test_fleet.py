@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from lbmgmt.edge.targets import Target
+from lbmgmt.edge.targets import ReportTarget
 from lbmgmt.fleet.inprocess import InProcessFleet
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 from tests.e2e.fleet import HOST, Balancer, Fleet, wait_for_text, wait_until
@@ -119,7 +119,7 @@ async def test_pause_unpause_and_stop_are_reported_at_once(fleet, tmp_path):
     local = InProcessFleet(tmp_path, key=lb.key)
     edge = await local.add_edge("inproc", 0, address="inproc.example:1935",
                                 interval_ms=MINUTES, mgmt_port=None,
-                                targets=[Target(HOST, lb.udp_port, SharedKey(lb.key), 1)])
+                                targets=[ReportTarget(HOST, lb.udp_port, SharedKey(lb.key), 1)])
     try:
         async def both():
             return await has(fleet, lb, {busy.address, "inproc.example:1935"})

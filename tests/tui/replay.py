@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lbmgmt.management.client import RpcError
-from tui.connection import Target
+from tui.connection import ManagementTarget
 
 FIXTURE = Path(__file__).parents[1] / "data" / "console-replay.json"
 PINNED_TIME = 1_795_600_000.0
@@ -60,7 +60,7 @@ class ReplayClient:
         return None
 
 
-class ReplayTarget(Target):
+class ReplayTarget(ManagementTarget):
     def __init__(self, address: str, answers: dict[str, Any]) -> None:
         super().__init__(address)
         self.answers = answers
@@ -103,12 +103,12 @@ async def record() -> dict[str, dict[str, Any]]:
              for i, (name, load) in enumerate((("edge1.example.net", 12),
                                                ("edge2.example.net", 3),
                                                ("edge3.example.net", 27)))]
-    await _until(lambda: len(balancer.registry) == 3)
+    await _until(lambda: len(balancer.core.registry) == 3)
     await edges[2].pause()
-    await _until(lambda: balancer.registry.get(edges[2].guid).state.name == "PAUSED")
-    balancer.drain(edges[0].guid, True)
+    await _until(lambda: balancer.core.registry.get(edges[2].guid).state.name == "PAUSED")
+    balancer.core.drain(edges[0].guid, True)
     for _ in range(5):
-        balancer.redirect("http")
+        fleet.redirect()
     out: dict[str, dict[str, Any]] = {}
     assert balancer.management and edges[1].management
     for label, port in (("balancer", balancer.management.address[1]),

@@ -14,7 +14,7 @@ from lbmgmt.management.auth import Credentials, User, hash_password
 from lbmgmt.management.server import Role
 from lbmgmt.status import EdgeState
 from tui.app import HelpScreen, LbConsole
-from tui.connection import LinkState, Target
+from tui.connection import LinkState, ManagementTarget
 from tui.forms import ConfirmScreen, FormScreen
 from tui.mbeans import MBeanBrowser
 from tui.overview import Overview
@@ -61,7 +61,7 @@ def status(app: LbConsole) -> str:
 
 
 async def test_attach_and_see_the_edges_appear(daemons):
-    app = LbConsole([Target(f"{HOST}:{daemons.port}")], interval=0.25)
+    app = LbConsole([ManagementTarget(f"{HOST}:{daemons.port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
         await daemons.edge("light", 1)
         await daemons.edge("heavy", 40)
@@ -81,13 +81,13 @@ async def test_pause_an_edge_from_the_console_and_it_leaves_the_pool(daemons):
     edge = await daemons.edge("target", 0)
     other = await daemons.edge("other", 50)
     assert edge.management and edge.management.address
-    app = LbConsole([Target(f"{HOST}:{daemons.port}"),
-                     Target(f"{HOST}:{edge.management.address[1]}")], interval=0.25)
+    app = LbConsole([ManagementTarget(f"{HOST}:{daemons.port}"),
+                     ManagementTarget(f"{HOST}:{edge.management.address[1]}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: all(c.state is LinkState.CONNECTED for c in app.connections))
         await until(pilot, lambda: len(rows(app)) == 2)
         balancer = daemons.balancer
-        assert balancer.redirect("http").address == "target.example:1935"
+        assert daemons.redirect() == "target.example:1935"
         # the selected row is the lightest edge, "target"; p pauses it through its own port
         await until(pilot, lambda: app.query_one(Overview).selected_guid() == str(edge.guid))
         await until(pilot, lambda: app.connections[1].overview.get("ServerId") == str(edge.guid))
@@ -95,8 +95,8 @@ async def test_pause_an_edge_from_the_console_and_it_leaves_the_pool(daemons):
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         await pilot.press("y")
         await until(pilot, lambda: edge.state is EdgeState.PAUSED, what="edge paused")
-        await until(pilot, lambda: balancer.registry.get(edge.guid).state is EdgeState.PAUSED)
-        assert {balancer.redirect("http").address for _ in range(5)} == {"other.example:1935"}
+        await until(pilot, lambda: balancer.core.registry.get(edge.guid).state is EdgeState.PAUSED)
+        assert {daemons.redirect() for _ in range(5)} == {"other.example:1935"}
         await until(pilot, lambda: "PAUSED" in " ".join(rows(app)[0] + rows(app)[1]))
         assert other.state is EdgeState.RUNNING
 
@@ -115,7 +115,7 @@ async def open_balancer_mbean(app: LbConsole, pilot) -> MBeanBrowser:
 
 
 async def test_edit_a_writable_attribute_with_type_checking(daemons):
-    app = LbConsole([Target(f"{HOST}:{daemons.port}")], interval=0.25)
+    app = LbConsole([ManagementTarget(f"{HOST}:{daemons.port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
         browser = await open_balancer_mbean(app, pilot)
         table = browser.query_one("#attributes", DataTable)
@@ -130,14 +130,14 @@ async def test_edit_a_writable_attribute_with_type_checking(daemons):
             app.screen.query_one("#error", Static).render()), what="the type error shown")
         field.value = "4321"
         await pilot.press("enter")
-        await until(pilot, lambda: daemons.balancer.registry.timeout == 4.321,
+        await until(pilot, lambda: daemons.balancer.core.registry.timeout == 4.321,
                     what="MessageTimeout set on the daemon")
         await until(pilot, lambda: "MessageTimeout = 4321" in str(
             browser.query_one("#result", Static).render()))
 
 
 async def test_invoke_with_bad_parameters_shows_the_error(daemons):
-    app = LbConsole([Target(f"{HOST}:{daemons.port}")], interval=0.25)
+    app = LbConsole([ManagementTarget(f"{HOST}:{daemons.port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
         browser = await open_balancer_mbean(app, pilot)
         ops = browser.query_one("#operations", DataTable)
@@ -155,7 +155,7 @@ async def test_invoke_with_bad_parameters_shows_the_error(daemons):
 
 
 async def test_lose_the_daemon_and_reconnect(daemons):
-    app = LbConsole([Target(f"{HOST}:{daemons.port}")], interval=0.25)
+    app = LbConsole([ManagementTarget(f"{HOST}:{daemons.port}")], interval=0.25)
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
         pulse = daemons.balancer.management.pulse
@@ -191,7 +191,7 @@ async def test_readonly_user_sees_controls_disabled(tmp_path):
     await d.start(Credentials([User("viewer", Role.READONLY, hash_password("pw"))]))
     try:
         await d.edge("e", 1)
-        app = LbConsole([Target(f"{HOST}:{d.port}", user="viewer", password="pw")],
+        app = LbConsole([ManagementTarget(f"{HOST}:{d.port}", user="viewer", password="pw")],
                         interval=0.25)
         async with app.run_test(size=(140, 40)) as pilot:
             await until(pilot, lambda: len(rows(app)) == 1)
@@ -199,7 +199,7 @@ async def test_readonly_user_sees_controls_disabled(tmp_path):
             assert app.check_action("drain", ()) is None  # dimmed in the footer
             await pilot.press("d")  # disabled: no confirmation, nothing drained
             assert not isinstance(app.screen, ConfirmScreen)
-            assert not d.balancer.registry.drained
+            assert not d.balancer.core.registry.drained
             app.open_mbean("lbmgmt:type=Balancer")
             browser = app.query_one(MBeanBrowser)
             await until(pilot, lambda: browser.info is not None and browser.values)
@@ -217,8 +217,8 @@ async def test_wrong_password_and_unreachable_host_are_clear_messages(daemons):
     guarded = Daemons(daemons.workdir)
     await guarded.start(creds)
     try:
-        app = LbConsole([Target(f"{HOST}:{guarded.port}", user="ops", password="wrong"),
-                         Target(f"{HOST}:{free_port()}")], interval=0.25)
+        app = LbConsole([ManagementTarget(f"{HOST}:{guarded.port}", user="ops", password="wrong"),
+                         ManagementTarget(f"{HOST}:{free_port()}")], interval=0.25)
         async with app.run_test(size=(160, 40)) as pilot:
             await until(pilot, lambda: app.connections[0].state is LinkState.REFUSED)
             await until(pilot, lambda: app.connections[1].state is LinkState.LOST)
@@ -251,7 +251,7 @@ async def test_console_keeps_answering_while_a_daemon_hangs():
     server = await asyncio.start_server(lambda r, w: None, HOST, 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        app = LbConsole([Target(f"{HOST}:{port}")], interval=0.25)
+        app = LbConsole([ManagementTarget(f"{HOST}:{port}")], interval=0.25)
         async with app.run_test(size=(120, 30)) as pilot:
             tabs = app.query_one(TabbedContent)
             for key, tab in (("2", "mbeans"), ("3", "charts"), ("4", "notifications"),

@@ -1,4 +1,4 @@
-"""The balancer's HTTP answers and config, in-process with a fake clock."""
+"""The balancer's HTTP front on a core alone (no daemon), and its config, with a fake clock."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbmgmt.balancer.config import BalancerConfig, HttpConfig, load_balancer_config
-from lbmgmt.balancer.daemon import BalancerDaemon
-from lbmgmt.balancer.http import make_http_app
+from lbmgmt.balancer.config import HttpConfig, load_balancer_config
+from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.balancer.http import HttpFront, make_http_app
+from lbmgmt.clocks import Clocks
 from lbmgmt.configfile import ConfigError
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
@@ -28,15 +29,20 @@ class Clock:
         return self.now
 
 
-def make_balancer(**http) -> tuple[BalancerDaemon, Clock]:
+def make_balancer(**http) -> tuple[HttpFront, Clock]:
     clock = Clock()
-    cfg = BalancerConfig(key=KEY, http=HttpConfig(**http))
-    return BalancerDaemon(cfg, clock=clock, monotonic=clock), clock
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    return HttpFront(core, HttpConfig(**http), Clocks(clock, clock)), clock
+
+
+def receive(balancer: HttpFront, data: bytes) -> None:
+    clocks = balancer.clocks
+    balancer.core.receive_datagram(data, now=clocks.monotonic(), wall=clocks.wall())
 
 
 def send(balancer, clock, sealer, load=0.0, state=EdgeState.RUNNING, address=None):
     address = address or f"edge-{sealer.guid.int % 1000}.example:1935"
-    balancer.handle_datagram(sealer.seal(Report(state, address, load, 2500), KEY, now=clock()))
+    receive(balancer, sealer.seal(Report(state, address, load, 2500), KEY, now=clock()))
 
 
 @pytest.fixture
@@ -44,7 +50,8 @@ async def client_for():
     clients = []
 
     async def make(balancer):
-        client = TestClient(TestServer(make_http_app(balancer)))
+        client = TestClient(TestServer(make_http_app(balancer.core, balancer.config,
+                                                     balancer.clocks)))
         await client.start_server()
         clients.append(client)
         return client
@@ -66,7 +73,7 @@ async def test_loadbalancer_answers_redirect_then_503(client_for):
     assert resp.headers["Content-Type"].startswith("text/plain")
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
     assert resp.headers["Cache-Control"] == "no-store"
-    assert balancer.redirects_served["http"] == 1
+    assert balancer.core.redirects_served["http"] == 1
     clock.now += 5.01  # silent past the timeout: out of choice at once, before any sweep
     assert (await client.get("/loadbalancer")).status == 503
 
@@ -77,7 +84,7 @@ async def test_server_info_xml_lists_every_edge(client_for):
     a, b = ReportSealer(uuid.uuid4()), ReportSealer(uuid.uuid4())
     send(balancer, clock, a, load=3, address="a.example:1935")
     send(balancer, clock, b, load=1, state=EdgeState.PAUSED, address="b.example:1935")
-    balancer.handle_datagram(b"garbage")
+    receive(balancer, b"garbage")
     await client.get("/loadbalancer")
     clock.now += 1.5
     resp = await client.get("/loadbalancer?serverInfoXML")
@@ -143,11 +150,12 @@ def test_fuzz_receive_path_never_raises_or_changes_the_pool(datagrams):
     balancer, clock = make_balancer()
     sealer = ReportSealer(uuid.UUID(int=1))
     send(balancer, clock, sealer, load=2)
-    before = [(e.guid, e.state, e.load, e.reports_received) for e in balancer.registry]
+    registry = balancer.core.registry
+    before = [(e.guid, e.state, e.load, e.reports_received) for e in registry]
     for data in datagrams:
-        balancer.handle_datagram(data)
-    assert [(e.guid, e.state, e.load, e.reports_received) for e in balancer.registry] == before
-    assert balancer.receiver.dropped == len(datagrams)
+        receive(balancer, data)
+    assert [(e.guid, e.state, e.load, e.reports_received) for e in registry] == before
+    assert balancer.core.receiver.dropped == len(datagrams)
 
 
 def write(tmp_path, text):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from lbmgmt.balancer.config import BalancerConfig
-from lbmgmt.balancer.daemon import BalancerDaemon
-from lbmgmt.balancer.mbeans import DROP_NOTIFY_INTERVAL
+from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.balancer.mbeans import DROP_NOTIFY_INTERVAL, BalancerBeans
+from lbmgmt.clocks import Clocks
+from lbmgmt.management.notifications import NotificationBuffer
+from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import SharedKey
 
 
@@ -16,29 +18,33 @@ class Clock:
         return self.now
 
 
-def dropped_notes(balancer: BalancerDaemon) -> list[dict[str, int]]:
-    items, _ = balancer.mbeans.notifications.since(0)
+def dropped_notes(mbeans: MBeanServer) -> list[dict[str, int]]:
+    items, _ = mbeans.notifications.since(0)
     return [n.data["byReason"] for n in items if n.type == "lbmgmt.reports.dropped"]
 
 
 def test_dropped_reports_notification_is_rate_limited():
     clock = Clock()
-    balancer = BalancerDaemon(BalancerConfig(key=SharedKey("notify")), clock=clock,
-                              monotonic=clock)
+    core = BalancerCore(SharedKey("notify"), timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    mbeans = MBeanServer(NotificationBuffer(), clock=clock)
+    beans = BalancerBeans(core, Clocks(clock, clock), mbeans)
+
+    def garbage() -> None:
+        core.receive_datagram(b"LB" + bytes(100), now=clock(), wall=clock())
     for _ in range(50):
-        balancer.handle_datagram(b"LB" + bytes(100))
-    balancer.beans.tick(clock())
-    assert dropped_notes(balancer) == [{"malformed": 50}]
+        garbage()
+    beans.tick(clock())
+    assert dropped_notes(mbeans) == [{"malformed": 50}]
 
     for _ in range(50):
-        balancer.handle_datagram(b"LB" + bytes(100))
+        garbage()
     clock.now += DROP_NOTIFY_INTERVAL - 0.1  # sweeps keep running inside the interval
-    balancer.beans.tick(clock())
-    assert dropped_notes(balancer) == [{"malformed": 50}]  # a hundred drops, one notice
+    beans.tick(clock())
+    assert dropped_notes(mbeans) == [{"malformed": 50}]  # a hundred drops, one notice
 
     clock.now += 0.2
-    balancer.beans.tick(clock())  # the interval has passed: the rest, summed
-    assert dropped_notes(balancer) == [{"malformed": 50}, {"malformed": 50}]
+    beans.tick(clock())  # the interval has passed: the rest, summed
+    assert dropped_notes(mbeans) == [{"malformed": 50}, {"malformed": 50}]
     clock.now += DROP_NOTIFY_INTERVAL
-    balancer.beans.tick(clock())
-    assert len(dropped_notes(balancer)) == 2  # nothing new, nothing said
+    beans.tick(clock())
+    assert len(dropped_notes(mbeans)) == 2  # nothing new, nothing said

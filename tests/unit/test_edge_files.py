@@ -9,7 +9,7 @@ import pytest
 
 from lbmgmt.configfile import ConfigError
 from lbmgmt.edge.config import load_edge_config
-from lbmgmt.edge.identity import load_or_create_guid
+from lbmgmt.edge.identity import GuidFileError, load_or_create_guid
 from lbmgmt.edge.monitors import ManualMonitor, TcpConnectionsMonitor
 from lbmgmt.edge.targets import load_targets, parse_targets
 from lbmgmt.status import SharedKey
@@ -62,10 +62,10 @@ def test_guid_made_once_kept_and_reset_by_deleting(tmp_path):
     assert load_or_create_guid(path) != first
 
 
-def test_corrupt_guid_file_is_a_config_error(tmp_path):
+def test_corrupt_guid_file_is_an_error_naming_it(tmp_path):
     path = tmp_path / "edge.guid"
     path.write_text("not-a-guid\n")
-    with pytest.raises(ConfigError, match="delete the file"):
+    with pytest.raises(GuidFileError, match=f"{path}: not a GUID.*delete the file"):
         load_or_create_guid(path)
     path.write_text(f"  {uuid.UUID(int=5)}\n")
     assert load_or_create_guid(path) == uuid.UUID(int=5)

@@ -52,20 +52,20 @@ async def test_balancer_and_edges_in_one_loop(tmp_path):
         edges = [await fleet.add_edge(f"e{n}", load, address=f"e{n}.example",
                                       interval_ms=100, mgmt_port=None)
                  for n, load in enumerate((5, 1, 9))]
-        await until(lambda: len(balancer.registry) == 3)
-        assert balancer.redirect("http").address == "e1.example"
+        await until(lambda: len(balancer.core.registry) == 3)
+        assert fleet.redirect() == "e1.example"
 
         edges[1].monitor.set_load(100)  # type: ignore[attr-defined]
-        await until(lambda: balancer.registry.get(edges[1].guid).load == 100)
-        assert balancer.redirect("http").address == "e0.example"
+        await until(lambda: balancer.core.registry.get(edges[1].guid).load == 100)
+        assert fleet.redirect() == "e0.example"
         assert all(link.last_result == "ok" for e in edges for link in e.links)
         await until(lambda: edges[0].reports_sent >= 2)
         assert edges[0].send_errors == 0
 
         await edges[0].pause()
-        await until(lambda: balancer.registry.get(edges[0].guid).state is EdgeState.PAUSED)
+        await until(lambda: balancer.core.registry.get(edges[0].guid).state is EdgeState.PAUSED)
         await edges[2].stop()
-        await until(lambda: balancer.registry.get(edges[2].guid) is None)
+        await until(lambda: balancer.core.registry.get(edges[2].guid) is None)
 
 
 async def test_reload_targets_keeps_counters_and_reports_to_new_ones(tmp_path):

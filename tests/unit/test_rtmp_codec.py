@@ -507,21 +507,19 @@ def test_a_valid_command_before_garbage_in_one_segment_is_not_lost():
         decoder.feed(b"")
 
 
-@pytest.mark.parametrize("use_splice", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not __import__("lbmgmt.rtmp.relay", fromlist=["x"]).HAS_SPLICE, reason="no os.splice"))])
-async def test_relay_moves_every_byte_both_ways_and_passes_half_close(use_splice):
+async def test_relay_moves_every_byte_both_ways_and_passes_half_close():
     import asyncio
     import os
     import socket
 
-    from lbmgmt.rtmp.relay import relay
+    from lbmgmt.balancer.relay import relay
 
     loop = asyncio.get_running_loop()
     a1, a2 = socket.socketpair()
     b1, b2 = socket.socketpair()
     for s in (a1, a2, b1, b2):
         s.setblocking(False)
-    task = asyncio.create_task(relay(a2, b1, use_splice=use_splice))
+    task = asyncio.create_task(relay(a2, b1))
     up, down = os.urandom(3_000_000), os.urandom(1_000_000)
 
     async def send(sock, data):

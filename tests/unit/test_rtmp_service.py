@@ -64,7 +64,7 @@ async def test_redirect_on_play_when_connect_is_accepted(balancer_with):
     assert status.name == "onStatus" and info["code"] == "NetStream.Play.Failed"
     assert info["ex"]["redirect"] == "rtmp://edge1:1940/hd/channel7"
     assert "rtmp://edge1:1940/hd/channel7" in info["description"]
-    assert daemon.redirects_served["rtmp"] == 1
+    assert daemon.core.redirects_served["rtmp"] == 1
 
 
 async def test_no_available_edge_is_a_rejection_without_ex(balancer_with):
@@ -83,4 +83,4 @@ async def test_redirect_counts_toward_the_chosen_edge(balancer_with):
         [error] = await session(daemon.http_address[1], "redirect")
         urls.append(error.args[0]["ex"]["redirect"])
     assert sorted(urls) == ["rtmp://a:1935/live"] * 2 + ["rtmp://b:1935/live"] * 2
-    assert sorted(e.redirects_since_report for e in daemon.registry) == [2, 2]
+    assert sorted(e.redirects_since_report for e in daemon.core.registry) == [2, 2]

@@ -26,6 +26,7 @@ import pytest
 from lbmgmt import httpserve
 from lbmgmt.balancer.config import BalancerConfig, HttpConfig
 from lbmgmt.balancer.daemon import BalancerDaemon
+from lbmgmt.balancer.relay import relay
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
 from lbmgmt.edge.config import EdgeConfig
 from lbmgmt.edge.daemon import EdgeDaemon, TargetLink
@@ -34,7 +35,6 @@ from lbmgmt.endpoints import Endpoint
 from lbmgmt.management.config import ManagementConfig
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.client import ClientConnection
-from lbmgmt.rtmp.relay import HAS_SPLICE, relay
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 from tests.clients import (HANG, all_see_eof, idle_rtmp_client, keep_alive_client, long_poll,
                            sees_eof)
@@ -126,9 +126,11 @@ class FakeEdge:
 
 def register_edge(daemon: BalancerDaemon, address: str) -> None:
     sealer = ReportSealer(uuid.uuid4())
-    daemon.handle_datagram(sealer.seal(Report(EdgeState.RUNNING, address, 0, 2500), KEY,
-                                       now=daemon.clock()))
-    assert len(daemon.registry) == 1
+    clocks = daemon.clocks
+    daemon.core.receive_datagram(sealer.seal(Report(EdgeState.RUNNING, address, 0, 2500), KEY,
+                                             now=clocks.wall()),
+                                 now=clocks.monotonic(), wall=clocks.wall())
+    assert len(daemon.core.registry) == 1
 
 
 def balancer_config(management_port: int = 0, http_port: int = 0) -> BalancerConfig:
@@ -413,9 +415,7 @@ async def test_reload_cancels_a_removed_targets_pending_connect(tmp_path, caplog
 
 
 # -- the relay itself ------------------------------------------------------------------------
-@pytest.mark.parametrize("use_splice", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not HAS_SPLICE, reason="no os.splice"))])
-async def test_a_cancelled_relay_ends_both_connections(use_splice):
+async def test_a_cancelled_relay_ends_both_connections():
     loop = asyncio.get_running_loop()
     client, client_side = socket.socketpair()
     edge_side, edge = socket.socketpair()
@@ -423,7 +423,7 @@ async def test_a_cancelled_relay_ends_both_connections(use_splice):
     for sock in pairs:
         sock.setblocking(False)
     try:
-        task = asyncio.create_task(relay(client_side, edge_side, use_splice=use_splice))
+        task = asyncio.create_task(relay(client_side, edge_side))
         await loop.sock_sendall(client, b"connect")
         assert await asyncio.wait_for(loop.sock_recv(edge, 100), HANG) == b"connect"
         task.cancel()

@@ -1,0 +1,176 @@
+"""BalancerCore: every decision the balancer makes, sans-IO.
+
+Datagrams and times in, events and choices out: the core owns the report
+receiver (authentication, replay and freshness checks), the registry of edges,
+the redirector that picks an edge for each new client, the counters, and the
+fan-out of registry events. It never reads a clock or touches a socket: the
+caller passes ``now`` (monotonic seconds, for timeouts) and ``wall`` (the wall
+clock, for report timestamps). The daemon (daemon.py) is the shell that feeds
+it; the fronts (HTTP, RTMP) and the management view (mbeans.py) depend on the
+core alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from lbmgmt.balancer.redirectors import Redirector, redirector_class
+from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
+                                      ServerRegistry, ServerStateChanged)
+from lbmgmt.logs import fields
+from lbmgmt.status import ReportAccepted, ReportReceiver, SharedKey
+
+log = logging.getLogger("lbmgmt.balancer")
+
+# What a client is told when no edge would take it, in every protocol's own wrapping.
+NO_SERVER = "no available server"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One edge as the status pages (serverInfoXML, listServers) show it."""
+
+    guid: uuid.UUID
+    address: str
+    state: str
+    available: bool
+    drained: bool
+    load: float
+    capacity: float | None
+    redirects_since_report: int
+    seconds_since_report: float
+    reports_received: int
+    agent: str | None  # the edge's software, if its reports say
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """The whole pool at one instant: what every status page renders."""
+
+    redirector: str
+    servers: list[ServerStatus]  # by address
+    available_count: int
+    accepted: int
+    drops: dict[str, int]
+
+    @property
+    def server_count(self) -> int:
+        return len(self.servers)
+
+
+@dataclass(slots=True)
+class FrontStats:
+    """One client-facing protocol's counters, and how many connections it holds now."""
+
+    counters: Counter[str]
+    active: Callable[[], int] = field(default=lambda: 0)
+
+    def snapshot(self) -> dict[str, int]:
+        return {**self.counters, "active": self.active()}
+
+
+class BalancerCore:
+    def __init__(self, key: SharedKey, *, timeout: float, grace: float, max_clock_skew: float,
+                 redirector: str = "concurrent-connects") -> None:
+        self.registry = ServerRegistry(timeout=timeout, grace=grace)
+        self.receiver = ReportReceiver(key, max_age=max_clock_skew)
+        self.redirector_spec = redirector
+        self.redirector: Redirector = redirector_class(redirector)()
+        self.redirector.attach(self.registry)
+        self.redirects_served: Counter[str] = Counter()
+        self.fronts: dict[str, FrontStats] = {}
+        # What the shell bound, for the status pages ("udp", "http", "rtmp"): text or absent.
+        self.addresses: dict[str, str] = {}
+        self.listeners: list[Callable[[RegistryEvent], None]] = []
+
+    # -- reports in -------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, *, now: float, wall: float) -> None:
+        """One datagram from the status port: applied if it is a good report, else counted."""
+        event = self.receiver.receive(data, wall)
+        if isinstance(event, ReportAccepted):
+            self._emit(self.registry.apply(event, now))
+
+    @property
+    def sweep_interval(self) -> float:
+        """How often ``handle_timer`` should run: a tenth of the timeout, at most 0.25 s."""
+        return min(0.25, self.registry.timeout / 10)
+
+    def handle_timer(self, *, now: float, wall: float) -> None:
+        """Expire silent edges and forget stale replay state."""
+        self._emit(self.registry.expire(now))
+        self.receiver.prune(wall)
+
+    # -- clients out ------------------------------------------------------------------
+    def redirect(self, protocol: str, now: float) -> ServerEntry | None:
+        """The edge for one new client, counted against that edge and ``protocol``."""
+        entry = self.redirector.redirect(self.registry, now)
+        if entry is not None:
+            self.redirects_served[protocol] += 1
+        return entry
+
+    def front(self, protocol: str, counters: Iterable[str],
+              active: Callable[[], int] = lambda: 0) -> Counter[str]:
+        """Register a front's counters (all starting at 0) for the status pages."""
+        stats = FrontStats(Counter(dict.fromkeys(counters, 0)), active)
+        self.fronts[protocol] = stats
+        self.redirects_served.setdefault(protocol, 0)
+        return stats.counters
+
+    # -- operator actions -------------------------------------------------------------
+    def drain(self, guid: uuid.UUID, drained: bool = True) -> None:
+        """Balancer-side drain; KeyError for an unknown GUID."""
+        self._emit(self.registry.set_drained(guid, drained))
+
+    def remove(self, guid: uuid.UUID) -> None:
+        events = self.registry.remove(guid)
+        if not events:
+            raise KeyError(f"no server {guid}")
+        self._emit(events)
+
+    def set_redirector(self, spec: str) -> None:
+        """Switch strategy live; the new one builds its index from the registry.
+
+        Raises PluginError for an unknown name or a class that cannot be loaded.
+        """
+        new = redirector_class(spec)()
+        new.attach(self.registry)
+        self.redirector.detach()
+        self.redirector = new
+        self.redirector_spec = spec
+
+    # -- status -----------------------------------------------------------------------
+    def status(self, now: float) -> PoolStatus:
+        registry = self.registry
+        rows = [ServerStatus(
+            guid=e.guid, address=e.address, state=e.state.name,
+            available=registry.is_available(e, now), drained=e.drained, load=e.load,
+            capacity=e.capacity, redirects_since_report=e.redirects_since_report,
+            seconds_since_report=e.seconds_since_report(now),
+            reports_received=e.reports_received, agent=e.report.agent)
+            for e in sorted(registry, key=lambda e: e.address)]
+        return PoolStatus(redirector=self.redirector.name, servers=rows,
+                          available_count=sum(r.available for r in rows),
+                          accepted=self.receiver.accepted,
+                          drops={str(r): c for r, c in self.receiver.drops.items()})
+
+    # -- events -----------------------------------------------------------------------
+    def _emit(self, events: list[RegistryEvent]) -> None:
+        for event in events:
+            if isinstance(event, ServerJoined):
+                log.info("server joined", extra=fields(guid=str(event.server.guid),
+                                                       address=event.server.address))
+            elif isinstance(event, ServerLeft):
+                log.info("server left", extra=fields(guid=str(event.server.guid),
+                                                     reason=str(event.reason)))
+            elif isinstance(event, ServerStateChanged):
+                log.info("server state", extra=fields(guid=str(event.server.guid),
+                                                      state=event.new.name))
+            for listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("registry listener failed")

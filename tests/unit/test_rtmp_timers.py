@@ -1,0 +1,284 @@
+"""RTMP deadlines, driven by hand: no sleeping, no sockets.
+
+The sans-IO objects (``ServerConnection``, ``FirstByteSniffer``) take ``now``
+and give ``get_timer()``; ``handle_timer(now)`` past it closes with one
+``TimedOut``. The glue tests run a real asyncio loop whose clock the test sets
+(``ManualClockLoop``), so the loop's own timer fires when the test moves time
+past the deadline, and check that a connection holds one loop timer, re-armed
+from ``get_timer()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.balancer.rtmp import ConnectionTimer, PortSharer, RtmpService, RtmpSession
+from lbmgmt.balancer.rtmp_config import RtmpConfig
+from lbmgmt.clocks import Clocks
+from lbmgmt.rtmp import chunks, handshake
+from lbmgmt.rtmp.client import ClientConnection
+from lbmgmt.rtmp.server import (HandshakeCompleted, MessageReceived, ServerConnection, State,
+                                TimedOut)
+from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
+from lbmgmt.status import SharedKey
+
+T0 = 1000.0
+
+
+def opened(client: ClientConnection, server: ServerConnection, now: float) -> None:
+    """The handshake, all of it at ``now``."""
+    server.receive_data(client.data_to_send(), now=now)
+    events = client.receive_data(server.data_to_send())
+    assert isinstance(events[0], HandshakeCompleted)
+    assert isinstance(server.receive_data(client.data_to_send(), now=now)[0], HandshakeCompleted)
+
+
+# -- ServerConnection --------------------------------------------------------------------
+def test_handshake_times_out_at_its_deadline_whatever_bytes_trickle_in():
+    server = ServerConnection(handshake_timeout=5, idle_timeout=30, now=T0)
+    assert server.get_timer() == T0 + 5
+    c0c1 = ClientConnection().data_to_send()
+    assert server.receive_data(c0c1[:100], now=T0 + 4) == []
+    assert server.get_timer() == T0 + 5  # handshake bytes do not buy time
+    assert server.handle_timer(T0 + 4.999) == [] and server.state is State.HANDSHAKE_C0C1
+    assert server.handle_timer(T0 + 5) == [TimedOut("handshake timed out")]
+    assert server.state is State.CLOSED and server.get_timer() is None
+    assert server.data_to_send() == b""  # queues nothing: the glue just drops it
+    assert server.handle_timer(T0 + 99) == [] and server.receive_data(c0c1[100:]) == []
+
+
+def test_handshake_deadline_holds_while_waiting_for_c2():
+    client, server = ClientConnection(), ServerConnection(handshake_timeout=5, now=T0)
+    server.receive_data(client.data_to_send(), now=T0 + 1)
+    assert server.state is State.HANDSHAKE_C2 and server.get_timer() == T0 + 5
+    server.data_to_send()  # S0+S1+S2, taken before the deadline
+    assert server.handle_timer(T0 + 5) == [TimedOut("handshake timed out")]
+    assert server.data_to_send() == b""
+
+
+def test_idle_deadline_starts_at_the_handshake_and_traffic_moves_it():
+    client = ClientConnection()
+    server = ServerConnection(handshake_timeout=5, idle_timeout=30, now=T0)
+    opened(client, server, now=T0 + 2)
+    assert server.state is State.OPEN and server.get_timer() == T0 + 32
+    assert server.handle_timer(T0 + 31) == []
+    client.send(chunks.window_ack_size(2_500_000))
+    [event] = server.receive_data(client.data_to_send(), now=T0 + 20)
+    assert isinstance(event, MessageReceived)
+    assert server.get_timer() == T0 + 50
+    assert server.handle_timer(T0 + 49.999) == [] and server.state is State.OPEN
+    assert server.handle_timer(T0 + 50) == [TimedOut("idle timed out")]
+    assert server.state is State.CLOSED and server.get_timer() is None
+    assert server.data_to_send() == b""
+
+
+def test_receive_without_now_keeps_the_clock_where_it_was():
+    client = ClientConnection()
+    server = ServerConnection(idle_timeout=30, now=T0)
+    opened(client, server, now=T0 + 2)
+    client.send(chunks.window_ack_size(2_500_000))
+    server.receive_data(client.data_to_send())  # a caller that does not pass time
+    assert server.get_timer() == T0 + 32
+
+
+def test_no_timeouts_no_timer_and_a_closed_connection_has_none():
+    client, server = ClientConnection(), ServerConnection()
+    assert server.get_timer() is None and server.handle_timer(1e12) == []
+    server = ServerConnection(handshake_timeout=5, now=T0)
+    opened(client, server, now=T0 + 1)
+    assert server.get_timer() is None  # no idle timeout given
+    server = ServerConnection(handshake_timeout=5, idle_timeout=30, now=T0)
+    opened(ClientConnection(), server, now=T0 + 1)
+    server.reject_connect(1.0, {"code": "NetConnection.Connect.Rejected"})
+    assert server.get_timer() is None and server.handle_timer(T0 + 1e6) == []
+
+
+# -- FirstByteSniffer ----------------------------------------------------------------------
+def test_a_silent_connection_times_out_waiting_for_its_first_byte():
+    sniffer = FirstByteSniffer(timeout=5, now=T0)
+    assert sniffer.get_timer() == T0 + 5
+    assert sniffer.receive_data(b"", now=T0 + 1) == [] and sniffer.get_timer() == T0 + 5
+    assert sniffer.handle_timer(T0 + 4.999) == []
+    assert sniffer.handle_timer(T0 + 5) == [TimedOut("no first byte")]
+    assert sniffer.get_timer() is None and sniffer.handle_timer(T0 + 6) == []
+    assert sniffer.receive_data(b"\x03", now=T0 + 6) == []  # too late: decided nothing
+
+
+def test_the_first_byte_decides_once_and_ends_the_deadline():
+    for first, rtmp in ((b"\x03", True), (b"\x06", True), (b"GET / HTTP/1.1\r\n", False),
+                        (b"\x16\x03\x01", False)):
+        sniffer = FirstByteSniffer(timeout=5, now=T0)
+        assert sniffer.receive_data(first, now=T0 + 1) == [Sniffed(rtmp)]
+        assert sniffer.get_timer() is None and sniffer.handle_timer(T0 + 99) == []
+        assert sniffer.receive_data(b"more") == []
+    assert FirstByteSniffer(timeout=None, now=T0).get_timer() is None
+
+
+# -- the asyncio glue: one loop timer per connection -------------------------------------
+class ManualClockLoop(asyncio.SelectorEventLoop):
+    """A real loop whose ``time()`` is ``now``, set by the test; records every call_at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = T0
+        self.handles: list[asyncio.TimerHandle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any, *args: Any,
+                context: Any = None) -> asyncio.TimerHandle:
+        handle = super().call_at(when, callback, *args, context=context)
+        self.handles.append(handle)
+        return handle
+
+    def armed(self) -> list[float]:
+        """The deadlines of the timers still pending."""
+        return [h.when() for h in self.handles if not h.cancelled() and h in self._scheduled]
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = self.aborted = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("192.0.2.7", 50000),
+                "sockname": ("127.0.0.1", 1935)}.get(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+
+def run_on_manual_clock(test: Any) -> None:
+    with asyncio.Runner(loop_factory=ManualClockLoop) as runner:
+        runner.run(test(runner.get_loop()))
+
+
+async def turn(times: int = 3) -> None:
+    """Let the loop run what is due (timers included) without waiting for anything."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+def service_on(loop: ManualClockLoop) -> RtmpService:
+    """The RTMP front on an empty pool, its clocks the loop's."""
+    core = BalancerCore(SharedKey("timers"), timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    return RtmpService(core, RtmpConfig(handshake_timeout_ms=5000, idle_timeout_ms=30_000),
+                       Clocks(wall=lambda: loop.now, monotonic=loop.time))
+
+
+def connected_session(loop: ManualClockLoop) -> tuple[RtmpService, RtmpSession, FakeTransport]:
+    service = service_on(loop)
+    session = service.session()
+    transport = FakeTransport()
+    session.connection_made(transport)
+    return service, session, transport
+
+
+async def dropped_at(loop: ManualClockLoop, transport: FakeTransport, deadline: float) -> None:
+    """Still open just before ``deadline``, dropped (aborted) by the loop's timer at it."""
+    loop.now = deadline - 0.01
+    await turn()
+    assert not transport.aborted
+    loop.now = deadline
+    await turn()
+    assert transport.aborted
+
+
+def test_a_session_holds_one_timer_re_armed_from_its_connection():
+    async def test(loop: ManualClockLoop) -> None:
+        service, session, transport = connected_session(loop)
+        assert loop.armed() == [T0 + 5] == [session.conn.get_timer()]
+
+        client = ClientConnection()
+        loop.now = T0 + 1
+        session.data_received(client.data_to_send())  # C0+C1: the same deadline
+        client.receive_data(bytes(transport.written))
+        assert len(loop.handles) == 1 and loop.armed() == [T0 + 5]
+
+        loop.now = T0 + 2
+        session.data_received(client.data_to_send())  # C2: open, the idle deadline
+        assert session.conn.state is State.OPEN
+        assert loop.armed() == [T0 + 32] and len(loop.handles) == 2
+
+        loop.now = T0 + 10
+        client.send(chunks.window_ack_size(2_500_000))
+        session.data_received(client.data_to_send())  # traffic moves it
+        assert loop.armed() == [T0 + 40] == [session.conn.get_timer()]
+
+        written = len(transport.written)
+        assert service.counters["timeouts"] == 0
+        await dropped_at(loop, transport, T0 + 40)  # handle_timer, abort, no re-arm
+        assert service.counters["timeouts"] == 1
+        assert session.conn.state is State.CLOSED and loop.armed() == []
+        assert len(transport.written) == written and not transport.closed
+        session.connection_lost(None)
+        assert service.active == set()
+    run_on_manual_clock(test)
+
+
+def test_a_session_silent_in_its_handshake_times_out_by_the_loop_timer():
+    async def test(loop: ManualClockLoop) -> None:
+        service, session, transport = connected_session(loop)
+        session.data_received(bytes((handshake.VERSION,)))
+        await dropped_at(loop, transport, T0 + 5)
+        assert service.counters["timeouts"] == 1
+        assert service.counters["protocol_errors"] == 0 and loop.armed() == []
+    run_on_manual_clock(test)
+
+
+def test_a_shared_port_connection_that_never_speaks_times_out():
+    async def test(loop: ManualClockLoop) -> None:
+        service = service_on(loop)
+        sharer = PortSharer(service, None)  # type: ignore[arg-type]  # never hands to HTTP
+        transport = FakeTransport()
+        sharer.connection_made(transport)
+        assert service.waiting == {sharer} and loop.armed() == [T0 + 5]
+        await dropped_at(loop, transport, T0 + 5)
+        assert service.counters["timeouts"] == 1
+        assert service.waiting == set() and loop.armed() == []
+    run_on_manual_clock(test)
+
+
+def test_the_first_byte_hands_the_timer_over_to_the_session():
+    async def test(loop: ManualClockLoop) -> None:
+        service = service_on(loop)
+        sharer = PortSharer(service, None)  # type: ignore[arg-type]
+        transport = FakeTransport()
+        sharer.connection_made(transport)
+        loop.now = T0 + 3
+        sharer.data_received(ClientConnection().data_to_send()[:10])
+        [session] = service.active
+        assert transport.protocol is session and service.waiting == set()
+        # the sniffer's timer is gone; the session's handshake deadline counts from now
+        assert loop.armed() == [T0 + 8] == [session.conn.get_timer()]
+    run_on_manual_clock(test)
+
+
+def test_a_timer_run_early_by_the_loop_still_reaches_its_deadline():
+    async def test(loop: ManualClockLoop) -> None:
+        seen: list[float] = []
+        timer = ConnectionTimer(loop, seen.append)
+        timer.update(T0 + 5)
+        timer.update(T0 + 5)  # the same deadline: the same handle
+        assert len(loop.handles) == 1
+        loop.now = T0 + 5 - 1e-9  # within a clock's resolution of it
+        timer._fire()
+        assert seen == [T0 + 5] and timer.at is None
+    run_on_manual_clock(test)
