@@ -314,7 +314,8 @@ class LbConsole(App[None]):
             return True, await conn.call(method, params)
         except RpcError as exc:
             detail = f" {exc.data}" if exc.data else ""
-            browser.show_result(f"{failed}: {exc.message}{detail}", error=True)
+            if browser.is_attached:  # (not when the answer came as the app closed)
+                browser.show_result(f"{failed}: {exc.message}{detail}", error=True)
             self.notify(f"{failed}: {exc.message}", severity="error", timeout=6)
         except ManagementUnavailable as exc:
             self.notify(f"{failed}: {exc}", severity="error")
@@ -323,7 +324,7 @@ class LbConsole(App[None]):
     @work(group="calls")
     async def invoke(self, conn: Connection, mbean: str, op: str, args: list[Any]) -> None:
         ok, result = await self._call(conn, "invoke", [mbean, op, args], f"{op} failed")
-        if ok:
+        if ok and self.query(MBeanBrowser).first().is_attached:
             shown = format_value(result) if result is not None else "done"
             self.query_one(MBeanBrowser).show_result(f"{op}: {shown}")
             self.notify(f"{op}: {shown}", timeout=3)
@@ -334,10 +335,17 @@ class LbConsole(App[None]):
         conn = self.current
         browser = self.query_one(MBeanBrowser)
         try:
-            browser.set_names(await conn.call("queryNames", ["*:*"]))
+            names = await conn.call("queryNames", ["*:*"])
+            if not browser.is_attached:  # the app closed while the answer came
+                return
+            browser.set_names(names)
             if browser.selected:
-                browser.show_values(await conn.call("getAttributes", [browser.selected, None]))
+                values = await conn.call("getAttributes", [browser.selected, None])
+                if browser.is_attached:
+                    browser.show_values(values)
         except RpcError as exc:
+            if not browser.is_attached:
+                return
             if exc.code == -32001 and browser.selected:  # it went away (an edge left)
                 browser.show_result(f"{browser.selected} is gone", error=True)
                 browser.selected = browser.info = None
@@ -354,10 +362,16 @@ class LbConsole(App[None]):
         conn = self.current
         browser = self.query_one(MBeanBrowser)
         try:
-            browser.show_info(name, await conn.call("getMBeanInfo", [name]))
-            browser.show_values(await conn.call("getAttributes", [name, None]))
+            info = await conn.call("getMBeanInfo", [name])
+            if not browser.is_attached:  # the app closed while the answer came
+                return
+            browser.show_info(name, info)
+            values = await conn.call("getAttributes", [name, None])
+            if browser.is_attached:
+                browser.show_values(values)
         except (RpcError, ManagementUnavailable) as exc:
-            browser.show_result(f"cannot open {name}: {exc}", error=True)
+            if browser.is_attached:
+                browser.show_result(f"cannot open {name}: {exc}", error=True)
 
     @on(DataTable.RowSelected, "#attributes")
     def _attribute(self, event: DataTable.RowSelected) -> None:
@@ -383,7 +397,7 @@ class LbConsole(App[None]):
                             value: Any) -> None:
         ok, new = await self._call(conn, "setAttribute", [mbean, attribute, value],
                                    f"{attribute} not set")
-        if ok:
+        if ok and self.query(MBeanBrowser).first().is_attached:
             self.query_one(MBeanBrowser).show_result(f"{attribute} = {format_value(new)}")
             self._refresh_mbeans()
 

@@ -27,7 +27,23 @@ GRACE = Setting(
 MAX_CLOCK_SKEW = Setting(
     "balancer", "max_clock_skew_ms", None, 30_000, 100, 3_600_000, "ms",
     "Reports stamped further than this from the balancer's clock are dropped as stale")
-SETTINGS = (MESSAGE_TIMEOUT, GRACE, MAX_CLOCK_SKEW)
+HEAD_TIMEOUT = Setting(
+    "http", "head_timeout_ms", None, 10_000, 100, 600_000, "ms",
+    "A request head (line and headers) must be complete this long after its first byte")
+KEEPALIVE_TIMEOUT = Setting(
+    "http", "keepalive_timeout_ms", None, 15_000, 100, 3_600_000, "ms",
+    "An idle keep-alive connection is closed after this long")
+MAX_HEAD = Setting(
+    "http", "max_head_bytes", None, 8192, 1024, 1 << 20, "bytes",
+    "The longest request head taken (414 for a request line over it, else 431)")
+MAX_CLIENTS = Setting(
+    "clients", "max_connections", None, 10_000, 1, 1_000_000, None,
+    "Connections on the client port(s) at once: HTTP, RTMP and proxied relays")
+MAX_CLIENTS_PER_ADDRESS = Setting(
+    "clients", "max_connections_per_address", None, 256, 1, 1_000_000, None,
+    "Of those, from one client IP address")
+SETTINGS = (MESSAGE_TIMEOUT, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD,
+            MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
 
 
 @dataclass(slots=True)
@@ -36,6 +52,17 @@ class HttpConfig:
     enable_server_info_xml: bool = True
     redirect_scheme: str = "http"  # scheme of the edges' HTTP service, for /redirect/
     redirect_port: int | None = None  # None: the port in the edge's address, if any
+    head_timeout_ms: int = HEAD_TIMEOUT.default
+    keepalive_timeout_ms: int = KEEPALIVE_TIMEOUT.default
+    max_head_bytes: int = MAX_HEAD.default
+
+
+@dataclass(slots=True)
+class ClientsConfig:
+    """Caps on the client port's connections, whatever their protocol."""
+
+    max_connections: int = MAX_CLIENTS.default
+    max_connections_per_address: int = MAX_CLIENTS_PER_ADDRESS.default
 
 
 @dataclass(slots=True)
@@ -47,6 +74,7 @@ class BalancerConfig:
     redirector: str = "concurrent-connects"
     grace_ms: int = GRACE.default
     http: HttpConfig = field(default_factory=HttpConfig)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
     management: ManagementConfig | None = None  # None: no management port (embedding)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
 
@@ -63,7 +91,7 @@ def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
 
 def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg = ConfigFile.load(path)
-    cfg.check_tables(["balancer", "http", "management", "rtmp"])
+    cfg.check_tables(["balancer", "http", "clients", "management", "rtmp"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
     key_text = bal.get_str("key", None)
@@ -94,16 +122,23 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
         enable_server_info_xml=http.get_bool("enable_server_info_xml", True),
         redirect_scheme=http.get_str("redirect_scheme", "http"),
         redirect_port=http.get_int("redirect_port", None, min=1, max=65535),
+        head_timeout_ms=HEAD_TIMEOUT.read(http),
+        keepalive_timeout_ms=KEEPALIVE_TIMEOUT.read(http),
+        max_head_bytes=MAX_HEAD.read(http),
     )
     if http_cfg.redirect_scheme not in ("http", "https"):
         http.fail("redirect_scheme", "must be http or https")
     http.finish()
+    clients = cfg.section("clients")
+    clients_cfg = ClientsConfig(MAX_CLIENTS.read(clients), MAX_CLIENTS_PER_ADDRESS.read(clients))
+    clients.finish()
     assert key_text is not None
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
-                          http=http_cfg,
+                          http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),
                           rtmp=load_rtmp(cfg))
 
 
-__all__ = ["BalancerConfig", "ConfigError", "HttpConfig", "load_balancer_config"]
+__all__ = ["BalancerConfig", "ClientsConfig", "ConfigError", "HttpConfig",
+           "load_balancer_config"]

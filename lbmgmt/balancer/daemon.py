@@ -1,9 +1,9 @@
 """The balancer daemon: the I/O shell around ``BalancerCore``.
 
-It owns what the core must not: sockets (UDP reports, the client port, the
-management port), tasks (the sweep), signals and the clocks. Every datagram is
-handed to the core with the time; the fronts (HTTP, RTMP) and the MBeans are
-built on the core, never on this object.
+It owns what the core must not: the UDP report socket, the tasks (the sweep),
+signals and the clocks, and it starts the client port (``ClientPort``: HTTP and
+RTMP) and the management port. Every datagram is handed to the core with the
+time; the fronts and the MBeans are built on the core, never on this object.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ import logging
 import signal
 import socket
 
-from aiohttp import web
-
 from lbmgmt.balancer.config import BalancerConfig
 from lbmgmt.balancer.core import BalancerCore
-from lbmgmt.balancer.http import make_http_app
+from lbmgmt.balancer.front.protocol import ClientPort
 from lbmgmt.balancer.mbeans import BalancerBeans
 from lbmgmt.balancer.rtmp import RtmpService
 from lbmgmt.clocks import Clocks
 from lbmgmt.endpoints import Endpoint, format_address
-from lbmgmt.httpserve import app_runner, close_runner, serve_app, stop_listening, stop_step
+from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
@@ -89,16 +87,16 @@ class BalancerDaemon:
                                  grace=config.grace_ms / 1000,
                                  max_clock_skew=config.max_clock_skew_ms / 1000,
                                  redirector=config.redirector)
-        self.core.redirects_served.update(http=0)
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
+        self.rtmp_address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._status: _StatusProtocol | None = None
-        self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._live = False  # started (even in part) and not stopped since
         self._stop_lock = asyncio.Lock()
         self.rtmp = RtmpService(self.core, config.rtmp, self.clocks)
+        self.clients = ClientPort(self.core, config.http, config.clients, self.rtmp, self.clocks)
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
                                   clock=self.clocks.wall)
@@ -121,7 +119,7 @@ class BalancerDaemon:
                 sock.close()
                 raise
             self.udp_address = sock.getsockname()[:2]
-            await self._start_http()
+            await self._start_clients()
             if self.management is not None:
                 await self.management.start()
         except BaseException as exc:
@@ -133,29 +131,24 @@ class BalancerDaemon:
         addresses = self.core.addresses
         addresses["udp"] = format_address(self.udp_address)
         addresses["http"] = format_address(self.http_address)
-        if self.config.rtmp.enabled:
-            addresses["rtmp"] = format_address(self.rtmp.address)
+        if self.rtmp_address is not None:
+            addresses["rtmp"] = format_address(self.rtmp_address)
         log.info("balancer started", extra=fields(
             udp=addresses["udp"], http=addresses["http"], rtmp=addresses.get("rtmp", "off"),
             management=self.management.url if self.management else "off",
             redirector=self.core.redirector.name))
 
-    async def _start_http(self) -> None:
+    async def _start_clients(self) -> None:
+        """The client port: HTTP and RTMP on one port (each connection's first byte says
+        which, as on the original system), or RTMP on a port of its own."""
         rtmp = self.config.rtmp
-        if rtmp.enabled and rtmp.listen is None:
-            # One port for both, as on the original system: RtmpService sniffs each
-            # connection's first byte and hands HTTP ones to this aiohttp runner.
-            self._runner = await app_runner(self._http_app())
-            await self.rtmp.start(self.config.http.listen, http=self._runner)
-            self.http_address = self.rtmp.address
-            return
-        self._runner, self.http_address = await serve_app(self._http_app(),
-                                                          self.config.http.listen)
-        if rtmp.enabled and rtmp.listen is not None:
-            await self.rtmp.start(rtmp.listen)
-
-    def _http_app(self) -> web.Application:
-        return make_http_app(self.core, self.config.http, self.clocks)
+        shared = rtmp.enabled and rtmp.listen is None
+        self.http_address = await self.clients.listen(self.config.http.listen, http=True,
+                                                      rtmp=shared)
+        if shared:
+            self.rtmp_address = self.http_address
+        elif rtmp.enabled and rtmp.listen is not None:
+            self.rtmp_address = await self.clients.listen(rtmp.listen, http=False, rtmp=True)
 
     async def stop(self) -> None:
         """Close every port and connection; each step bounded, so this always returns.
@@ -178,19 +171,15 @@ class BalancerDaemon:
             transport, self._transport = self._transport, None
             if transport is not None:
                 transport.close()  # the socket itself closes on the next loop pass
-            self.rtmp.close()
-            runner, self._runner = self._runner, None
-            if runner is not None:
-                await stop_listening(runner, log=log, name="http")
-            # 2. every open connection: RTMP (silent, sessions, relays), then HTTP
-            self.rtmp.close_connections()
+            self.clients.close()
+            # 2. every open connection: HTTP, silent ones, RTMP sessions and relays
+            self.clients.close_connections()
             await stop_step("rtmp: end proxy relays", self.rtmp.wait_relays(), log=log)
-            if runner is not None:
-                await close_runner(runner, log=log, name="http")
             if self.management is not None:
                 await stop_step("management port", self.management.stop(), log=log, steps=3)
-            # 3. nothing is left open for it to wait for
-            await stop_step("rtmp: listener closed", self.rtmp.wait_closed(), log=log)
+            # 3. nothing is left open for them to wait for
+            await stop_step("client port: listeners closed", self.clients.wait_closed(),
+                            log=log)
             status, self._status = self._status, None
             if status is not None:
                 await stop_step("udp: socket closed", asyncio.shield(status.closed), log=log)

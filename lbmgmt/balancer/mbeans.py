@@ -124,7 +124,22 @@ class BalancerMBean(MBean):
     @attribute("object", "RTMP connections: total, active, and how each ended",
                metric="counter", metric_label="event")
     def RtmpConnections(self) -> dict[str, int]:
-        stats = self.core.fronts.get("rtmp")
+        return self._front("rtmp")
+
+    @attribute("object", "HTTP on the client port: requests, active connections, and "
+                         "what was refused or timed out", metric="counter",
+               metric_label="event")
+    def HttpConnections(self) -> dict[str, int]:
+        return self._front("http")
+
+    @attribute("object", "Every client connection: accepted, active, refused by a cap "
+                         "(total or per address), silent ones timed out", metric="counter",
+               metric_label="event")
+    def ClientConnections(self) -> dict[str, int]:
+        return self._front("clients")
+
+    def _front(self, name: str) -> dict[str, int]:
+        stats = self.core.fronts.get(name)
         return stats.snapshot() if stats is not None else {}
 
     @operation(Impact.INFO, "Every known edge with its state and load")

@@ -1,21 +1,12 @@
-"""RTMP on the balancer: asyncio glue around ``lbmgmt.rtmp.server``.
+"""The RTMP front: asyncio glue around ``lbmgmt.rtmp.server``, one session per connection.
 
-``RtmpService`` owns the counters and, when RTMP shares the HTTP port, the
-listening socket: ``PortSharer`` looks at each connection's first byte and
-hands it to an ``RtmpSession`` (0x03, an RTMP handshake) or to the aiohttp
-request handler, unchanged, so keep-alive and pipelining behave as on a plain
-aiohttp port.
-
-Deadlines are the sans-IO objects' (``FirstByteSniffer``, ``ServerConnection``):
-each connection has one loop timer, ``ConnectionTimer``, set from their
-``get_timer()`` after every receive and every expiry, as aioquic's asyncio
-glue does; ``now`` is always ``loop.time()``.
-
-Stopping goes in three steps so that it cannot hang: ``close`` (no new
-connections), ``close_connections`` (connections still silent, RTMP sessions,
-proxy relays; the HTTP ones handed to aiohttp are its runner's to close) and
-only then ``wait_closed``: on Python 3.12.1+ ``asyncio.Server.wait_closed``
-waits for every connection the listener ever accepted.
+Connections arrive from the client port (``lbmgmt.balancer.front.protocol``),
+which admitted them and sniffed their first byte. ``RtmpService`` holds the
+sessions, the proxy relays and the counters; each ``RtmpSession`` feeds its
+``ServerConnection`` through ``SlicedInput`` (a bounded slice per loop turn)
+and keeps one ``ConnectionTimer`` at the codec's ``get_timer()``; ``now`` is
+always ``loop.time()``. A session's admission is released when it is gone for
+good: its connection closed, or its relay ended.
 """
 
 from __future__ import annotations
@@ -30,23 +21,22 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
+from lbmgmt.balancer.front.pacing import SlicedInput
+from lbmgmt.balancer.front.timer import ConnectionTimer
 from lbmgmt.balancer.registry import ServerEntry
 from lbmgmt.balancer.relay import relay
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
-from lbmgmt.endpoints import Endpoint, join_host_port, split_address
-from lbmgmt.httpserve import stop_step
+from lbmgmt.clocks import Clocks
+from lbmgmt.endpoints import join_host_port, split_address
 from lbmgmt.logs import fields
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.commands import Command, status
 from lbmgmt.rtmp.server import (CommandReceived, ConnectionFailed, Event, ServerConnection,
                                 State, TimedOut)
-from lbmgmt.clocks import Clocks
-from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
 
 log = logging.getLogger("lbmgmt.rtmp")
+SLICE = 8192  # bytes handed to a session's codec per loop turn
 
 
 def _split_app(app: str) -> tuple[str, str, str]:
@@ -71,19 +61,16 @@ COUNTERS = ("connections", "redirected", "proxied", "no_server", "invalid_app",
 
 
 class RtmpService:
-    """The RTMP front: its connections and counters, choices made by ``core``."""
+    """The RTMP front: its sessions, relays and counters; choices made by ``core``."""
 
     def __init__(self, core: BalancerCore, config: RtmpConfig, clocks: Clocks) -> None:
         self.core = core
         self.config = config
         self.clocks = clocks
-        self.active: set[RtmpSession] = set()
-        self.waiting: set[PortSharer] = set()  # shared port: no first byte yet
+        self.active: set[RtmpSession] = set()  # sessions, relaying ones included
         self.relays: set[asyncio.Task[None]] = set()  # proxy setups and their relays
         self.closing = False
         self.counters: Counter[str] = core.front("rtmp", COUNTERS, lambda: len(self.active))
-        self._server: asyncio.Server | None = None
-        self.address: tuple[str, int] | None = None
 
     @property
     def keep_raw(self) -> bool:
@@ -93,42 +80,17 @@ class RtmpService:
         """The edge for one new RTMP client (counted by the core), or None."""
         return self.core.redirect("rtmp", self.clocks.monotonic())
 
-    def session(self) -> RtmpSession:
-        return RtmpSession(self)
-
-    async def start(self, listen: Endpoint, http: web.AppRunner | None = None) -> None:
-        """Listen on ``listen``: RTMP only, or shared with ``http`` when given."""
-        loop = asyncio.get_running_loop()
-        self.closing = False
-        factory: Callable[[], asyncio.Protocol]
-        if http is not None:
-            server = http.server
-            assert server is not None
-            factory = lambda: PortSharer(self, server)  # noqa: E731
-        else:
-            factory = self.session
-        self._server = await loop.create_server(factory, listen.bind_host, listen.port,
-                                                reuse_address=True)
-        self.address = self._server.sockets[0].getsockname()[:2]
+    def session(self, release: Callable[[], None] = lambda: None) -> RtmpSession:
+        """A session; ``release`` is called once, when it is gone for good."""
+        return RtmpSession(self, release)
 
     def track_relay(self, task: asyncio.Task[None]) -> None:
         self.relays.add(task)
         task.add_done_callback(self.relays.discard)
 
-    def close(self) -> None:
-        """Stop accepting connections; the open ones stay (``close_connections``)."""
-        self.closing = True
-        if self._server is not None:
-            self._server.close()
-
     def close_connections(self) -> None:
-        """Drop every connection this service holds: silent ones, sessions, relays.
-
-        HTTP connections handed to aiohttp are not among them: its runner closes those.
-        """
+        """Drop every session and relay (the balancer stops)."""
         self.closing = True
-        for sharer in list(self.waiting):
-            sharer.abort()
         for session in list(self.active):
             session.abort()
         for task in list(self.relays):
@@ -139,124 +101,6 @@ class RtmpService:
         if self.relays:
             await asyncio.wait(set(self.relays))
 
-    async def wait_closed(self) -> None:
-        """Until the listener is closed; call after every connection was closed."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        try:
-            await server.wait_closed()
-        except BaseException:
-            # Left waiting (a stop step's bound): drop whatever it still waits for,
-            # where asyncio can (3.13+), rather than leave those connections open.
-            abort_clients = getattr(server, "abort_clients", None)
-            if abort_clients is not None:
-                abort_clients()
-            raise
-
-    async def stop(self) -> None:
-        """All of it, bounded, for a service with a port of its own.
-
-        The daemon runs the steps itself, closing its HTTP connections in between.
-        """
-        self.close()
-        self.close_connections()
-        await stop_step("rtmp: end proxy relays", self.wait_relays(), log=log)
-        await stop_step("rtmp: listener closed", self.wait_closed(), log=log)
-
-
-class ConnectionTimer:
-    """A connection's one loop timer, following its protocol object's ``get_timer()``.
-
-    aioquic's shape: after every receive and every expiry the owner calls ``update``
-    with the protocol's next deadline (absolute, ``loop.time()``'s clock); the loop
-    handle is replaced only when that deadline changed, and ``expired(now)`` gets a
-    ``now`` never before the deadline it was armed for.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 expired: Callable[[float], None]) -> None:
-        self._loop = loop
-        self._expired = expired
-        self._handle: asyncio.TimerHandle | None = None
-        self.at: float | None = None  # the armed deadline, None when disarmed
-
-    def update(self, at: float | None) -> None:
-        if self._handle is not None and at != self.at:
-            self._handle.cancel()
-            self._handle = None
-        if self._handle is None and at is not None:
-            self._handle = self._loop.call_at(at, self._fire)
-        self.at = at
-
-    def cancel(self) -> None:
-        self.update(None)
-
-    def _fire(self) -> None:
-        at, self._handle, self.at = self.at, None, None
-        assert at is not None
-        # A loop runs a timer up to its clock resolution early: the protocol must still
-        # see its deadline reached, or it would ask for the same deadline again at once.
-        self._expired(max(at, self._loop.time()))
-
-
-class PortSharer(asyncio.Protocol):
-    """Waits for the first byte, then becomes RTMP or HTTP for good."""
-
-    def __init__(self, service: RtmpService, http: web.Server) -> None:
-        self.service = service
-        self.http = http
-        self.transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()  # a protocol factory runs in the loop
-        self.sniffer = FirstByteSniffer(timeout=service.config.handshake_timeout_ms / 1000,
-                                        now=self._loop.time())
-        self._timer = ConnectionTimer(self._loop, self._on_timer)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike
-        self.transport = cast(asyncio.Transport, transport)
-        if self.service.closing:  # accepted just before the listener closed
-            self.transport.abort()
-            return
-        self.service.waiting.add(self)
-        self._timer.update(self.sniffer.get_timer())
-
-    def _on_timer(self, now: float) -> None:
-        for event in self.sniffer.handle_timer(now):
-            if isinstance(event, TimedOut):
-                self.service.counters["timeouts"] += 1
-                log.debug("rtmp port: timed out", extra=fields(reason=event.reason,
-                                                               peer=_peer(self.transport)))
-                self.abort()
-        self._timer.update(self.sniffer.get_timer())
-
-    def abort(self) -> None:
-        self.service.waiting.discard(self)
-        self._timer.cancel()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        events = self.sniffer.receive_data(data, now=self._loop.time())
-        self._timer.update(self.sniffer.get_timer())
-        for event in events:
-            if not isinstance(event, Sniffed):
-                continue
-            self.service.waiting.discard(self)
-            protocol: asyncio.Protocol
-            if event.rtmp and self.service.config.enabled:
-                protocol = self.service.session()
-            else:
-                protocol = self.http()
-            self.transport.set_protocol(protocol)
-            protocol.connection_made(self.transport)
-            protocol.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.service.waiting.discard(self)
-        self._timer.cancel()
-
 
 def _peer(transport: asyncio.BaseTransport | None) -> str:
     peer = transport.get_extra_info("peername") if transport else None
@@ -264,8 +108,9 @@ def _peer(transport: asyncio.BaseTransport | None) -> str:
 
 
 class RtmpSession(asyncio.Protocol):
-    def __init__(self, service: RtmpService) -> None:
+    def __init__(self, service: RtmpService, release: Callable[[], None]) -> None:
         self.service = service
+        self._release: Callable[[], None] | None = release
         cfg = service.config
         self._loop = asyncio.get_running_loop()  # built by a protocol factory, in the loop
         now = self._loop.time()
@@ -273,8 +118,12 @@ class RtmpSession(asyncio.Protocol):
                                      max_message_size=cfg.max_message_size,
                                      time_ms=int(now * 1000), keep_raw=service.keep_raw,
                                      handshake_timeout=cfg.handshake_timeout_ms / 1000,
-                                     idle_timeout=cfg.idle_timeout_ms / 1000, now=now)
+                                     idle_timeout=cfg.idle_timeout_ms / 1000,
+                                     connect_timeout=cfg.connect_timeout_ms / 1000,
+                                     max_before_connect=cfg.max_bytes_before_connect,
+                                     min_chunk_size=cfg.min_chunk_size, now=now)
         self.transport: asyncio.Transport | None = None
+        self._input: SlicedInput | None = None
         self._timer = ConnectionTimer(self._loop, self._on_timer)
         self._accepted_app: RtmpApp | None = None
         self._connect: Command | None = None
@@ -294,13 +143,27 @@ class RtmpSession(asyncio.Protocol):
             self.transport.abort()
             return
         service.active.add(self)
+        self._input = SlicedInput(self._loop, self.transport, self._slice, budget=SLICE)
         self._rearm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.service.active.discard(self)
         self._timer.cancel()
+        if self._input is not None:
+            self._input.stop()
+        if self._proxy is None:  # a relay outlives the transport: it ends the session
+            self._gone()
+
+    def _gone(self) -> None:
+        self.service.active.discard(self)
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy is None and self._input is not None:
+            self._input.feed(data)
+
+    def _slice(self, data: bytes) -> None:
         if self._proxy is not None:
             return
         self._events(self.conn.receive_data(data, now=self._loop.time()))
@@ -336,6 +199,8 @@ class RtmpSession(asyncio.Protocol):
 
     def abort(self) -> None:
         self._timer.cancel()
+        if self._input is not None:
+            self._input.stop()
         if self.transport is not None:
             self.transport.abort()
 
@@ -428,6 +293,15 @@ class RtmpSession(asyncio.Protocol):
 
     # -- proxy mode ---------------------------------------------------------------
     async def _start_proxy(self, app: RtmpApp) -> None:
+        try:
+            await self._proxy_to_edge(app)
+        finally:
+            # Refused, failed, cancelled, relayed to its end, or the client left: the
+            # transport is closing and the session gone (its admission released) now.
+            if self.transport is None or self.transport.is_closing():
+                self._gone()
+
+    async def _proxy_to_edge(self, app: RtmpApp) -> None:
         """Connect to the chosen edge, replay the client's opening, then relay both ways.
 
         Cancelled (the balancer stops), it closes the edge socket and the client's
@@ -503,4 +377,3 @@ class RtmpSession(asyncio.Protocol):
         finally:
             client.close()
             edge.close()
-            self.service.active.discard(self)

@@ -6,8 +6,39 @@ from dataclasses import dataclass, field
 
 from lbmgmt.configfile import ConfigFile
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.settings import Setting
 
 MODES = ("redirect", "proxy")
+
+
+def _rtmp(key: str, default: int, minimum: int, maximum: int, unit: str | None,
+          doc: str) -> Setting:
+    return Setting("rtmp", key, None, default, minimum, maximum, unit, doc)
+
+
+HANDSHAKE_TIMEOUT = _rtmp("handshake_timeout_ms", 5000, 100, 600_000, "ms",
+                          "From the connection's start to the end of the RTMP handshake")
+CONNECT_TIMEOUT = _rtmp("connect_timeout_ms", 5000, 100, 600_000, "ms",
+                        "From the end of the handshake to the client's connect command")
+IDLE_TIMEOUT = _rtmp("idle_timeout_ms", 30_000, 100, 86_400_000, "ms",
+                     "A connection that sends nothing this long is closed")
+MAX_CONNECTIONS = _rtmp("max_connections", 1000, 1, 1_000_000, None,
+                        "RTMP sessions at once, proxied relays included")
+MAX_BYTES_BEFORE_CONNECT = _rtmp(
+    "max_bytes_before_connect", 65536, 1024, 1 << 24, "bytes",
+    "What a client may send between handshake and connect (also the most kept for a "
+    "proxy's replay)")
+MIN_CHUNK_SIZE = _rtmp("min_chunk_size", 128, 1, 65536, "bytes",
+                       "The smallest Set Chunk Size a client may ask for")
+MAX_CHUNK_SIZE = _rtmp("max_chunk_size", 65536, 128, 1 << 24, "bytes",
+                       "The largest Set Chunk Size a client may ask for")
+MAX_MESSAGE_SIZE = _rtmp("max_message_size", 65536, 1024, 1 << 24, "bytes",
+                         "The largest RTMP message taken (a connect is well under 1 KiB)")
+PROXY_CONNECT_TIMEOUT = _rtmp("proxy_connect_timeout_ms", 5000, 100, 600_000, "ms",
+                              "To reach the edge and finish its handshake, proxy mode")
+SETTINGS = (HANDSHAKE_TIMEOUT, CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
+            MAX_BYTES_BEFORE_CONNECT, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE,
+            PROXY_CONNECT_TIMEOUT)
 SCHEMES = ("rtmp", "rtmps", "rtmpt", "rtmpe", "rtmpts")
 
 
@@ -30,12 +61,15 @@ class RtmpConfig:
     enabled: bool = True
     listen: Endpoint | None = None  # None: share the HTTP port, sniffing the first byte
     apps: dict[str, RtmpApp] = field(default_factory=_default_apps)
-    handshake_timeout_ms: int = 5000
-    idle_timeout_ms: int = 30_000
-    max_connections: int = 1000
-    max_chunk_size: int = 65536
-    max_message_size: int = 65536  # a connect is well under 1 KiB
-    proxy_connect_timeout_ms: int = 5000
+    handshake_timeout_ms: int = HANDSHAKE_TIMEOUT.default
+    connect_timeout_ms: int = CONNECT_TIMEOUT.default
+    idle_timeout_ms: int = IDLE_TIMEOUT.default
+    max_connections: int = MAX_CONNECTIONS.default
+    max_bytes_before_connect: int = MAX_BYTES_BEFORE_CONNECT.default
+    min_chunk_size: int = MIN_CHUNK_SIZE.default
+    max_chunk_size: int = MAX_CHUNK_SIZE.default
+    max_message_size: int = MAX_MESSAGE_SIZE.default
+    proxy_connect_timeout_ms: int = PROXY_CONNECT_TIMEOUT.default
 
 
 def load_rtmp(cfg: ConfigFile) -> RtmpConfig:
@@ -48,14 +82,10 @@ def load_rtmp(cfg: ConfigFile) -> RtmpConfig:
             out.listen = Endpoint.parse(listen, default_port=1935)
         except ValueError as exc:
             section.fail("listen", str(exc))
-    out.handshake_timeout_ms = section.get_int("handshake_timeout_ms", 5000, min=100,
-                                               max=600_000)
-    out.idle_timeout_ms = section.get_int("idle_timeout_ms", 30_000, min=100, max=86_400_000)
-    out.max_connections = section.get_int("max_connections", 1000, min=1, max=1_000_000)
-    out.max_chunk_size = section.get_int("max_chunk_size", 65536, min=128, max=1 << 24)
-    out.max_message_size = section.get_int("max_message_size", 65536, min=1024, max=1 << 24)
-    out.proxy_connect_timeout_ms = section.get_int("proxy_connect_timeout_ms", 5000, min=100,
-                                                   max=600_000)
+    for setting in SETTINGS:
+        setattr(out, setting.key, setting.read(section))
+    if out.min_chunk_size > out.max_chunk_size:
+        section.fail("min_chunk_size", "must not be over max_chunk_size")
     apps_table = section.get_table("apps", None)
     section.finish()
     if apps_table is not None:

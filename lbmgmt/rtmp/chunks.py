@@ -61,9 +61,11 @@ class _StreamState:
 
 class ChunkDecoder:
     def __init__(self, *, max_chunk_size: int = 65536, max_message_size: int = 1 << 20,
-                 max_streams: int = 64) -> None:
+                 max_streams: int = 64, min_chunk_size: int = 1) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_chunk_size = max_chunk_size
+        # A floor on Set Chunk Size: 1-byte chunks cost a header each, for nothing.
+        self.min_chunk_size = min_chunk_size
         self.max_message_size = max_message_size
         self.max_streams = max_streams
         self._streams: dict[int, _StreamState] = {}
@@ -196,8 +198,9 @@ class ChunkDecoder:
             if len(message.payload) < 4:
                 raise ChunkError("short Set Chunk Size")
             size = _U32.unpack_from(message.payload)[0] & 0x7FFFFFFF
-            if not 1 <= size <= self.max_chunk_size:
-                raise ChunkError(f"chunk size {size} outside 1..{self.max_chunk_size}")
+            if not max(1, self.min_chunk_size) <= size <= self.max_chunk_size:
+                raise ChunkError(f"chunk size {size} outside "
+                                 f"{max(1, self.min_chunk_size)}..{self.max_chunk_size}")
             self.chunk_size = size
         elif message.type_id == ABORT:
             if len(message.payload) < 4:

@@ -75,23 +75,37 @@ def message_events(messages: list[Message]) -> list[Event]:
 
 
 class ServerConnection:
-    """``handshake_timeout`` and ``idle_timeout`` in seconds; None: no such deadline."""
+    """Deadlines in seconds (None: no such deadline), budgets in bytes.
+
+    ``connect_timeout`` runs from the end of the handshake to the ``connect``
+    command, and ``max_before_connect`` bounds the bytes a client may send in
+    that time (also the most kept for a proxy's replay): a client that opens a
+    connection and never says what it wants cannot keep it, however it trickles.
+    """
 
     def __init__(self, *, max_chunk_size: int = 65536, max_message_size: int = 1 << 20,
                  random: Callable[[int], bytes] = os.urandom, time_ms: int = 0,
                  keep_raw: bool = False, handshake_timeout: float | None = None,
-                 idle_timeout: float | None = None, now: float = 0.0) -> None:
+                 idle_timeout: float | None = None, connect_timeout: float | None = None,
+                 max_before_connect: int | None = None, min_chunk_size: int = 1,
+                 now: float = 0.0) -> None:
         self.state = State.HANDSHAKE_C0C1
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.max_before_connect = max_before_connect
         self._started = now
         self._last_receive = now  # once OPEN: the idle deadline counts from here
+        self._opened = now  # when the handshake completed: the connect deadline counts from here
+        self.connected = False  # a connect command arrived
+        self._before_connect = 0  # bytes received OPEN before it
         self._random = random
         self._time_ms = time_ms
         self._in = bytearray()
         self._out = bytearray()
         self.decoder = ChunkDecoder(max_chunk_size=max_chunk_size,
-                                    max_message_size=max_message_size)
+                                    max_message_size=max_message_size,
+                                    min_chunk_size=min_chunk_size)
         self.encoder = ChunkEncoder()
         self.bytes_received = 0
         self.peer_window: int | None = None
@@ -131,7 +145,11 @@ class ServerConnection:
         if self.state is State.CLOSED:
             return None
         if self.state is State.OPEN:
-            return None if self.idle_timeout is None else self._last_receive + self.idle_timeout
+            idle = None if self.idle_timeout is None else self._last_receive + self.idle_timeout
+            if self.connected or self.connect_timeout is None:
+                return idle
+            connect = self._opened + self.connect_timeout
+            return connect if idle is None else min(idle, connect)
         return None if self.handshake_timeout is None else self._started + self.handshake_timeout
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -139,15 +157,26 @@ class ServerConnection:
         deadline = self.get_timer()
         if deadline is None or now < deadline:
             return []
-        reason = "idle timed out" if self.state is State.OPEN else "handshake timed out"
+        if self.state is not State.OPEN:
+            reason = "handshake timed out"
+        elif (not self.connected and self.connect_timeout is not None
+              and now >= self._opened + self.connect_timeout):
+            reason = "no connect in time"
+        else:
+            reason = "idle timed out"
         self.state = State.CLOSED
         return [TimedOut(reason)]
 
     def _receive(self, data: bytes, events: list[Event]) -> None:
         if self.state is State.OPEN:
-            if self.keep_raw:
-                self.raw_after_handshake += data
+            if not self.connected:
+                self._before_connect += len(data)
+                if self.keep_raw:  # this feed whole: what follows a connect is replayed too
+                    self.raw_after_handshake += data
             self._messages(self.decoder.feed(data), events)
+            if (not self.connected and self.max_before_connect is not None
+                    and self._before_connect > self.max_before_connect):
+                raise ChunkError(f"no connect within {self.max_before_connect} bytes")
             self._maybe_ack()
             if self.decoder.error is not None:  # after the messages that came before it
                 raise self.decoder.error
@@ -176,6 +205,7 @@ class ServerConnection:
             rest = bytes(self._in[handshake.PACKET:])
             self._in = bytearray()
             self.state = State.OPEN
+            self._opened = self._last_receive
             events.append(HandshakeCompleted())
             if rest:
                 self._receive(rest, events)
@@ -184,7 +214,11 @@ class ServerConnection:
         for message in messages:
             if message.type_id == chunks.WINDOW_ACK_SIZE and len(message.payload) >= 4:
                 self.peer_window = int.from_bytes(message.payload[:4], "big") or None
-        events += message_events(messages)
+        new = message_events(messages)
+        if not self.connected and any(isinstance(e, CommandReceived) and e.command.name == "connect"
+                                      for e in new):
+            self.connected = True
+        events += new
 
     def _maybe_ack(self) -> None:
         if self.peer_window and self.bytes_received - self._acked >= self.peer_window:

@@ -1,18 +1,27 @@
-"""The balancer's HTTP front on a core alone (no daemon), and its config, with a fake clock."""
+"""The balancer's HTTP answers on a core alone (no daemon), and its config, with a fake clock.
+
+The client port runs for real on loopback (``ClientPort``, httptools), driven by
+aiohttp's client; time for the core is the test's ``Clock``.
+"""
 
 from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
 
+from dataclasses import dataclass
+
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+import yarl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbmgmt.balancer.config import HttpConfig, load_balancer_config
+from lbmgmt.balancer.config import ClientsConfig, HttpConfig, load_balancer_config
 from lbmgmt.balancer.core import BalancerCore
-from lbmgmt.balancer.http import HttpFront, make_http_app
+from lbmgmt.balancer.front.protocol import ClientPort
+from lbmgmt.balancer.rtmp import RtmpService
+from lbmgmt.balancer.rtmp_config import RtmpConfig
 from lbmgmt.clocks import Clocks
 from lbmgmt.configfile import ConfigError
 from lbmgmt.endpoints import Endpoint
@@ -29,13 +38,20 @@ class Clock:
         return self.now
 
 
-def make_balancer(**http) -> tuple[HttpFront, Clock]:
+@dataclass
+class Front:
+    core: BalancerCore
+    config: HttpConfig
+    clocks: Clocks
+
+
+def make_balancer(**http) -> tuple[Front, Clock]:
     clock = Clock()
     core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
-    return HttpFront(core, HttpConfig(**http), Clocks(clock, clock)), clock
+    return Front(core, HttpConfig(**http), Clocks(clock, clock)), clock
 
 
-def receive(balancer: HttpFront, data: bytes) -> None:
+def receive(balancer: Front, data: bytes) -> None:
     clocks = balancer.clocks
     balancer.core.receive_datagram(data, now=clocks.monotonic(), wall=clocks.wall())
 
@@ -45,20 +61,39 @@ def send(balancer, clock, sealer, load=0.0, state=EdgeState.RUNNING, address=Non
     receive(balancer, sealer.seal(Report(state, address, load, 2500), KEY, now=clock()))
 
 
+class PortClient:
+    """aiohttp's client on a ClientPort; paths go out exactly as written."""
+
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self.session = session
+        self.base = f"http://127.0.0.1:{port}"
+
+    async def get(self, path: str, **kw) -> aiohttp.ClientResponse:
+        return await self.session.get(yarl.URL(self.base + path, encoded=True), **kw)
+
+    async def post(self, path: str, **kw) -> aiohttp.ClientResponse:
+        return await self.session.post(yarl.URL(self.base + path, encoded=True), **kw)
+
+
 @pytest.fixture
 async def client_for():
-    clients = []
+    ports: list[ClientPort] = []
+    session = aiohttp.ClientSession()
 
-    async def make(balancer):
-        client = TestClient(TestServer(make_http_app(balancer.core, balancer.config,
-                                                     balancer.clocks)))
-        await client.start_server()
-        clients.append(client)
-        return client
+    async def make(balancer: Front) -> PortClient:
+        rtmp = RtmpService(balancer.core, RtmpConfig(), balancer.clocks)
+        port = ClientPort(balancer.core, balancer.config, ClientsConfig(), rtmp,
+                          balancer.clocks)
+        _, number = await port.listen(Endpoint("127.0.0.1", 0), http=True, rtmp=True)
+        ports.append(port)
+        return PortClient(session, number)
 
     yield make
-    for client in clients:
-        await client.close()
+    await session.close()
+    for port in ports:
+        port.close()
+        port.close_connections()
+        await port.wait_closed()
 
 
 async def test_loadbalancer_answers_redirect_then_503(client_for):

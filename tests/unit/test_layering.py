@@ -80,9 +80,11 @@ def test_no_import_hidden_behind_type_checking():
     assert hidden == []
 
 
-SANS_IO = [n for n in MODULES if n.startswith(("lbmgmt.status", "lbmgmt.rtmp"))] + [
+CODECS = [n for n in MODULES if n.startswith(("lbmgmt.status", "lbmgmt.rtmp"))]
+SANS_IO = CODECS + [
     "lbmgmt.balancer.core", "lbmgmt.balancer.registry", "lbmgmt.balancer.redirectors",
-    "lbmgmt.balancer.serverinfo"]
+    "lbmgmt.balancer.serverinfo", "lbmgmt.balancer.front.http",
+    "lbmgmt.balancer.front.answers", "lbmgmt.balancer.front.admission"]
 IO = {"asyncio", "socket", "time", "selectors", "aiohttp", "uvloop", "threading"}
 
 
@@ -103,8 +105,9 @@ def reaches(start: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("front", ["lbmgmt.balancer.http", "lbmgmt.balancer.rtmp",
-                                   "lbmgmt.balancer.mbeans", "lbmgmt.balancer.core"])
+@pytest.mark.parametrize("front", sorted(
+    [n for n in MODULES if n.startswith("lbmgmt.balancer.front")]
+    + ["lbmgmt.balancer.rtmp", "lbmgmt.balancer.mbeans", "lbmgmt.balancer.core"]))
 def test_the_fronts_depend_on_the_core_never_on_the_daemon(front: str):
     assert "lbmgmt.balancer.daemon" not in reaches(front)
 
@@ -114,6 +117,6 @@ def test_the_edge_mbeans_never_see_the_edge_daemon():
 
 
 def test_the_codecs_and_the_wire_format_need_nothing_above_them():
-    for name in SANS_IO[:-4]:  # status/ and rtmp/
+    for name in CODECS:
         above = {m for m in reaches(name) if not m.startswith(("lbmgmt.status", "lbmgmt.rtmp"))}
         assert above <= {"lbmgmt"}, f"{name} reaches {sorted(above)}"

@@ -14,13 +14,16 @@ import asyncio
 from typing import Any
 
 from lbmgmt.balancer.core import BalancerCore
-from lbmgmt.balancer.rtmp import ConnectionTimer, PortSharer, RtmpService, RtmpSession
+from lbmgmt.balancer.config import ClientsConfig, HttpConfig
+from lbmgmt.balancer.front.protocol import ClientPort, FrontConnection
+from lbmgmt.balancer.front.timer import ConnectionTimer
+from lbmgmt.balancer.rtmp import RtmpService, RtmpSession
 from lbmgmt.balancer.rtmp_config import RtmpConfig
 from lbmgmt.clocks import Clocks
 from lbmgmt.rtmp import chunks, handshake
 from lbmgmt.rtmp.client import ClientConnection
-from lbmgmt.rtmp.server import (HandshakeCompleted, MessageReceived, ServerConnection, State,
-                                TimedOut)
+from lbmgmt.rtmp.server import (ConnectionFailed, HandshakeCompleted, MessageReceived,
+                                ServerConnection, State, TimedOut)
 from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
 from lbmgmt.status import SharedKey
 
@@ -161,6 +164,12 @@ class FakeTransport(asyncio.Transport):
     def abort(self) -> None:
         self.aborted = True
 
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
     def is_closing(self) -> bool:
         return self.closed or self.aborted
 
@@ -176,15 +185,16 @@ async def turn(times: int = 3) -> None:
         await asyncio.sleep(0)
 
 
-def service_on(loop: ManualClockLoop) -> RtmpService:
+def service_on(loop: ManualClockLoop, **rtmp: Any) -> RtmpService:
     """The RTMP front on an empty pool, its clocks the loop's."""
     core = BalancerCore(SharedKey("timers"), timeout=5.0, grace=0.5, max_clock_skew=30.0)
-    return RtmpService(core, RtmpConfig(handshake_timeout_ms=5000, idle_timeout_ms=30_000),
-                       Clocks(wall=lambda: loop.now, monotonic=loop.time))
+    config = RtmpConfig(**{"handshake_timeout_ms": 5000, "idle_timeout_ms": 30_000, **rtmp})
+    return RtmpService(core, config, Clocks(wall=lambda: loop.now, monotonic=loop.time))
 
 
-def connected_session(loop: ManualClockLoop) -> tuple[RtmpService, RtmpSession, FakeTransport]:
-    service = service_on(loop)
+def connected_session(loop: ManualClockLoop,
+                      **rtmp: Any) -> tuple[RtmpService, RtmpSession, FakeTransport]:
+    service = service_on(loop, **rtmp)
     session = service.session()
     transport = FakeTransport()
     session.connection_made(transport)
@@ -203,7 +213,8 @@ async def dropped_at(loop: ManualClockLoop, transport: FakeTransport, deadline: 
 
 def test_a_session_holds_one_timer_re_armed_from_its_connection():
     async def test(loop: ManualClockLoop) -> None:
-        service, session, transport = connected_session(loop)
+        # (the connect deadline out of the way: the idle one is watched here)
+        service, session, transport = connected_session(loop, connect_timeout_ms=600_000)
         assert loop.armed() == [T0 + 5] == [session.conn.get_timer()]
 
         client = ClientConnection()
@@ -233,6 +244,26 @@ def test_a_session_holds_one_timer_re_armed_from_its_connection():
     run_on_manual_clock(test)
 
 
+def test_a_session_that_never_sends_connect_is_dropped_at_the_connect_deadline():
+    async def test(loop: ManualClockLoop) -> None:
+        service, session, transport = connected_session(loop, connect_timeout_ms=5000)
+        client = ClientConnection()
+        session.data_received(client.data_to_send())
+        client.receive_data(bytes(transport.written))
+        loop.now = T0 + 1
+        session.data_received(client.data_to_send())  # C2: open at T0 + 1
+        assert loop.armed() == [T0 + 6]
+        for second in range(2, 6):  # a byte of chatter a second buys nothing
+            loop.now = T0 + second
+            client.send(chunks.window_ack_size(2_500_000))
+            session.data_received(client.data_to_send())
+            assert loop.armed() == [T0 + 6]
+        await dropped_at(loop, transport, T0 + 6)
+        assert service.counters["timeouts"] == 1
+        assert session.conn.state is State.CLOSED
+    run_on_manual_clock(test)
+
+
 def test_a_session_silent_in_its_handshake_times_out_by_the_loop_timer():
     async def test(loop: ManualClockLoop) -> None:
         service, session, transport = connected_session(loop)
@@ -243,31 +274,45 @@ def test_a_session_silent_in_its_handshake_times_out_by_the_loop_timer():
     run_on_manual_clock(test)
 
 
+def client_port_on(loop: ManualClockLoop) -> tuple[ClientPort, RtmpService]:
+    """The client port, its first-byte deadline (the HTTP head timeout) 5 s."""
+    service = service_on(loop)
+    port = ClientPort(service.core, HttpConfig(head_timeout_ms=5000), ClientsConfig(),
+                      service, service.clocks)
+    return port, service
+
+
 def test_a_shared_port_connection_that_never_speaks_times_out():
     async def test(loop: ManualClockLoop) -> None:
-        service = service_on(loop)
-        sharer = PortSharer(service, None)  # type: ignore[arg-type]  # never hands to HTTP
+        port, _ = client_port_on(loop)
+        conn = FrontConnection(port, http=True, rtmp=True)
         transport = FakeTransport()
-        sharer.connection_made(transport)
-        assert service.waiting == {sharer} and loop.armed() == [T0 + 5]
+        conn.connection_made(transport)
+        assert port.connections == {conn} and loop.armed() == [T0 + 5]
+        assert port.admission.total == 1
         await dropped_at(loop, transport, T0 + 5)
-        assert service.counters["timeouts"] == 1
-        assert service.waiting == set() and loop.armed() == []
+        assert port.counters["silent_timeouts"] == 1
+        assert port.connections == set() and loop.armed() == []
+        conn.connection_lost(None)
+        assert port.admission.total == 0
     run_on_manual_clock(test)
 
 
 def test_the_first_byte_hands_the_timer_over_to_the_session():
     async def test(loop: ManualClockLoop) -> None:
-        service = service_on(loop)
-        sharer = PortSharer(service, None)  # type: ignore[arg-type]
+        port, service = client_port_on(loop)
+        conn = FrontConnection(port, http=True, rtmp=True)
         transport = FakeTransport()
-        sharer.connection_made(transport)
+        conn.connection_made(transport)
         loop.now = T0 + 3
-        sharer.data_received(ClientConnection().data_to_send()[:10])
+        conn.data_received(ClientConnection().data_to_send()[:10])
         [session] = service.active
-        assert transport.protocol is session and service.waiting == set()
+        assert transport.protocol is session and port.connections == set()
         # the sniffer's timer is gone; the session's handshake deadline counts from now
         assert loop.armed() == [T0 + 8] == [session.conn.get_timer()]
+        assert port.admission.total == 1  # the session holds the admission now
+        session.connection_lost(None)
+        assert port.admission.total == 0
     run_on_manual_clock(test)
 
 
@@ -282,3 +327,48 @@ def test_a_timer_run_early_by_the_loop_still_reaches_its_deadline():
         timer._fire()
         assert seen == [T0 + 5] and timer.at is None
     run_on_manual_clock(test)
+
+
+# -- the budgets before connect, in the codec ----------------------------------------------
+def test_connect_deadline_and_reason_and_connect_ends_it():
+    client = ClientConnection()
+    server = ServerConnection(handshake_timeout=5, idle_timeout=30, connect_timeout=5, now=T0)
+    opened(client, server, now=T0 + 1)
+    assert server.get_timer() == T0 + 6
+    assert server.handle_timer(T0 + 6) == [TimedOut("no connect in time")]
+
+    client, server = ClientConnection(), ServerConnection(idle_timeout=30, connect_timeout=5,
+                                                          now=T0)
+    opened(client, server, now=T0 + 1)
+    client.connect("redirect", "rtmp://lb/redirect")
+    server.receive_data(client.data_to_send(), now=T0 + 2)
+    assert server.connected and server.get_timer() == T0 + 32  # the idle deadline alone
+
+
+def test_bytes_before_connect_are_bounded_and_so_is_what_a_proxy_keeps():
+    client = ClientConnection()
+    server = ServerConnection(keep_raw=True, max_before_connect=4096, now=T0)
+    opened(client, server, now=T0)
+    events = []
+    for _ in range(40):  # audio messages, never a connect
+        client.send(chunks.Message(8, b"\xaf" * 200, csid=4, stream_id=1))
+        events += server.receive_data(client.data_to_send(), now=T0)
+        if server.state is State.CLOSED:
+            break
+    assert [e for e in events if isinstance(e, ConnectionFailed)] == [
+        ConnectionFailed("no connect within 4096 bytes")]
+    assert len(server.raw_after_handshake) <= 4096 + 300
+
+
+def test_set_chunk_size_under_the_floor_is_refused():
+    client = ClientConnection()
+    server = ServerConnection(min_chunk_size=128, now=T0)
+    opened(client, server, now=T0)
+    client.send(chunks.Message(chunks.SET_CHUNK_SIZE, (1).to_bytes(4, "big"), csid=2))
+    [event] = server.receive_data(client.data_to_send(), now=T0)
+    assert isinstance(event, ConnectionFailed) and "chunk size 1 outside 128" in event.reason
+    c = ClientConnection()
+    ok2 = ServerConnection(min_chunk_size=128, now=T0)
+    opened(c, ok2, now=T0)
+    c.send(chunks.Message(chunks.SET_CHUNK_SIZE, (128).to_bytes(4, "big"), csid=2))
+    assert ok2.receive_data(c.data_to_send(), now=T0) and ok2.state is State.OPEN

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lbmgmt.balancer import config as balancer_config
+from lbmgmt.balancer import rtmp_config
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.mbeans import BalancerMBean
 from lbmgmt.clocks import Clocks
@@ -19,7 +20,7 @@ from lbmgmt.settings import Setting, markdown_table
 from lbmgmt.status import SharedKey
 
 DOCS = Path(__file__).parents[2] / "docs" / "management.md"
-ALL = balancer_config.SETTINGS + edge_config.SETTINGS
+ALL = balancer_config.SETTINGS + rtmp_config.SETTINGS + edge_config.SETTINGS
 
 
 def test_the_docs_table_is_the_declarations():
@@ -37,12 +38,16 @@ def test_the_config_loader_takes_the_bounds_and_refuses_past_them(setting: Setti
                                                                   tmp_path: Path):
     def load(value: int):
         path = tmp_path / f"{setting.section}.toml"
+        if setting.section == "edge":
+            (tmp_path / "targets.txt").write_text("")
+            path.write_text(f'[edge]\nredirect_address = "e:1"\n{setting.key} = {value}\n')
+            return getattr(edge_config.load_edge_config(path), setting.key)
         if setting.section == "balancer":
             path.write_text(f'[balancer]\nkey = "k"\n{setting.key} = {value}\n')
             return getattr(balancer_config.load_balancer_config(path), setting.key)
-        (tmp_path / "targets.txt").write_text("")
-        path.write_text(f'[edge]\nredirect_address = "e:1"\n{setting.key} = {value}\n')
-        return getattr(edge_config.load_edge_config(path), setting.key)
+        path.write_text(f'[{setting.section}]\n\n{setting.key} = {value}\n[balancer]\nkey = "k"\n')
+        loaded = balancer_config.load_balancer_config(path)
+        return getattr(getattr(loaded, setting.section), setting.key)
 
     assert load(setting.minimum) == setting.minimum
     assert load(setting.maximum) == setting.maximum

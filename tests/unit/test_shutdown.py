@@ -226,7 +226,8 @@ async def balancer_stops_with_everything_connected() -> None:
         assert len(daemon.rtmp.relays) == 1
 
         silent = [await asyncio.open_connection(HOST, port) for _ in range(5)]
-        await until(lambda: len(daemon.rtmp.waiting) == 5, "5 connections without a byte")
+        await until(lambda: sum(c.http is None for c in daemon.clients.connections) == 5,
+                    "5 connections without a byte")
 
         mgmt = [await keep_alive_client(mgmt_port, "GET", "/metrics") for _ in range(3)]
         poll = await long_poll(mgmt_port)
@@ -246,7 +247,8 @@ async def balancer_stops_with_everything_connected() -> None:
         except TimeoutError:
             raise AssertionError("the proxied edge never saw its relay close") from None
         assert edge.connected == 1
-        assert not daemon.rtmp.relays and not daemon.rtmp.active and not daemon.rtmp.waiting
+        assert not daemon.rtmp.relays and not daemon.rtmp.active and not daemon.clients.connections
+        assert daemon.clients.admission.total == 0  # every admission released
     finally:
         close_all(writers)
         await stopped(daemon.stop())

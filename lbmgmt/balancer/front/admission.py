@@ -1,0 +1,38 @@
+"""Who may open a connection on the client port: caps in total and per address, sans-IO.
+
+One flood cannot take every slot: at most ``max_per_address`` connections
+come from one client IP address, and ``max_total`` from all (proxied relays
+hold theirs until they end). A refused connection is dropped at once and
+counted by the reason it was refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Admission:
+    max_total: int
+    max_per_address: int
+    total: int = 0
+    by_address: Counter[str] = field(default_factory=Counter)
+
+    def admit(self, address: str) -> str | None:
+        """None (admitted: ``release`` it later), or why not: "total" or "address"."""
+        if self.total >= self.max_total:
+            return "total"
+        if self.by_address[address] >= self.max_per_address:
+            return "address"
+        self.total += 1
+        self.by_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        left = self.by_address[address] - 1
+        if left > 0:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]

@@ -1,0 +1,334 @@
+"""The client port's asyncio glue: one ``FrontConnection`` per connection.
+
+A connection is admitted (``Admission``: caps in total and per address), then
+its first byte picks the protocol (``FirstByteSniffer``): 0x03 (an RTMP
+handshake) hands the connection to an ``RtmpSession``; anything else is HTTP,
+served here with ``HttpConnection`` (httptools) and ``Answers`` (the core).
+Every byte goes through ``SlicedInput`` (a bounded slice per loop turn), and
+each connection keeps one ``ConnectionTimer`` at its sans-IO object's
+``get_timer()``. ``?serverInfoXML`` comes from ``ServerInfoCache``: made in
+slices that let the loop run between them, at most once per ``max_age``.
+
+Stopping goes in three steps so that it cannot hang: ``close`` (no new
+connections), ``close_connections`` (every connection, RTMP sessions and
+relays included) and only then ``wait_closed``: on Python 3.12.1+
+``asyncio.Server.wait_closed`` waits for every connection a listener accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from typing import cast
+
+from lbmgmt.balancer.config import ClientsConfig, HttpConfig
+from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.balancer.front.admission import Admission
+from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted
+from lbmgmt.balancer.front.http import (SLICE, Event, HttpConnection, HttpLimits, Refused,
+                                        Request)
+from lbmgmt.balancer.front.pacing import SlicedInput
+from lbmgmt.balancer.front.timer import ConnectionTimer
+from lbmgmt.balancer.rtmp import RtmpService
+from lbmgmt.balancer.serverinfo import PER_SLICE, server_info_slices
+from lbmgmt.clocks import Clocks
+from lbmgmt.endpoints import Endpoint
+from lbmgmt.logs import fields
+from lbmgmt.rtmp.server import TimedOut
+from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
+
+log = logging.getLogger("lbmgmt.front")
+
+HTTP_COUNTERS = ("requests", "bad_requests", "too_large", "head_timeouts", "idle_closed")
+PORT_COUNTERS = ("connections", "refused_total", "refused_address", "silent_timeouts",
+                 "not_rtmp")
+
+
+class ServerInfoCache:
+    """The serverInfoXML document without holding the loop.
+
+    A pool of up to ``PER_SLICE`` edges is rendered afresh for every request (one
+    slice, a millisecond or two). A larger one is made in slices, the loop running
+    between them, and served from the cache for ``max_age`` seconds, or until an
+    edge joins, leaves or changes state (a load that moved may be up to
+    ``max_age`` old; who is in the pool never is).
+    """
+
+    def __init__(self, core: BalancerCore, clocks: Clocks, *, max_age: float = 1.0) -> None:
+        self.core = core
+        self.clocks = clocks
+        self.max_age = max_age
+        self._document: bytes | None = None
+        self._made_at = 0.0
+        self._making: asyncio.Task[bytes] | None = None
+        self.made = 0  # documents made (the rest were served from the cache)
+        core.listeners.append(self._changed)
+
+    def _changed(self, event: object) -> None:
+        self._document = None
+
+    async def document(self) -> bytes:
+        now = self.clocks.monotonic()
+        if len(self.core.registry) <= PER_SLICE:
+            self.made += 1
+            return b"".join(server_info_slices(self.core, now))
+        if self._document is not None and now - self._made_at < self.max_age:
+            return self._document
+        if self._making is None:
+            self._making = asyncio.get_running_loop().create_task(self._make(now))
+        return await asyncio.shield(self._making)
+
+    async def _make(self, now: float) -> bytes:
+        try:
+            pieces = []
+            for piece in server_info_slices(self.core, now):
+                pieces.append(piece)
+                await asyncio.sleep(0)  # everything else that is ready runs in between
+            document = b"".join(pieces)
+            self._document, self._made_at = document, now
+            self.made += 1
+            return document
+        finally:
+            self._making = None
+
+    def close(self) -> None:
+        if self._making is not None:
+            self._making.cancel()
+
+
+class ClientPort:
+    """The listeners for clients, every connection on them, and their counters."""
+
+    def __init__(self, core: BalancerCore, http: HttpConfig, clients: ClientsConfig,
+                 rtmp: RtmpService, clocks: Clocks) -> None:
+        self.core = core
+        self.rtmp = rtmp
+        self.clocks = clocks
+        self.answers = Answers(core, http)
+        self.limits = HttpLimits(head_timeout=http.head_timeout_ms / 1000,
+                                 keepalive_timeout=http.keepalive_timeout_ms / 1000,
+                                 max_head=http.max_head_bytes)
+        self.admission = Admission(clients.max_connections, clients.max_connections_per_address)
+        self.server_info = ServerInfoCache(core, clocks)
+        self.connections: set[FrontConnection] = set()  # before the hand-over to RTMP
+        self.http_counters: Counter[str] = core.front(
+            "http", HTTP_COUNTERS, lambda: sum(c.http is not None for c in self.connections))
+        self.counters: Counter[str] = core.front("clients", PORT_COUNTERS,
+                                                 lambda: self.admission.total)
+        self.closing = False
+        self._servers: list[asyncio.Server] = []
+
+    async def listen(self, endpoint: Endpoint, *, http: bool, rtmp: bool) -> tuple[str, int]:
+        """Serve ``endpoint``; returns the bound address (port 0 works)."""
+        loop = asyncio.get_running_loop()
+        self.closing = False
+        server = await loop.create_server(lambda: FrontConnection(self, http=http, rtmp=rtmp),
+                                          endpoint.bind_host, endpoint.port,
+                                          reuse_address=True)
+        self._servers.append(server)
+        return cast(tuple[str, int], tuple(server.sockets[0].getsockname()[:2]))
+
+    def close(self) -> None:
+        """Stop accepting connections; the open ones stay (``close_connections``)."""
+        self.closing = True
+        for server in self._servers:
+            server.close()
+
+    def close_connections(self) -> None:
+        self.closing = True
+        self.server_info.close()
+        for conn in list(self.connections):
+            conn.abort()
+        self.rtmp.close_connections()
+
+    async def wait_closed(self) -> None:
+        """Until the listeners are closed; call after every connection was closed."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            try:
+                await server.wait_closed()
+            except BaseException:
+                # Left waiting (a stop step's bound): drop whatever it still waits for,
+                # where asyncio can (3.13+), rather than leave those connections open.
+                abort_clients = getattr(server, "abort_clients", None)
+                if abort_clients is not None:
+                    abort_clients()
+                raise
+
+
+class FrontConnection(asyncio.Protocol):
+    """One client connection: admitted, sniffed, then HTTP here or RTMP handed over."""
+
+    def __init__(self, port: ClientPort, *, http: bool, rtmp: bool) -> None:
+        self.port = port
+        self.serve_http = http
+        self.serve_rtmp = rtmp
+        self._loop = asyncio.get_running_loop()  # a protocol factory runs in the loop
+        self.transport: asyncio.Transport | None = None
+        self.address = "?"
+        self._admitted = False
+        self.sniffer = FirstByteSniffer(timeout=port.limits.head_timeout, now=self._loop.time())
+        self.http: HttpConnection | None = None
+        self._input: SlicedInput | None = None
+        self._timer = ConnectionTimer(self._loop, self._on_timer)
+        self._queue: deque[Event] = deque()
+        self._busy = False  # an answer is being made (serverInfoXML): the queue waits
+
+    # -- asyncio callbacks --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = cast(asyncio.Transport, transport)
+        port = self.port
+        port.counters["connections"] += 1
+        if port.closing:  # accepted just before the listener closed
+            self.transport.abort()
+            return
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "?"
+        refused = port.admission.admit(self.address)
+        if refused is not None:
+            port.counters[f"refused_{refused}"] += 1
+            log.debug("client refused", extra=fields(peer=self.address, cap=refused))
+            self.transport.abort()
+            return
+        self._admitted = True
+        port.connections.add(self)
+        self._input = SlicedInput(self._loop, self.transport, self._slice, budget=SLICE)
+        self._rearm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._input is not None:
+            self._input.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        if self._input is not None:
+            self._input.stop()
+        self.port.connections.discard(self)
+        self._release()
+
+    def _release(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.port.admission.release(self.address)
+
+    def abort(self) -> None:
+        self._timer.cancel()
+        if self._input is not None:
+            self._input.stop()
+        self.port.connections.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- input --------------------------------------------------------------------
+    def _slice(self, data: bytes) -> None:
+        now = self._loop.time()
+        if self.http is not None:
+            self._queue.extend(self.http.receive_data(data, now))
+            self._answer()
+            return
+        for event in self.sniffer.receive_data(data, now):
+            if not isinstance(event, Sniffed):
+                continue
+            if event.rtmp and self.serve_rtmp:
+                self._to_rtmp(data)
+            elif self.serve_http and not event.rtmp:
+                self.http = HttpConnection(self.port.limits, now=now)
+                self._queue.extend(self.http.receive_data(data, now))
+                self._answer()
+            else:  # RTMP on an HTTP-only port, or anything else on an RTMP-only one
+                self.port.counters["not_rtmp" if not event.rtmp else "refused_total"] += 1
+                self.abort()
+
+    def _to_rtmp(self, first: bytes) -> None:
+        """Hand the connection, its admission and every byte read so far to a session."""
+        assert self.transport is not None and self._input is not None
+        rest = self._input.take()
+        self._input.stop()
+        self._timer.cancel()
+        self.port.connections.discard(self)
+        admitted, self._admitted = self._admitted, False
+        address = self.address
+        release = (lambda: self.port.admission.release(address)) if admitted else (lambda: None)
+        session = self.port.rtmp.session(release)
+        self.transport.set_protocol(session)
+        session.connection_made(self.transport)
+        if not self.transport.is_closing():
+            session.data_received(first + rest)
+            if self._input.paused:
+                self.transport.resume_reading()
+
+    # -- HTTP ---------------------------------------------------------------------
+    def _answer(self) -> None:
+        http, port = self.http, self.port
+        assert http is not None and self.transport is not None
+        while self._queue and not self._busy:
+            event = self._queue.popleft()
+            if isinstance(event, Request):
+                port.http_counters["requests"] += 1
+                answer = port.answers.answer(event, now=self.port.clocks.monotonic(),
+                                             wall=self.port.clocks.wall())
+                if isinstance(answer, ServerInfoWanted):
+                    self._busy = True
+                    assert self._input is not None
+                    self._input.hold()
+                    self._loop.create_task(self._server_info(event))
+                    break
+                http.send(event, answer, now=self._loop.time())
+            elif isinstance(event, Refused):
+                port.http_counters["too_large" if event.status in (413, 414, 431)
+                                   else "bad_requests"] += 1
+                log.debug("http request refused", extra=fields(
+                    peer=self.address, status=event.status, reason=event.reason))
+            elif isinstance(event, TimedOut):
+                port.http_counters["head_timeouts" if "head" in event.reason
+                                   else "idle_closed"] += 1
+        self._flush()
+
+    async def _server_info(self, request: Request) -> None:
+        try:
+            document = await self.port.server_info.document()
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        if self.transport is None or self.transport.is_closing() or self.http is None:
+            return
+        self.http.send(request, self.port.answers.server_info(document,
+                                                              wall=self.port.clocks.wall()),
+                       now=self._loop.time())
+        self._busy = False
+        assert self._input is not None
+        self._input.release()
+        self._answer()
+
+    def _flush(self) -> None:
+        http = self.http
+        assert http is not None and self.transport is not None
+        out = http.data_to_send()
+        if out:
+            self.transport.write(out)
+        if http.closed and not self._queue and not self._busy:
+            if self._input is not None:
+                self._input.stop()
+            self.transport.close()  # after the queued bytes are written
+        self._rearm()
+
+    # -- time ---------------------------------------------------------------------
+    def _rearm(self) -> None:
+        if self.http is not None:
+            self._timer.update(None if self._busy else self.http.get_timer())
+        else:
+            self._timer.update(self.sniffer.get_timer())
+
+    def _on_timer(self, now: float) -> None:
+        if self.http is not None:
+            self._queue.extend(self.http.handle_timer(now))
+            self._answer()
+            return
+        for event in self.sniffer.handle_timer(now):
+            if isinstance(event, TimedOut):
+                self.port.counters["silent_timeouts"] += 1
+                log.debug("client said nothing", extra=fields(peer=self.address))
+                self.abort()
+        self._rearm()
