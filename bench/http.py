@@ -1,10 +1,12 @@
-"""/loadbalancer under load, against a bare aiohttp handler returning the same body.
+"""/loadbalancer under load, against two baselines returning the same body.
 
     python -m bench.http [--seconds 4] [--connections 32]
 
-The balancer (with 10, 1 000 and 10 000 registered edges) and the baseline
-run pinned to core 0, wrk to core 1; keep-alive, then one request per
-connection. wrk comes from Debian's package (installed with apt-get if missing).
+Baselines: a bare aiohttp handler, and uvicorn (httptools, uvloop) with a raw
+ASGI app (``pip install -e '.[bench]'``). The balancer (with 10, 1 000 and
+10 000 registered edges) and the baselines run one at a time pinned to core 0,
+all on uvloop, wrk on core 1; keep-alive, then one request per connection. wrk
+comes from Debian's package (installed with apt-get if missing).
 """
 
 from __future__ import annotations
@@ -23,16 +25,31 @@ from bench.reports import fake_reports, send_all
 from lbmgmt.fleet.ports import HOST, free_port, wait_port
 from lbmgmt.fleet.processes import ProcessFleet, pinned
 
-BASELINE = """
-import sys
+AIOHTTP = """
+import sys, uvloop
 from aiohttp import web
 async def handler(request):
     return web.Response(text="redirect=10.0.0.1:1935", headers={"Cache-Control": "no-store",
                         "Access-Control-Allow-Origin": "*"})
 app = web.Application()
 app.router.add_get("/loadbalancer", handler)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
+            loop=uvloop.new_event_loop())
 """
+UVICORN = """
+import sys, uvicorn
+BODY = b"redirect=10.0.0.1:1935"
+HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"),
+           (b"access-control-allow-origin", b"*"), (b"content-length", b"22")]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            lifespan="off", log_level="warning", access_log=False)
+"""
+BASELINES = {"aiohttp": AIOHTTP, "uvicorn": UVICORN}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -67,10 +84,12 @@ def main() -> int:
     ensure_wrk()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        base = subprocess.Popen([*pinned(0), sys.executable, "-c", BASELINE, str(port)])
+        ports = {name: free_port() for name in BASELINES}
+        bases = [subprocess.Popen([*pinned(0), sys.executable, "-c", code, str(ports[name])])
+                 for name, code in BASELINES.items()]
         try:
-            wait_port(port)
+            for port in ports.values():
+                wait_port(port)
             for edges in (10, 1000, 10_000):
                 lb = ProcessFleet(Path(tmp), verbose=False).balancer(
                     f"lb{edges}", timeout_ms=600_000, cpu=0).wait_ready()
@@ -84,23 +103,28 @@ def main() -> int:
                     for close in (False, True):
                         ours = wrk(f"http://{HOST}:{lb.http_port}/loadbalancer", args.seconds,
                                    args.connections, close)
-                        bare = wrk(f"http://{HOST}:{port}/loadbalancer", args.seconds,
-                                   args.connections, close)
-                        rows.append((edges, "close" if close else "keep-alive", ours, bare))
+                        base = {name: wrk(f"http://{HOST}:{port}/loadbalancer", args.seconds,
+                                          args.connections, close)
+                                for name, port in ports.items()}
+                        rows.append((edges, "close" if close else "keep-alive", ours, base))
                 finally:
                     lb.stop()
         finally:
-            base.terminate()
-            base.wait(10)
-    print(f"{'edges':>6} {'mode':<11}{'lbmgmt r/s':>11}{'bare r/s':>10}{'ratio':>7}"
-          f"{'p50 ms':>8}{'p99 ms':>8}{'bare p50':>9}{'bare p99':>9}")
-    for edges, mode, (rps, p50, p99), (brps, bp50, bp99) in rows:
-        print(f"{edges:>6} {mode:<11}{rps:>11.0f}{brps:>10.0f}{rps / brps:>7.2f}"
-              f"{p50:>8.2f}{p99:>8.2f}{bp50:>9.2f}{bp99:>9.2f}")
+            for proc in bases:
+                proc.terminate()
+                proc.wait(10)
+    print(f"{'edges':>6} {'mode':<11}{'lbmgmt r/s':>11}{'aiohttp':>9}{'uvicorn':>9}"
+          f"{'×aiohttp':>9}{'×uvicorn':>9}{'p50 ms':>8}{'p99 ms':>8}")
+    for edges, mode, (rps, p50, p99), base in rows:
+        a, u = base["aiohttp"][0], base["uvicorn"][0]
+        print(f"{edges:>6} {mode:<11}{rps:>11.0f}{a:>9.0f}{u:>9.0f}{rps / a:>9.2f}"
+              f"{rps / u:>9.2f}{p50:>8.2f}{p99:>8.2f}")
     print(json.dumps({"bench": "http", "seconds": args.seconds, "connections": args.connections,
                       "rows": [{"edges": e, "mode": m, "rps": round(o[0]), "p50_ms": o[1],
-                                "p99_ms": o[2], "bare_rps": round(b[0]),
-                                "ratio": round(o[0] / b[0], 3)} for e, m, o, b in rows]}))
+                                "p99_ms": o[2],
+                                **{f"{n}_rps": round(r[0]) for n, r in b.items()},
+                                **{f"x_{n}": round(o[0] / r[0], 3) for n, r in b.items()}}
+                               for e, m, o, b in rows]}))
     return 0
 
 

@@ -28,6 +28,21 @@ def fake_reports(count: int, *, interval_ms: int = 600_000, load: float = 0.0,
     return out
 
 
+class FakeEdges:
+    """Made-up edges that keep their identity: ``reports()`` is their next round."""
+
+    def __init__(self, count: int, *, interval_ms: int, key: str = KEY) -> None:
+        self.key = SharedKey(key)
+        self.interval_ms = interval_ms
+        self.sealers = [ReportSealer(uuid.uuid4()) for _ in range(count)]
+
+    def reports(self) -> list[bytes]:
+        now = time.time()
+        return [sealer.seal(Report(EdgeState.RUNNING, f"10.9.{i >> 8 & 255}.{i & 255}:1935",
+                                   0.0, self.interval_ms), self.key, now=now)
+                for i, sealer in enumerate(self.sealers)]
+
+
 def send_all(port: int, datagrams: list[bytes], *, pace: float | None = None) -> None:
     """Send datagrams to a balancer, as fast as possible or at ``pace`` per second."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -22,7 +22,7 @@ from lbmgmt.management.auth import Credentials, LoginLimiter, User
 from lbmgmt.management.config import ManagementConfig
 from lbmgmt.management.jsonrpc import JsonRpcDispatcher
 from lbmgmt.management.mbean import MBean, attribute
-from lbmgmt.management.metrics import render_metrics
+from lbmgmt.management.metrics import Metrics
 from lbmgmt.management.server import MBeanServer, Role
 
 log = logging.getLogger("lbmgmt.management")
@@ -80,6 +80,7 @@ class ManagementServer:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.server = server
+        self.metrics = Metrics(server)
         self.daemon = daemon
         self.credentials: Credentials | None = config.credentials
         self.limiter = LoginLimiter()
@@ -188,5 +189,5 @@ class ManagementServer:
                             content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=render_metrics(self.server),
+        return web.Response(body=await self.metrics.text(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

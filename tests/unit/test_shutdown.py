@@ -224,6 +224,9 @@ async def balancer_stops_with_everything_connected() -> None:
         proxied_writer.write(conn.data_to_send())  # C2 + connect
         await until(lambda: daemon.rtmp.counters["proxied"] == 1, "proxied == 1")
         assert len(daemon.rtmp.relays) == 1
+        # a relaying session still counts (its transport handed its socket to the relay)
+        await until(lambda: daemon.core.fronts["rtmp"].snapshot()["active"] == 21,
+                    "20 idle sessions and the relay active")
 
         silent = [await asyncio.open_connection(HOST, port) for _ in range(5)]
         await until(lambda: sum(c.http is None for c in daemon.clients.connections) == 5,
