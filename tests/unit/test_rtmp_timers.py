@@ -211,6 +211,10 @@ async def dropped_at(loop: ManualClockLoop, transport: FakeTransport, deadline: 
     assert transport.aborted
 
 
+def wanted(session: RtmpSession | FrontConnection) -> float | None:
+    return session._timer.at
+
+
 def test_a_session_holds_one_timer_re_armed_from_its_connection():
     async def test(loop: ManualClockLoop) -> None:
         # (the connect deadline out of the way: the idle one is watched here)
@@ -226,12 +230,14 @@ def test_a_session_holds_one_timer_re_armed_from_its_connection():
         loop.now = T0 + 2
         session.data_received(client.data_to_send())  # C2: open, the idle deadline
         assert session.conn.state is State.OPEN
-        assert loop.armed() == [T0 + 32] and len(loop.handles) == 2
+        # a later deadline leaves the armed handle: it re-arms when it fires
+        assert wanted(session) == T0 + 32 and loop.armed() == [T0 + 5]
 
         loop.now = T0 + 10
         client.send(chunks.window_ack_size(2_500_000))
         session.data_received(client.data_to_send())  # traffic moves it
-        assert loop.armed() == [T0 + 40] == [session.conn.get_timer()]
+        assert wanted(session) == T0 + 40 == session.conn.get_timer()
+        assert len(loop.armed()) == 1  # one loop timer per connection, always
 
         written = len(transport.written)
         assert service.counters["timeouts"] == 0
@@ -244,6 +250,25 @@ def test_a_session_holds_one_timer_re_armed_from_its_connection():
     run_on_manual_clock(test)
 
 
+def test_an_earlier_deadline_replaces_the_armed_handle_and_a_cancel_removes_it():
+    async def test(loop: ManualClockLoop) -> None:
+        seen: list[float] = []
+        timer = ConnectionTimer(loop, seen.append)
+        timer.update(T0 + 30)
+        timer.update(T0 + 40)  # later: no loop work
+        assert loop.armed() == [T0 + 30] and len(loop.handles) == 1
+        timer.update(T0 + 5)  # earlier: re-armed
+        assert loop.armed() == [T0 + 5]
+        timer.update(None)  # none: the handle may fire, finding nothing
+        loop.now = T0 + 5
+        await turn()
+        assert seen == [] and loop.armed() == []
+        timer.update(T0 + 8)
+        timer.cancel()
+        assert loop.armed() == [] and timer.at is None
+    run_on_manual_clock(test)
+
+
 def test_a_session_that_never_sends_connect_is_dropped_at_the_connect_deadline():
     async def test(loop: ManualClockLoop) -> None:
         service, session, transport = connected_session(loop, connect_timeout_ms=5000)
@@ -252,12 +277,12 @@ def test_a_session_that_never_sends_connect_is_dropped_at_the_connect_deadline()
         client.receive_data(bytes(transport.written))
         loop.now = T0 + 1
         session.data_received(client.data_to_send())  # C2: open at T0 + 1
-        assert loop.armed() == [T0 + 6]
+        assert wanted(session) == T0 + 6
         for second in range(2, 6):  # a byte of chatter a second buys nothing
             loop.now = T0 + second
             client.send(chunks.window_ack_size(2_500_000))
             session.data_received(client.data_to_send())
-            assert loop.armed() == [T0 + 6]
+            assert wanted(session) == T0 + 6
         await dropped_at(loop, transport, T0 + 6)
         assert service.counters["timeouts"] == 1
         assert session.conn.state is State.CLOSED
@@ -310,6 +335,7 @@ def test_the_first_byte_hands_the_timer_over_to_the_session():
         assert transport.protocol is session and port.connections == set()
         # the sniffer's timer is gone; the session's handshake deadline counts from now
         assert loop.armed() == [T0 + 8] == [session.conn.get_timer()]
+        assert wanted(conn) is None
         assert port.admission.total == 1  # the session holds the admission now
         session.connection_lost(None)
         assert port.admission.total == 0
