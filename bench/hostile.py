@@ -138,7 +138,7 @@ def server_info(lb: BalancerProcess, stop: threading.Event) -> None:
 
 
 ATTACKS: dict[str, Attack | None] = {
-    "none": None, "rtmp-flood": rtmp_flood, "rtmp-trickle": rtmp_trickle,
+    "none": None, "none-10k": None, "rtmp-flood": rtmp_flood, "rtmp-trickle": rtmp_trickle,
     "http-slowloris": http_slowloris, "server-info": server_info}
 
 
@@ -196,7 +196,7 @@ def resolve_from_elsewhere(lb: BalancerProcess) -> bool:
 
 def run(name: str, attack: Attack | None, seconds: float, edges: int,
         tmp: Path) -> dict[str, object]:
-    big = name == "server-info"
+    big = name in ("server-info", "none-10k")  # 10 000 edges: server-info's baseline
     lb = ProcessFleet(tmp, verbose=False).balancer(
         f"lb-{name}", cpu=0, timeout_ms=600_000 if big else 2500,
         config={"rtmp": {"apps": {"redirect": {"mode": "redirect"},

@@ -5,20 +5,22 @@ scripts of the original system scraped this document.
 
 At 10 000 edges the document is about 4 MB and takes a few hundred ms of
 Python to build, too long to hold the loop that answers redirects and reads
-reports. So it is made in slices: ``server_info_slices`` yields the document
-in pieces of ``PER_SLICE`` servers, and whoever drives it may let the loop run
-between any two. The list of edges and the header's counts are taken when the
-first piece is made; each row shows its edge as it is when its slice is made.
+reports. So it is made in steps: ``server_info_steps`` renders ``PER_SLICE``
+servers a step, and whoever drives it may let the loop run between any two.
+The list of edges is taken at the first step; each row shows its edge as it is
+when its step runs, and the header counts what the rows show.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
+from operator import attrgetter
 from xml.sax.saxutils import escape, quoteattr
 
 from lbmgmt.balancer.core import BalancerCore
 
-PER_SLICE = 250  # servers per piece: about 1-2 ms of work each
+PER_SLICE = 250  # servers per step: about 1-2 ms of work each
+_by_address = attrgetter("report.address")
 
 
 def _fmt(value: float) -> str:
@@ -29,11 +31,34 @@ def _element(tag: str, text: str) -> str:
     return f"    <{tag}>{escape(text)}</{tag}>\n" if text else f"    <{tag} />\n"
 
 
-def server_info_slices(core: BalancerCore, now: float, *,
-                       per_slice: int = PER_SLICE) -> Iterator[bytes]:
+def server_info_steps(core: BalancerCore, now: float, *,
+                      per_slice: int = PER_SLICE) -> Generator[None, None, bytes]:
+    """The document, made ``per_slice`` servers per step: ``next()`` until StopIteration,
+    whose value it is. The caller may let its loop run between any two steps."""
     registry = core.registry
-    entries = sorted(registry, key=lambda e: e.address)
-    available = sum(1 for e in entries if registry.is_available(e, now))
+    entries = sorted(registry, key=_by_address)  # C-level key: ~1 ms per 10 000 here
+    available = 0
+    pieces: list[bytes] = []
+    for start in range(0, len(entries), per_slice):
+        yield
+        rows: list[str] = []
+        for e in entries[start:start + per_slice]:
+            is_available = registry.is_available(e, now)
+            available += is_available
+            rows += ("  <Server>\n",
+                     _element("guid", str(e.guid)),
+                     _element("redirect", e.address),
+                     _element("state", e.state.name),
+                     _element("available", "true" if is_available else "false"),
+                     _element("drained", "true" if e.drained else "false"),
+                     _element("load", _fmt(e.load)),
+                     _element("capacity", "" if e.capacity is None else _fmt(e.capacity)),
+                     _element("redirectsSinceReport", str(e.redirects_since_report)),
+                     _element("secondsSinceReport", f"{e.seconds_since_report(now):.3f}"),
+                     _element("messageCount", str(e.reports_received)),
+                     _element("agent", e.report.agent or ""),
+                     "  </Server>\n")
+        pieces.append("".join(rows).encode("utf-8"))
     receiver = core.receiver
     drops = {str(reason): count for reason, count in receiver.drops.items()}
     head = [
@@ -45,27 +70,16 @@ def server_info_slices(core: BalancerCore, now: float, *,
           for reason, count in sorted(drops.items())),
         "  </Receiver>\n",
     ]
-    yield "".join(head).encode("utf-8")
-    for start in range(0, len(entries), per_slice):
-        rows: list[str] = []
-        for e in entries[start:start + per_slice]:
-            rows += ("  <Server>\n",
-                     _element("guid", str(e.guid)),
-                     _element("redirect", e.address),
-                     _element("state", e.state.name),
-                     _element("available", "true" if registry.is_available(e, now) else "false"),
-                     _element("drained", "true" if e.drained else "false"),
-                     _element("load", _fmt(e.load)),
-                     _element("capacity", "" if e.capacity is None else _fmt(e.capacity)),
-                     _element("redirectsSinceReport", str(e.redirects_since_report)),
-                     _element("secondsSinceReport", f"{e.seconds_since_report(now):.3f}"),
-                     _element("messageCount", str(e.reports_received)),
-                     _element("agent", e.report.agent or ""),
-                     "  </Server>\n")
-        yield "".join(rows).encode("utf-8")
-    yield b"</LoadBalancerServerInfo>"
+    yield
+    return b"".join((*(line.encode("utf-8") for line in head), *pieces,
+                     b"</LoadBalancerServerInfo>"))
 
 
 def render_server_info(core: BalancerCore, now: float) -> bytes:
-    """The whole document at once (tests, small pools)."""
-    return b"".join(server_info_slices(core, now))
+    """The whole document at once (small pools, tests)."""
+    steps = server_info_steps(core, now)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

@@ -210,7 +210,7 @@ async def test_garbage_on_1935_is_closed_and_never_takes_the_balancer_down(fleet
     payloads = (b"\x03" + os.urandom(5000),  # handshake then garbage chunks
                 b"\x06" + os.urandom(2000),  # RTMPE: unsupported
                 b"\x03" + bytes(1536) + bytes(1536) + b"\xff" * 300,  # bad chunks
-                os.urandom(3000).replace(b"\x03", b"\x04"),  # not HTTP either
+                b"\x00" + os.urandom(2999),  # not HTTP either (no RTMP version byte first)
                 b"",  # connects and says nothing
                 b"\x03" + bytes(1536) + bytes(1536))  # handshake, then idles
     hostile = []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lbmgmt.balancer.config import HttpConfig
 from lbmgmt.balancer.core import BalancerCore
-from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted
+from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted, http_date
 from lbmgmt.balancer.front.http import (SLICE, HttpConnection, HttpLimits, Refused, Request,
                                         Response)
 from lbmgmt.rtmp.server import TimedOut
@@ -43,6 +43,7 @@ class Peer:
                  **http: object) -> None:
         self.answers = Answers(core or core_with_edge(), HttpConfig(**http))  # type: ignore[arg-type]
         self.conn = HttpConnection(limits, now=T0)
+        self.conn.date = http_date(WALL)
         self.events: list[object] = []
 
     def feed(self, data: bytes, now: float = T0) -> bytes:
@@ -58,9 +59,9 @@ class Peer:
         for event in events:
             self.events.append(event)
             if isinstance(event, Request):
-                answer = self.answers.answer(event, now=now, wall=WALL)
+                answer = self.answers.answer(event, now=now)
                 if isinstance(answer, ServerInfoWanted):
-                    answer = self.answers.server_info(b"<doc/>", wall=WALL)
+                    answer = self.answers.server_info(b"<doc/>")
                 self.conn.send(event, answer, now=now)
 
 
@@ -240,14 +241,14 @@ def test_redirect_302_keeps_path_and_query_byte_for_byte(path: bytes, location: 
 def test_server_info_is_asked_of_the_glue_and_can_be_switched_off():
     answers = Answers(core_with_edge(), HttpConfig())
     request = Request("GET", b"/loadbalancer?serverInfoXML", b"/loadbalancer", b"serverInfoXML",
-                      (), "1.1", True)
-    assert isinstance(answers.answer(request, now=T0, wall=WALL), ServerInfoWanted)
+                      [], "1.1", True)
+    assert isinstance(answers.answer(request, now=T0), ServerInfoWanted)
     off = Answers(core_with_edge(), HttpConfig(enable_server_info_xml=False))
-    answer = off.answer(request, now=T0, wall=WALL)
+    answer = off.answer(request, now=T0)
     assert isinstance(answer, Response) and answer.status == 404
     other = Request("GET", b"/loadbalancer?x=serverInfoXML", b"/loadbalancer",
-                    b"x=serverInfoXML", (), "1.1", True)
-    answer = answers.answer(other, now=T0, wall=WALL)
+                    b"x=serverInfoXML", [], "1.1", True)
+    answer = answers.answer(other, now=T0)
     assert isinstance(answer, Response) and answer.status == 200  # a value is not the key
 
 

@@ -28,8 +28,16 @@ TEXT = ("Content-Type", "text/plain; charset=utf-8")
 XML = ("Content-Type", "text/xml; charset=utf-8")
 NO_CACHE = ("Cache-Control", "no-store")
 ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")  # players on other origins fetch() it
-NO_SERVER_BODY = f"error={NO_SERVER}".encode()
 SERVER = ("Server", "lbmgmt")
+NO_SERVER_BODY = f"error={NO_SERVER}".encode()
+# Header sets, each one tuple object (HttpConnection caches their encoded blocks);
+# Date, Content-Length and Connection are added on writing.
+REDIRECT = (SERVER, TEXT, NO_CACHE, ANY_ORIGIN)
+PLAIN = (SERVER, TEXT)
+NOT_ALLOWED = (SERVER, TEXT, ("Allow", "GET, HEAD"))
+FOUND = (SERVER, TEXT, NO_CACHE)
+POLICY = (SERVER, ("Content-Type", "text/xml"))
+STATUS = (SERVER, XML, NO_CACHE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,59 +45,44 @@ class ServerInfoWanted:
     """Answer with ``Answers.server_info(document)`` once the document is made."""
 
 
-class _Date:
-    """The Date header's value, made at most once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = ""
-
-    def at(self, wall: float) -> str:
-        second = int(wall)
-        if second != self._second:
-            self._second, self._value = second, formatdate(second, usegmt=True)
-        return self._value
+def http_date(wall: float) -> bytes:
+    """The Date header's value for the wall clock ``wall`` (seconds)."""
+    return formatdate(int(wall), usegmt=True).encode("ascii")
 
 
 class Answers:
     def __init__(self, core: BalancerCore, config: HttpConfig) -> None:
         self.core = core
         self.config = config
-        self._date = _Date()
 
-    def answer(self, request: Request, *, now: float,
-               wall: float) -> Response | ServerInfoWanted:
-        """``now`` is the core's monotonic clock, ``wall`` the Date header's."""
-        common = (("Date", self._date.at(wall)), SERVER)
-        if request.method not in ("GET", "HEAD"):
-            return Response(405, b"405: Method Not Allowed", (*common, TEXT,
-                                                              ("Allow", "GET, HEAD")))
+    def answer(self, request: Request, *, now: float) -> Response | ServerInfoWanted:
+        """``now`` is the core's monotonic clock."""
+        if request.method != "GET" and request.method != "HEAD":
+            return Response(405, b"405: Method Not Allowed", NOT_ALLOWED)
         path = request.path
         if path == b"/loadbalancer":
             if request.query is not None and _has_key(request.query, b"serverInfoXML"):
                 if not self.config.enable_server_info_xml:
-                    return Response(404, b"error=serverInfoXML is disabled\n", (*common, TEXT))
+                    return Response(404, b"error=serverInfoXML is disabled\n", PLAIN)
                 return ServerInfoWanted()
             entry = self.core.redirect("http", now)
             if entry is None:
-                return Response(503, NO_SERVER_BODY, (*common, TEXT, NO_CACHE, ANY_ORIGIN))
-            return Response(200, b"redirect=" + entry.address.encode("utf-8"),
-                            (*common, TEXT, NO_CACHE, ANY_ORIGIN))
+                return Response(503, NO_SERVER_BODY, REDIRECT)
+            return Response(200, b"redirect=" + entry.address.encode("utf-8"), REDIRECT)
         if path.startswith(b"/redirect/"):
-            return self._found(request, now, common)
+            return self._found(request, now)
         if path == b"/crossdomain.xml":
-            return Response(200, CROSSDOMAIN, (*common, ("Content-Type", "text/xml")))
-        return Response(404, b"404: Not Found", (*common, TEXT))
+            return Response(200, CROSSDOMAIN, POLICY)
+        return Response(404, b"404: Not Found", PLAIN)
 
-    def server_info(self, document: bytes, *, wall: float) -> Response:
-        return Response(200, document, (("Date", self._date.at(wall)), SERVER, XML, NO_CACHE))
+    def server_info(self, document: bytes) -> Response:
+        return Response(200, document, STATUS)
 
-    def _found(self, request: Request, now: float,
-               common: tuple[tuple[str, str], ...]) -> Response:
+    def _found(self, request: Request, now: float) -> Response:
         """302 to the chosen edge, keeping path and query byte for byte (still encoded)."""
         entry = self.core.redirect("http", now)
         if entry is None:
-            return Response(503, NO_SERVER_BODY, (*common, TEXT, NO_CACHE))
+            return Response(503, NO_SERVER_BODY, FOUND)
         host, port = split_address(entry.address)
         if self.config.redirect_port is not None:
             port = self.config.redirect_port
@@ -98,7 +91,7 @@ class Answers:
                     + request.path[len(b"/redirect"):].decode("latin-1"))
         if request.query:
             location += "?" + request.query.decode("latin-1")
-        return Response(302, b"302: Found", (*common, TEXT, NO_CACHE, ("Location", location)))
+        return Response(302, b"302: Found", (*FOUND, ("Location", location)))
 
 
 def _has_key(query: bytes, key: bytes) -> bool:

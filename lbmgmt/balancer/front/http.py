@@ -22,7 +22,7 @@ through ``get_timer()``, as in ``lbmgmt.rtmp.server``.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httptools
 
@@ -44,15 +44,23 @@ class HttpLimits:
     max_body: int = 16384  # bytes
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    method: str  # "GET", "HEAD", …
-    target: bytes  # as sent: path and query, still percent-encoded
-    path: bytes
-    query: bytes | None  # None: no "?" at all
-    headers: tuple[tuple[bytes, bytes], ...]
-    version: str  # "1.1", "1.0"
-    keep_alive: bool
+    """One request, as sent (a plain slotted class: made once per request, so kept cheap)."""
+
+    __slots__ = ("method", "target", "path", "query", "headers", "version", "keep_alive")
+
+    def __init__(self, method: str, target: bytes, path: bytes, query: bytes | None,
+                 headers: list[tuple[bytes, bytes]], version: str, keep_alive: bool) -> None:
+        self.method = method  # "GET", "HEAD", …
+        self.target = target  # as sent: path and query, still percent-encoded
+        self.path = path
+        self.query = query  # None: no "?" at all
+        self.headers = headers
+        self.version = version  # "1.1", "1.0"
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target!r} HTTP/{self.version})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +74,39 @@ class Refused:
 Event = Request | Refused | TimedOut
 
 
-@dataclass(frozen=True, slots=True)
 class Response:
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()  # Content-Length and Connection are added
+    """Status, body and headers; Date, Content-Length and Connection are added on writing.
+
+    ``headers`` that are the same tuple object every time (module constants) have
+    their encoded block cached by ``HttpConnection``.
+    """
+
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, body: bytes = b"",
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+_BLOCKS: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}  # status line + headers
+_MAX_BLOCKS = 256
+
+
+def _block(status: int, headers: tuple[tuple[str, str], ...]) -> bytes:
+    key = (status, headers)
+    block = _BLOCKS.get(key)
+    if block is None:
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in headers]
+        block = "".join(lines).encode("latin-1")
+        if len(_BLOCKS) < _MAX_BLOCKS:  # constant header sets; a Location is not kept
+            _BLOCKS[key] = block
+    return block
+
+
+_METHODS: dict[bytes, str] = {}
 
 
 class _State(enum.Enum):
@@ -78,15 +114,6 @@ class _State(enum.Enum):
     HEAD = "head"
     BODY = "body"
     CLOSED = "closed"  # nothing more is read; what is queued still goes out
-
-
-@dataclass(slots=True)
-class _Message:
-    url: bytearray = field(default_factory=bytearray)
-    in_request_line: bool = True
-    head_size: int = 0  # header fields, as "name: value\r\n"
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: int = 0
 
 
 class _Stop(Exception):
@@ -99,14 +126,19 @@ class HttpConnection:
         self._parser = httptools.HttpRequestParser(self)
         self._state = _State.IDLE
         self._deadline: float | None = now + limits.head_timeout  # the first request's head
-        self._message = _Message()
+        # the message being read
+        self._url = b""
+        self._in_request_line = True
+        self._head_size = 0  # header fields, as "name: value\r\n"
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body = 0
         self._head_bytes = 0  # fed since this message's head began (per slice, see above)
         self._head_began = False  # during one feed: a new head began in it
         self._events: list[Event] = []
         self._out = bytearray()
         self._waiting = 0  # requests handed out and not yet answered
-        self._last_keep_alive = True
         self.requests = 0
+        self.date = b""  # the Date header's value, set by the glue (once a second)
 
     @property
     def closed(self) -> bool:
@@ -142,7 +174,7 @@ class HttpConnection:
             self._head_bytes = len(data) if (self._head_began or not counted) else (
                 self._head_bytes + len(data))
             if self._head_bytes > self.limits.max_head:
-                if self._message.in_request_line:
+                if self._in_request_line:
                     self._refuse(414, "request line too long")
                 else:
                     self._refuse(431, "request head too large")
@@ -154,51 +186,64 @@ class HttpConnection:
         if self._state is _State.CLOSED:
             raise _Stop
         self._state = _State.HEAD
-        self._message = _Message()
+        self._url = b""
+        self._in_request_line = True
+        self._head_size = 0
+        self._headers = []
+        self._body = 0
         self._head_began = True
         self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        self._message.url += url
-        if len(self._message.url) > self.limits.max_head:
+        self._url += url
+        if len(self._url) > self.limits.max_head:
             self._refuse(414, "request line too long")
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._message.in_request_line = False
-        self._message.headers.append((name, value))
-        self._message.head_size += len(name) + len(value) + 4
+        self._in_request_line = False
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
-        message = self._message
-        message.in_request_line = False
-        if len(message.url) + message.head_size > self.limits.max_head:
+        self._in_request_line = False
+        if len(self._url) + self._head_size > self.limits.max_head:
             self._refuse(431, "request head too large")
             raise _Stop
         self._state = _State.BODY
         self._head_bytes = 0
 
     def on_body(self, body: bytes) -> None:
-        self._message.body += len(body)
-        if self._message.body > self.limits.max_body:
+        self._body += len(body)
+        if self._body > self.limits.max_body:
             self._refuse(413, "request body too large")
             raise _Stop
 
     def on_message_complete(self) -> None:
-        message = self._message
-        target = bytes(message.url)
-        try:
-            url = httptools.parse_url(target)
-        except httptools.HttpParserInvalidURLError:
-            self._refuse(400, "bad request target")
-            raise _Stop from None
-        keep_alive = self._parser.should_keep_alive()
+        target = self._url
+        if target[:1] == b"/":  # origin form, what clients send: no parsing needed
+            path, question, query = target.partition(b"?")
+            path, _, _ = path.partition(b"#")
+            query_or_none: bytes | None = query.partition(b"#")[0] if question else None
+        else:  # absolute form ("http://lb/path") or "*"
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                self._refuse(400, "bad request target")
+                raise _Stop from None
+            path, query_or_none = url.path or b"/", url.query
+        parser = self._parser
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii", "replace")
+            if len(_METHODS) < 64:
+                _METHODS[raw_method] = method
+        keep_alive = parser.should_keep_alive()
         self.requests += 1
         self._waiting += 1
-        self._events.append(Request(
-            method=self._parser.get_method().decode("ascii", "replace"), target=target,
-            path=url.path or b"/", query=url.query, headers=tuple(message.headers),
-            version=self._parser.get_http_version(), keep_alive=keep_alive))
+        self._events.append(Request(method, target, path, query_or_none, self._headers,
+                                    parser.get_http_version(), keep_alive))
         if keep_alive:
             self._state = _State.IDLE
             self._deadline = None  # until it is answered: then the keep-alive deadline
@@ -223,16 +268,18 @@ class HttpConnection:
 
     def _write(self, response: Response, *, head_only: bool, close: bool,
                http10: bool = False) -> None:
-        lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}"]
-        lines += [f"{name}: {value}" for name, value in response.headers]
-        lines.append(f"Content-Length: {len(response.body)}")
+        out = self._out
+        out += _block(response.status, response.headers)
+        if self.date:
+            out += b"Date: " + self.date + b"\r\n"
+        out += b"Content-Length: %d\r\n" % len(response.body)
         if close:
-            lines.append("Connection: close")
+            out += b"Connection: close\r\n"
         elif http10:
-            lines.append("Connection: keep-alive")
-        self._out += ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            out += b"Connection: keep-alive\r\n"
+        out += b"\r\n"
         if not head_only:
-            self._out += response.body
+            out += response.body
 
     def _refuse(self, status: int, reason: str) -> None:
         if self._state is _State.CLOSED:

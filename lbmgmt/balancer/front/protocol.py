@@ -25,13 +25,13 @@ from typing import cast
 from lbmgmt.balancer.config import ClientsConfig, HttpConfig
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.front.admission import Admission
-from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted
+from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted, http_date
 from lbmgmt.balancer.front.http import (SLICE, Event, HttpConnection, HttpLimits, Refused,
                                         Request)
 from lbmgmt.balancer.front.pacing import SlicedInput
 from lbmgmt.balancer.front.timer import ConnectionTimer
 from lbmgmt.balancer.rtmp import RtmpService
-from lbmgmt.balancer.serverinfo import PER_SLICE, server_info_slices
+from lbmgmt.balancer.serverinfo import PER_SLICE, render_server_info, server_info_steps
 from lbmgmt.clocks import Clocks
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.logs import fields
@@ -72,7 +72,7 @@ class ServerInfoCache:
         now = self.clocks.monotonic()
         if len(self.core.registry) <= PER_SLICE:
             self.made += 1
-            return b"".join(server_info_slices(self.core, now))
+            return render_server_info(self.core, now)
         if self._document is not None and now - self._made_at < self.max_age:
             return self._document
         if self._making is None:
@@ -81,11 +81,14 @@ class ServerInfoCache:
 
     async def _make(self, now: float) -> bytes:
         try:
-            pieces = []
-            for piece in server_info_slices(self.core, now):
-                pieces.append(piece)
+            steps = server_info_steps(self.core, now)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    document: bytes = done.value
+                    break
                 await asyncio.sleep(0)  # everything else that is ready runs in between
-            document = b"".join(pieces)
             self._document, self._made_at = document, now
             self.made += 1
             return document
@@ -118,6 +121,15 @@ class ClientPort:
                                                  lambda: self.admission.total)
         self.closing = False
         self._servers: list[asyncio.Server] = []
+        self._date_second = -1
+        self._date = b""
+
+    def date(self) -> bytes:
+        """The Date header's value now, made at most once a second."""
+        second = int(self.clocks.wall())
+        if second != self._date_second:
+            self._date_second, self._date = second, http_date(second)
+        return self._date
 
     async def listen(self, endpoint: Endpoint, *, http: bool, rtmp: bool) -> tuple[str, int]:
         """Serve ``endpoint``; returns the bound address (port 0 works)."""
@@ -233,12 +245,12 @@ class FrontConnection(asyncio.Protocol):
                 continue
             if event.rtmp and self.serve_rtmp:
                 self._to_rtmp(data)
-            elif self.serve_http and not event.rtmp:
+            elif self.serve_http:  # (RTMP bytes where RTMP is off: HTTP's 400 says so)
                 self.http = HttpConnection(self.port.limits, now=now)
                 self._queue.extend(self.http.receive_data(data, now))
                 self._answer()
-            else:  # RTMP on an HTTP-only port, or anything else on an RTMP-only one
-                self.port.counters["not_rtmp" if not event.rtmp else "refused_total"] += 1
+            else:  # anything but RTMP on an RTMP-only port
+                self.port.counters["not_rtmp"] += 1
                 self.abort()
 
     def _to_rtmp(self, first: bytes) -> None:
@@ -263,12 +275,12 @@ class FrontConnection(asyncio.Protocol):
     def _answer(self) -> None:
         http, port = self.http, self.port
         assert http is not None and self.transport is not None
+        http.date = port.date()
         while self._queue and not self._busy:
             event = self._queue.popleft()
             if isinstance(event, Request):
                 port.http_counters["requests"] += 1
-                answer = port.answers.answer(event, now=self.port.clocks.monotonic(),
-                                             wall=self.port.clocks.wall())
+                answer = port.answers.answer(event, now=port.clocks.monotonic())
                 if isinstance(answer, ServerInfoWanted):
                     self._busy = True
                     assert self._input is not None
@@ -294,9 +306,8 @@ class FrontConnection(asyncio.Protocol):
             raise
         if self.transport is None or self.transport.is_closing() or self.http is None:
             return
-        self.http.send(request, self.port.answers.server_info(document,
-                                                              wall=self.port.clocks.wall()),
-                       now=self._loop.time())
+        self.http.date = self.port.date()
+        self.http.send(request, self.port.answers.server_info(document), now=self._loop.time())
         self._busy = False
         assert self._input is not None
         self._input.release()
