@@ -18,6 +18,7 @@ from typing import Any
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Markdown, Static, TabbedContent, TabPane, Tree
@@ -66,6 +67,12 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         yield Markdown(HELP)
 
+
+
+def widgets_may_be_gone() -> contextlib.AbstractContextManager[None]:
+    """Around code that shows an answer: the answer may come back while the app is being
+    torn down, its widgets already removed, and then there is nothing to show it in."""
+    return contextlib.suppress(NoMatches)
 
 class LbConsole(App[None]):
     TITLE = "lb-console"
@@ -149,19 +156,20 @@ class LbConsole(App[None]):
         self.post_message(self.Notified(conn, items))
 
     def on_lb_console_changed(self, message: Changed) -> None:
-        self._render_status()
-        overview = self.query(Overview).first() if self.query(Overview) else None
-        if message.conn is not self.current or overview is None or not overview.is_attached:
-            return  # another connection's news, or the app is shutting down
-        overview.show(self.current)
-        self.query_one(Charts).show(self.current)
-        self.refresh_bindings()
-        if self.current.state is LinkState.CONNECTED and self._tab() == "mbeans":
-            self._refresh_mbeans()
+        with widgets_may_be_gone():
+            self._render_status()
+            if message.conn is not self.current:
+                return  # another connection's news
+            self.query_one(Overview).show(self.current)
+            self.query_one(Charts).show(self.current)
+            self.refresh_bindings()
+            if self.current.state is LinkState.CONNECTED and self._tab() == "mbeans":
+                self._refresh_mbeans()
 
     def on_lb_console_notified(self, message: Notified) -> None:
-        if message.conn is self.current and self.query(Notifications):
-            self.query_one(Notifications).append(message.items)
+        if message.conn is self.current:
+            with widgets_may_be_gone():
+                self.query_one(Notifications).append(message.items)
 
     def _render_status(self) -> None:
         loop_time = self.current.clock()
@@ -314,7 +322,7 @@ class LbConsole(App[None]):
             return True, await conn.call(method, params)
         except RpcError as exc:
             detail = f" {exc.data}" if exc.data else ""
-            if browser.is_attached:  # (not when the answer came as the app closed)
+            with widgets_may_be_gone():
                 browser.show_result(f"{failed}: {exc.message}{detail}", error=True)
             self.notify(f"{failed}: {exc.message}", severity="error", timeout=6)
         except ManagementUnavailable as exc:
@@ -324,33 +332,29 @@ class LbConsole(App[None]):
     @work(group="calls")
     async def invoke(self, conn: Connection, mbean: str, op: str, args: list[Any]) -> None:
         ok, result = await self._call(conn, "invoke", [mbean, op, args], f"{op} failed")
-        if ok and self.query(MBeanBrowser).first().is_attached:
+        if ok:
             shown = format_value(result) if result is not None else "done"
-            self.query_one(MBeanBrowser).show_result(f"{op}: {shown}")
+            with widgets_may_be_gone():
+                self.query_one(MBeanBrowser).show_result(f"{op}: {shown}")
             self.notify(f"{op}: {shown}", timeout=3)
 
     # -- MBeans tab -----------------------------------------------------------------
     @work(group="refresh-mbeans", exclusive=True)
     async def _refresh_mbeans(self) -> None:
         conn = self.current
-        browser = self.query_one(MBeanBrowser)
-        try:
-            names = await conn.call("queryNames", ["*:*"])
-            if not browser.is_attached:  # the app closed while the answer came
-                return
-            browser.set_names(names)
-            if browser.selected:
-                values = await conn.call("getAttributes", [browser.selected, None])
-                if browser.is_attached:
-                    browser.show_values(values)
-        except RpcError as exc:
-            if not browser.is_attached:
-                return
-            if exc.code == -32001 and browser.selected:  # it went away (an edge left)
-                browser.show_result(f"{browser.selected} is gone", error=True)
-                browser.selected = browser.info = None
-        except ManagementUnavailable:
-            pass
+        with widgets_may_be_gone():
+            browser = self.query_one(MBeanBrowser)
+            try:
+                browser.set_names(await conn.call("queryNames", ["*:*"]))
+                if browser.selected:
+                    browser.show_values(await conn.call("getAttributes",
+                                                        [browser.selected, None]))
+            except RpcError as exc:
+                if exc.code == -32001 and browser.selected:  # it went away (an edge left)
+                    browser.show_result(f"{browser.selected} is gone", error=True)
+                    browser.selected = browser.info = None
+            except ManagementUnavailable:
+                pass
 
     @on(Tree.NodeSelected, "#tree")
     def _node(self, event: Tree.NodeSelected[str | None]) -> None:
@@ -360,17 +364,12 @@ class LbConsole(App[None]):
     @work(group="open-mbean", exclusive=True)  # its own group: a refresh must not cancel it
     async def open_mbean(self, name: str) -> None:
         conn = self.current
-        browser = self.query_one(MBeanBrowser)
-        try:
-            info = await conn.call("getMBeanInfo", [name])
-            if not browser.is_attached:  # the app closed while the answer came
-                return
-            browser.show_info(name, info)
-            values = await conn.call("getAttributes", [name, None])
-            if browser.is_attached:
-                browser.show_values(values)
-        except (RpcError, ManagementUnavailable) as exc:
-            if browser.is_attached:
+        with widgets_may_be_gone():
+            browser = self.query_one(MBeanBrowser)
+            try:
+                browser.show_info(name, await conn.call("getMBeanInfo", [name]))
+                browser.show_values(await conn.call("getAttributes", [name, None]))
+            except (RpcError, ManagementUnavailable) as exc:
                 browser.show_result(f"cannot open {name}: {exc}", error=True)
 
     @on(DataTable.RowSelected, "#attributes")
@@ -397,8 +396,9 @@ class LbConsole(App[None]):
                             value: Any) -> None:
         ok, new = await self._call(conn, "setAttribute", [mbean, attribute, value],
                                    f"{attribute} not set")
-        if ok and self.query(MBeanBrowser).first().is_attached:
-            self.query_one(MBeanBrowser).show_result(f"{attribute} = {format_value(new)}")
+        if ok:
+            with widgets_may_be_gone():
+                self.query_one(MBeanBrowser).show_result(f"{attribute} = {format_value(new)}")
             self._refresh_mbeans()
 
     @on(DataTable.RowSelected, "#operations")
