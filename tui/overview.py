@@ -66,10 +66,7 @@ class Overview(Vertical):
             self.sort_column, self.sort_reverse = column, False
 
     def show(self, conn: Connection | None) -> None:
-        found = self.query("#totals").results(Static)
-        totals = next(found, None)
-        if totals is None:  # being torn down with the app
-            return
+        totals = self.query_one("#totals", Static)
         if conn is None or not conn.daemon:
             totals.update("waiting for the daemon…" if conn is None or not conn.error
                           else f"[b red]{conn.error}[/]")
