@@ -2,11 +2,13 @@
 
     python -m bench.http [--seconds 4] [--connections 32]
 
-Baselines: a bare aiohttp handler, and uvicorn (httptools, uvloop) with a raw
-ASGI app (``pip install -e '.[bench]'``). The balancer (with 10, 1 000 and
-10 000 registered edges) and the baselines run one at a time pinned to core 0,
-all on uvloop, wrk on core 1; keep-alive, then one request per connection. wrk
-comes from Debian's package (installed with apt-get if missing).
+Baselines: a bare aiohttp handler, uvicorn (httptools, uvloop) with a raw ASGI
+app (``pip install -e '.[bench]'``), and the ceiling: a bare asyncio Protocol
+feeding httptools and writing one constant answer (no routing, no limits). The
+balancer (with 10, 1 000 and 10 000 registered edges) and the baselines run
+one at a time pinned to core 0, all on uvloop, wrk on core 1; keep-alive, then
+one request per connection. wrk comes from Debian's package (installed with
+apt-get if missing).
 """
 
 from __future__ import annotations
@@ -49,7 +51,32 @@ async def app(scope, receive, send):
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
             lifespan="off", log_level="warning", access_log=False)
 """
-BASELINES = {"aiohttp": AIOHTTP, "uvicorn": UVICORN}
+BARE = """
+import asyncio, sys, httptools, uvloop
+RESPONSE = (b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain; charset=utf-8\\r\\n"
+            b"Cache-Control: no-store\\r\\nAccess-Control-Allow-Origin: *\\r\\n"
+            b"Content-Length: 22\\r\\n\\r\\nredirect=10.0.0.1:1935")
+class Bare(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+    def on_message_complete(self):
+        self.transport.write(RESPONSE)
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+async def main():
+    server = await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+uvloop.run(main())
+"""
+# aiohttp and uvicorn are what one would otherwise use; "bare" (a Protocol that feeds
+# httptools and writes one constant answer, no routing, no limits) is the ceiling.
+BASELINES = {"aiohttp": AIOHTTP, "uvicorn": UVICORN, "bare": BARE}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -113,12 +140,12 @@ def main() -> int:
             for proc in bases:
                 proc.terminate()
                 proc.wait(10)
-    print(f"{'edges':>6} {'mode':<11}{'lbmgmt r/s':>11}{'aiohttp':>9}{'uvicorn':>9}"
-          f"{'×aiohttp':>9}{'×uvicorn':>9}{'p50 ms':>8}{'p99 ms':>8}")
+    print(f"{'edges':>6} {'mode':<11}{'lbmgmt r/s':>11}{'aiohttp':>9}{'uvicorn':>9}{'bare':>9}"
+          f"{'×aiohttp':>9}{'×uvicorn':>9}{'×bare':>7}{'p50 ms':>8}{'p99 ms':>8}")
     for edges, mode, (rps, p50, p99), base in rows:
-        a, u = base["aiohttp"][0], base["uvicorn"][0]
-        print(f"{edges:>6} {mode:<11}{rps:>11.0f}{a:>9.0f}{u:>9.0f}{rps / a:>9.2f}"
-              f"{rps / u:>9.2f}{p50:>8.2f}{p99:>8.2f}")
+        a, u, b = base["aiohttp"][0], base["uvicorn"][0], base["bare"][0]
+        print(f"{edges:>6} {mode:<11}{rps:>11.0f}{a:>9.0f}{u:>9.0f}{b:>9.0f}{rps / a:>9.2f}"
+              f"{rps / u:>9.2f}{rps / b:>7.2f}{p50:>8.2f}{p99:>8.2f}")
     print(json.dumps({"bench": "http", "seconds": args.seconds, "connections": args.connections,
                       "rows": [{"edges": e, "mode": m, "rps": round(o[0]), "p50_ms": o[1],
                                 "p99_ms": o[2],

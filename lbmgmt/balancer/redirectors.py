@@ -105,19 +105,27 @@ class _LoadIndex:
             self.where[last] = (group, i)
 
     def push(self, entry: ServerEntry, key: float) -> None:
-        """(Re)index ``entry`` under ``key``."""
-        self._take_out(entry)
-        if self.stale:
+        """(Re)index ``entry`` under ``key`` (on every redirect: ``_take_out`` inlined)."""
+        where, groups = self.where, self.groups
+        spot = where.get(entry)
+        if spot is not None:
+            members = groups[spot[0]]
+            last = members.pop()
+            i = spot[1]
+            if i < len(members):
+                members[i] = last
+                where[last] = spot
+        elif self.stale:
             self.stale.pop(entry, None)
         self.key[entry] = key
         group = int(key * self.resolution // 1)
-        members = self.groups.get(group)
-        if members is None:
-            members = self.groups[group] = []
-        if not members:
+        into = groups.get(group)
+        if into is None:
+            into = groups[group] = []
+        if not into:
             heapq.heappush(self.group_heap, group)
-        self.where[entry] = (group, len(members))
-        members.append(entry)
+        where[entry] = (group, len(into))
+        into.append(entry)
 
     def forget(self, entry: ServerEntry) -> None:
         self._take_out(entry)
@@ -126,21 +134,24 @@ class _LoadIndex:
 
     def best(self, servers: ServerRegistry, now: float,
              usable: Callable[[ServerEntry], bool] | None = None) -> ServerEntry | None:
-        heap = self.group_heap
+        heap, groups, random = self.group_heap, self.groups, self.rng.random
+        timeout = servers.timeout
         while heap:
             group = heap[0]
-            members = self.groups.get(group)
+            members = groups.get(group)
             if not members:
                 heapq.heappop(heap)
                 if members is not None and not members:
-                    del self.groups[group]
+                    del groups[group]
                 continue
-            entry = members[int(self.rng.random() * len(members))]  # random() is C, fast
-            if not servers.is_available(entry, now) or (usable is not None
-                                                         and not usable(entry)):
+            entry = members[int(random() * len(members))]  # random() is C, fast
+            # (ServerRegistry.is_available and ServerEntry.is_fresh, inlined: hot)
+            age = now - entry.last_report
+            if (not entry.running or entry.drained or age > timeout
+                    or (usable is not None and not usable(entry))):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue
-            if not entry.is_fresh(now):
+            if age > entry.fresh_for:
                 self._take_out(entry)
                 self.stale[entry] = None
                 continue
@@ -177,7 +188,9 @@ class ConcurrentConnects(Redirector):
         return entry.effective_load
 
     def updated(self, entry: ServerEntry) -> None:
-        self.index.push(entry, self.key(entry))
+        # on every redirect: effective_load without a call (a subclass's key is called)
+        self.index.push(entry, entry.report.load + entry.pending_load
+                        if type(self).key is ConcurrentConnects.key else self.key(entry))
 
     def removed(self, entry: ServerEntry) -> None:
         self.index.forget(entry)

@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Protocol
 
 from lbmgmt.status import EdgeState, Report, ReportAccepted
@@ -57,6 +58,20 @@ class ServerEntry:
     # load: see the module docstring.
     pending: deque[float] = field(default_factory=deque, repr=False)
     pending_load: float = 0.0
+    # Read on every redirect, so kept as plain values rather than worked out from the
+    # report each time: ``derive`` sets them, and the registry calls it with every report.
+    running: bool = field(init=False, default=False)
+    """The last report says RUNNING."""
+    fresh_for: float = field(init=False, default=0.0)
+    """How long a report stays fresh: ``FRESH_INTERVALS`` of the edge's interval."""
+
+    def __post_init__(self) -> None:
+        self.derive()
+
+    def derive(self) -> None:
+        report = self.report
+        self.running = report.state is EdgeState.RUNNING
+        self.fresh_for = FRESH_INTERVALS * report.interval_ms / 1000
 
     @property
     def address(self) -> str:
@@ -82,15 +97,15 @@ class ServerEntry:
     @property
     def willing(self) -> bool:
         """RUNNING and not drained: available if also live (``ServerRegistry.is_available``)."""
-        return self.state is EdgeState.RUNNING and not self.drained
+        return self.running and not self.drained
 
     @property
     def effective_load(self) -> float:
         """Last reported load plus the clients we sent that it does not include yet."""
-        return self.load + self.pending_load
+        return self.report.load + self.pending_load
 
     def is_fresh(self, now: float) -> bool:
-        return now - self.last_report <= FRESH_INTERVALS * self.interval
+        return now - self.last_report <= self.fresh_for
 
     def seconds_since_report(self, now: float) -> float:
         return max(0.0, now - self.last_report)
@@ -142,14 +157,28 @@ class ServerRegistry:
     # The same entries as a list, for O(1) random picks (p2c); kept by swap-remove.
     _order: list[ServerEntry] = field(default_factory=list)
     _position: dict[uuid.UUID, int] = field(default_factory=dict)
+    # The same entries, least recently reported first, so that ``expire`` looks only at
+    # those that may have timed out (a report moves its entry to the end).
+    _by_report: dict[ServerEntry, None] = field(default_factory=dict)
+    _latest_report: float = float("-inf")
+    _by_report_unordered: bool = False  # a report came with an earlier ``now`` (tests)
 
     def _add(self, entry: ServerEntry) -> None:
         self._servers[entry.guid] = entry
         self._position[entry.guid] = len(self._order)
         self._order.append(entry)
+        self._by_report[entry] = None
+        self._reported(entry.last_report)
+
+    def _reported(self, now: float) -> None:
+        if now < self._latest_report:
+            self._by_report_unordered = True
+        else:
+            self._latest_report = now
 
     def _drop(self, entry: ServerEntry) -> None:
         del self._servers[entry.guid]
+        del self._by_report[entry]
         i = self._position.pop(entry.guid)
         last = self._order.pop()
         if last is not entry:
@@ -179,7 +208,7 @@ class ServerRegistry:
 
     def is_available(self, entry: ServerEntry, now: float) -> bool:
         """Would get a new client now: live, running, not drained."""
-        return entry.willing and now - entry.last_report <= self.timeout
+        return entry.running and not entry.drained and now - entry.last_report <= self.timeout
 
     def available(self, now: float) -> Iterator[ServerEntry]:
         """Edges that may take a new client now (live, running, not drained)."""
@@ -206,7 +235,11 @@ class ServerRegistry:
         old_state = entry.state
         entry.boot_id = event.boot_id
         entry.report = report
+        entry.derive()
         entry.last_report = now
+        del self._by_report[entry]
+        self._by_report[entry] = None
+        self._reported(now)
         entry.sent_at = event.sent_at
         entry.reports_received += 1
         entry.redirects_since_report = 0
@@ -227,7 +260,15 @@ class ServerRegistry:
         return []
 
     def expire(self, now: float) -> list[RegistryEvent]:
-        gone = [e for e in self._servers.values() if not self.is_live(e, now)]
+        if self._by_report_unordered:  # (only a caller whose clock went back: re-sorted)
+            self._by_report = dict.fromkeys(sorted(self._by_report,
+                                                   key=attrgetter("last_report")))
+            self._by_report_unordered = False
+        gone = []
+        for entry in self._by_report:  # least recently reported first: stop at a live one
+            if now - entry.last_report <= self.timeout:
+                break
+            gone.append(entry)
         for entry in gone:
             self._drop(entry)
         return [ServerLeft(entry, LeaveReason.TIMED_OUT) for entry in gone]
@@ -259,7 +300,8 @@ class ServerRegistry:
         entry.redirects_total += 1
         entry.pending.append(now)
         entry.pending_load += 1.0
-        self._updated(entry)
+        for observer in self.observers:  # (_updated, inlined: this runs for every redirect)
+            observer.updated(entry)
 
     def available_count(self, now: float) -> int:
         return sum(1 for _ in self.available(now))

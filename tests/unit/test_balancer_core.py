@@ -132,3 +132,16 @@ def test_redirectors_by_name_or_path():
         redirector_class("fastest")
     with pytest.raises(PluginError, match="not a subclass"):
         redirector_class("lbmgmt.balancer.registry:ServerRegistry")
+
+
+def test_expiry_finds_every_silent_edge_whatever_order_reports_came_in():
+    reg = ServerRegistry(timeout=5)
+    a, b, c = guids(3)
+    reg.apply(report(a, 0), now=10)
+    reg.apply(report(b, 0), now=0)  # an earlier time after a later one
+    reg.apply(report(c, 0), now=12)
+    assert [e.server.guid for e in reg.expire(now=14)] == [b]
+    reg.apply(report(c, 0), now=20)  # c heard again: a is now the longest silent
+    assert [e.server.guid for e in reg.expire(now=16)] == [a]
+    assert [e.guid for e in reg] == [c] and reg.expire(now=25) == []
+    assert [e.server.guid for e in reg.expire(now=25.5)] == [c]

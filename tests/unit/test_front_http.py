@@ -43,7 +43,7 @@ class Peer:
                  **http: object) -> None:
         self.answers = Answers(core or core_with_edge(), HttpConfig(**http))  # type: ignore[arg-type]
         self.conn = HttpConnection(limits, now=T0)
-        self.conn.date = http_date(WALL)
+        self.conn.date_line = b"Date: %s\r\n" % http_date(WALL)
         self.events: list[object] = []
 
     def feed(self, data: bytes, now: float = T0) -> bytes:
@@ -283,3 +283,38 @@ def test_any_bytes_give_answers_or_a_refusal_never_an_exception(data):
     peer.feed(data)
     peer.tick(T0 + 100)
     assert peer.conn.closed or not data or all(not isinstance(e, Refused) for e in peer.events)
+
+
+class Unremembering(HttpConnection):
+    """An HttpConnection that parses every feed afresh (no repeated-request shortcut)."""
+
+    def receive_data(self, data: bytes, now: float) -> list:  # type: ignore[override]
+        self._again_data = b""  # (never equal to a feed: empty ones return first)
+        return super().receive_data(data, now)
+
+
+@settings(max_examples=300, deadline=None)
+def _cut(request: bytes) -> st.SearchStrategy[tuple[bytes, bytes]]:
+    return st.integers(1, len(request) - 1).map(lambda cut: (request[:cut], request[cut:]))
+
+
+@given(groups=st.lists(st.one_of(
+    st.sampled_from(VALID).map(lambda r: [r]),  # whole requests, repeated: the shortcut's
+    st.lists(st.sampled_from(VALID), min_size=2, max_size=3).map(  # pipelined
+        lambda rs: [b"".join(rs)]),
+    st.sampled_from(VALID).flatmap(_cut).flatmap(  # split: start, end, and the end again
+        lambda parts: st.sampled_from([[parts[0]], [parts[1]], [parts[0], parts[1], parts[1]],
+                                       [parts[0], parts[1]]])),
+    st.just([b"GET /loadbalancer HTTP/1.1\r\nConnection: close\r\n\r\n"]),
+    st.just([b"\r\n"])), max_size=8))
+def test_a_repeated_request_gets_the_answer_parsing_it_again_would(groups):
+    feeds = [data for group in groups for data in group]
+    remembering, parsing = Peer(), Peer()
+    parsing.conn = Unremembering(LIMITS, now=T0)
+    parsing.conn.date_line = remembering.conn.date_line
+    for data in feeds:
+        assert remembering.feed(data) == parsing.feed(data)
+        assert remembering.conn.closed == parsing.conn.closed
+        assert remembering.conn.get_timer() == parsing.conn.get_timer()
+    assert [repr(e) for e in remembering.events] == [repr(e) for e in parsing.events]
+    assert remembering.conn.requests == parsing.conn.requests

@@ -71,9 +71,14 @@ class SlicedInput:
             self._resume()
 
     def stop(self) -> None:
-        """Nothing more is handed on (the connection is closing)."""
+        """Nothing more is handed on (the connection is closing).
+
+        The reader lets go of its handler too: the handler is its connection's bound
+        method, a reference cycle otherwise left for the garbage collector.
+        """
         self.stopped = True
         self._buffer.clear()
+        self._handle = _drop
         if self._next is not None:
             self._next.cancel()
             self._next = None
@@ -92,11 +97,15 @@ class SlicedInput:
         self._handle(chunk)
 
     def _pause(self) -> None:
-        if not self._paused and not self._transport.is_closing():
+        if not self._paused and not self.stopped and not self._transport.is_closing():
             self._paused = True
             self._transport.pause_reading()  # type: ignore[attr-defined]
 
     def _resume(self) -> None:
-        if self._paused and not self._transport.is_closing():
+        if self._paused and not self.stopped and not self._transport.is_closing():
             self._paused = False
             self._transport.resume_reading()  # type: ignore[attr-defined]
+
+
+def _drop(data: bytes) -> None:
+    """A stopped reader's handler."""

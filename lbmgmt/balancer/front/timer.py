@@ -46,6 +46,12 @@ class ConnectionTimer:
             self._handle.cancel()
             self._handle = self._armed = None
 
+    def close(self) -> None:
+        """``cancel``, for good: lets go of the callback (its connection's bound method,
+        a reference cycle otherwise left for the garbage collector)."""
+        self.cancel()
+        self._expired = _ignore
+
     def _fire(self) -> None:
         self._handle = self._armed = None
         at = self.at
@@ -60,3 +66,7 @@ class ConnectionTimer:
         # A loop runs a timer up to its clock resolution early: the protocol must still
         # see its deadline reached, or it would ask for the same deadline again at once.
         self._expired(max(at, now))
+
+
+def _ignore(now: float) -> None:
+    """A closed timer's callback."""
