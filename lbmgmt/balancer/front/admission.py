@@ -8,7 +8,6 @@ counted by the reason it was refused.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -17,16 +16,18 @@ class Admission:
     max_total: int
     max_per_address: int
     total: int = 0
-    by_address: Counter[str] = field(default_factory=Counter)
+    # (a plain dict: Counter's item deletion is Python code, once per connection)
+    by_address: dict[str, int] = field(default_factory=dict)
 
     def admit(self, address: str) -> str | None:
         """None (admitted: ``release`` it later), or why not: "total" or "address"."""
         if self.total >= self.max_total:
             return "total"
-        if self.by_address[address] >= self.max_per_address:
+        held = self.by_address.get(address, 0)
+        if held >= self.max_per_address:
             return "address"
         self.total += 1
-        self.by_address[address] += 1
+        self.by_address[address] = held + 1
         return None
 
     def release(self, address: str) -> None:

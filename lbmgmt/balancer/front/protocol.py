@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import Counter
 from typing import cast
 
 from lbmgmt.balancer.config import ClientsConfig, HttpConfig
@@ -185,7 +185,7 @@ class FrontConnection(asyncio.Protocol):
         self.http: HttpConnection | None = None
         self._input: SlicedInput | None = None
         self._timer = ConnectionTimer(self._loop, self._on_timer)
-        self._queue: deque[Event] = deque()
+        self._queue: list[Event] = []  # behind a serverInfoXML being made
         self._busy = False  # an answer is being made (serverInfoXML): the queue waits
 
     # -- asyncio callbacks --------------------------------------------------------
