@@ -147,7 +147,9 @@ class RtmpSession(asyncio.Protocol):
         self._rearm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._timer.cancel()
+        # (the timer and the reader let go of this session's methods: no cycle is left
+        # for the garbage collector; a relay, if any, needs neither)
+        self._timer.close()
         if self._input is not None:
             self._input.stop()
         if self._proxy is None:  # a relay outlives the transport: it ends the session

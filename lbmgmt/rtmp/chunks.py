@@ -70,6 +70,9 @@ class ChunkDecoder:
         self.max_streams = max_streams
         self._streams: dict[int, _StreamState] = {}
         self._buffer = bytearray()
+        # Why the stream broke. Never raised itself: a raised exception's traceback holds
+        # the frames it passed, and so this decoder, in a cycle that outlives the
+        # connection until the garbage collector finds it; a fresh copy is raised.
         self.error: ChunkError | None = None
 
     @property
@@ -90,7 +93,7 @@ class ChunkDecoder:
         followed by garbage in the same segment is not lost.
         """
         if self.error is not None:
-            raise self.error
+            raise ChunkError(*self.error.args)
         self._buffer += data
         messages: list[Message] = []
         pos = 0
@@ -104,7 +107,7 @@ class ChunkDecoder:
                     self._control(message)  # a bad control message is not handed on
                     messages.append(message)
         except ChunkError as exc:
-            self.error = exc
+            self.error = ChunkError(*exc.args)  # (see __init__)
             self._buffer.clear()  # nothing more will be read from a broken stream
             self._streams.clear()
             if not messages:

@@ -179,7 +179,7 @@ class ServerConnection:
                 raise ChunkError(f"no connect within {self.max_before_connect} bytes")
             self._maybe_ack()
             if self.decoder.error is not None:  # after the messages that came before it
-                raise self.decoder.error
+                raise ChunkError(*self.decoder.error.args)  # (a copy: see ChunkDecoder)
             return
         self._in += data
         if self.state is State.HANDSHAKE_C0C1:

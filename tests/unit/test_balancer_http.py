@@ -29,6 +29,7 @@ from lbmgmt.balancer.rtmp_config import RtmpConfig
 from lbmgmt.clocks import Clocks
 from lbmgmt.configfile import ConfigError
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.rtmp import handshake
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
 KEY = SharedKey("http-test-key")
@@ -304,10 +305,13 @@ def test_rtmp_config_errors_name_file_line_field(tmp_path, text, line, field, me
 
 
 # -- a closed connection is freed at once ----------------------------------------------
-async def close_connections_one_by_one(count: int, loop_factory_name: str) -> list[str]:
-    """Serve ``count`` HTTP connections one after another (closed by the balancer after
-    the answer, by the client, after a refusal); the names of the balancer's objects
-    the garbage collector then found."""
+async def close_connections_one_by_one(count: int, protocol: str) -> list[str]:
+    """Serve ``count`` connections one after another, each closed; the names of the
+    balancer's objects the garbage collector then found.
+
+    HTTP: closed by the balancer after the answer, by the client, after a refusal.
+    RTMP: the handshake, then a chunk over the message cap (a protocol error).
+    """
     balancer, clock = make_balancer()
     send(balancer, clock, ReportSealer(uuid.uuid4()), address="10.1.2.3")
     rtmp = RtmpService(balancer.core, RtmpConfig(), balancer.clocks)
@@ -318,6 +322,21 @@ async def close_connections_one_by_one(count: int, loop_factory_name: str) -> li
                 b"GET /loadbalancer HTTP/1.1\r\n\r\n",  # kept alive: the client closes
                 b"GET /loadbalancer HTTP/1.1\r\nContent-Length: 20000\r\n\r\n"
                 + bytes(20000)]  # 413
+
+    async def one(i: int, sock: socket.socket) -> None:
+        if protocol == "http":
+            await loop.sock_sendall(sock, requests[i % len(requests)])
+            assert (await loop.sock_recv(sock, 4096)).startswith(b"HTTP/1.1 ")
+            return
+        await loop.sock_sendall(sock, bytes((handshake.VERSION,)) + bytes(handshake.PACKET))
+        got = b""
+        while len(got) < 1 + 2 * handshake.PACKET:
+            got += await loop.sock_recv(sock, 8192)
+        # C2, then a chunk announcing a 16 MiB message: a protocol error at once
+        await loop.sock_sendall(sock, got[1:1 + handshake.PACKET]
+                                + b"\x03\x00\x00\x00\xff\xff\xff\x08\x01\x00\x00\x00")
+        assert await loop.sock_recv(sock, 4096) == b""  # closed by the balancer
+
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept in gc.garbage
@@ -327,9 +346,9 @@ async def close_connections_one_by_one(count: int, loop_factory_name: str) -> li
             with socket.socket() as sock:
                 sock.setblocking(False)
                 await loop.sock_connect(sock, ("127.0.0.1", number))
-                await loop.sock_sendall(sock, requests[i % len(requests)])
-                assert (await loop.sock_recv(sock, 4096)).startswith(b"HTTP/1.1 ")
-            await until_true(lambda: not port.connections and port.admission.total == 0)
+                await one(i, sock)
+            await until_true(lambda: not port.connections and not rtmp.active
+                             and port.admission.total == 0)
         gc.collect()
         return sorted({type(o).__qualname__ for o in gc.garbage
                        if type(o).__module__.startswith("lbmgmt")})
@@ -349,10 +368,11 @@ async def until_true(condition, timeout: float = 30.0) -> None:
 
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-def test_a_closed_http_connection_leaves_nothing_for_the_garbage_collector(loop_name):
+@pytest.mark.parametrize("protocol", ["http", "rtmp"])
+def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(protocol, loop_name):
     # The collector's work grows with every object in the balancer (at 10 000 edges a
-    # full collection takes milliseconds): a connection must be freed by reference
-    # counting alone, with no cycle of its objects left behind.
+    # full collection takes tens of milliseconds): a connection must be freed by
+    # reference counting alone, with no cycle of its objects left behind.
     factory = uvloop.new_event_loop if loop_name == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        assert runner.run(close_connections_one_by_one(30, loop_name)) == []
+        assert runner.run(close_connections_one_by_one(30, protocol)) == []
