@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lbmgmt.balancer.core import BalancerCore
 
-PER_SLICE = 250  # servers per step: about 1-2 ms of work each
+PER_SLICE = 100  # servers per step: about a millisecond of work each
 _by_address = attrgetter("report.address")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -26,6 +27,9 @@ from lbmgmt.management.metrics import Metrics
 from lbmgmt.management.server import MBeanServer, Role
 
 log = logging.getLogger("lbmgmt.management")
+
+METRICS_HEADERS = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+WRITE_SLICE = 256 * 1024  # bytes of a big /metrics answer written per loop turn
 
 MAX_REQUEST = 256 * 1024
 CALLER = web.RequestKey("caller", tuple[Role, str | None])
@@ -188,6 +192,18 @@ class ManagementServer:
         return web.Response(text=json.dumps(answer, default=str),
                             content_type="application/json")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=await self.metrics.text(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        text = await self.metrics.text()
+        if len(text) <= WRITE_SLICE:
+            return web.Response(body=text, headers=METRICS_HEADERS)
+        # Megabytes (10 000 edges): written a slice a loop turn, as fast as the client
+        # reads (aiohttp's write waits for the buffer to drain), not copied at once.
+        response = web.StreamResponse(headers=METRICS_HEADERS)
+        response.content_length = len(text)
+        await response.prepare(request)
+        view = memoryview(text)
+        for start in range(0, len(view), WRITE_SLICE):
+            await response.write(view[start:start + WRITE_SLICE])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response

@@ -5,24 +5,30 @@ time. Names are ``<domain>_<type>_<attribute>`` in snake case (counters get
 ``_total``); the other key properties of the object name (``guid``) become
 labels, and object-valued attributes (drops by reason) one label more.
 
+The text is Prometheus' exposition format 0.0.4, written here line by line
+(values formatted by ``prometheus_client``'s own ``floatToGoString``): its
+object model (a sample object and a label dict per value) made a 10 000-edge
+balancer's scrape allocate hundreds of thousands of objects that lived across
+the slices below, and each such wave brought full garbage collections of 100 ms
+and more (bench/stall.py). Lines are strings, which the collector never walks.
+
 With thousands of MBeans (a balancer with 10 000 edges has 10 000 Server
 MBeans) a scrape is too long to hold the loop that serves clients: ``Metrics``
 reads the MBeans ``PER_SLICE`` at a time, letting the loop run between slices,
-formats the snapshot in a thread, and serves it for ``max_age`` seconds. Up to
-``PER_SLICE`` MBeans it renders afresh, at once.
+and serves the text for ``max_age`` seconds. Up to ``PER_SLICE`` MBeans it
+renders afresh, at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from lbmgmt.management.server import MBeanServer
 
@@ -30,6 +36,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names, for every MBean at every scrape
 def snake(text: str) -> str:
     return _INVALID.sub("_", _CAMEL.sub("_", text)).lower()
 
@@ -42,8 +49,31 @@ def _number(value: Any) -> float | None:
     return None
 
 
-Families = dict[str, GaugeMetricFamily | CounterMetricFamily]
-PER_SLICE = 200  # MBeans read per loop turn
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{_INVALID.sub("_", k)}="{_label_value(v)}"'
+                          for k, v in sorted(labels.items())) + "}"
+
+
+class _Family:
+    """One metric's header and sample lines (strings only: see the module docstring)."""
+
+    __slots__ = ("name", "lines")
+
+    def __init__(self, name: str, kind: str, description: str) -> None:
+        self.name = name
+        help_text = description.replace("\\", "\\\\").replace("\n", "\\n")
+        self.lines = [f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"]
+
+
+Families = dict[str, _Family]
+PER_SLICE = 25  # MBeans read per loop turn (a Server MBean has 7 metrics: ~1-2 ms)
+LINES_PER_STEP = 2000  # lines joined per loop turn at the end
 
 
 def collect_into(families: Families, beans: Iterable[tuple[Any, Any]]) -> None:
@@ -51,6 +81,7 @@ def collect_into(families: Families, beans: Iterable[tuple[Any, Any]]) -> None:
     for name, bean in beans:
         base_labels = {k: v for k, v in name.properties if k != "type"}
         prefix = f"{snake(name.domain)}_{snake(name.get('type') or 'mbean')}"
+        base = _labels(base_labels)
         for attr in bean.mbean_info().attributes.values():
             if attr.metric is None:
                 continue
@@ -58,48 +89,64 @@ def collect_into(families: Families, beans: Iterable[tuple[Any, Any]]) -> None:
                 value = bean.read(attr.name)
             except Exception:  # an attribute that cannot be read now is left out
                 continue
-            metric_name = f"{prefix}_{snake(attr.name)}"
-            samples: list[tuple[dict[str, str], float]] = []
+            samples: list[str] = []
             if isinstance(value, dict):
                 key = attr.metric_label or "key"
                 for k, v in value.items():
                     number = _number(v)
                     if number is not None:
-                        samples.append(({**base_labels, key: str(k)}, number))
+                        samples.append(f"{_labels({**base_labels, key: str(k)})} "
+                                       f"{floatToGoString(number)}\n")
             else:
                 number = _number(value)
                 if number is not None:
-                    samples.append((base_labels, number))
+                    samples.append(f"{base} {floatToGoString(number)}\n")
             if not samples:
                 continue
+            metric_name = f"{prefix}_{snake(attr.name)}"
             family = families.get(metric_name)
             if family is None:
-                cls = CounterMetricFamily if attr.metric == "counter" else GaugeMetricFamily
-                family = families[metric_name] = cls(metric_name, attr.description,
-                                                     labels=sorted(samples[0][0]))
-            for sample_labels, number in samples:
-                family.add_metric([sample_labels[k] for k in sorted(sample_labels)], number)
+                counter = attr.metric == "counter"
+                family = families[metric_name] = _Family(
+                    metric_name + "_total" if counter else metric_name,
+                    "counter" if counter else "gauge", attr.description)
+            family.lines += [family.name + sample for sample in samples]
 
 
-class _Snapshot(Collector):
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
+def metrics_steps(server: MBeanServer, names: list[Any] | None = None, *,
+                  per_slice: int = PER_SLICE) -> Generator[None, None, bytes]:
+    """The text, read ``per_slice`` MBeans a step: ``next()`` until StopIteration, whose
+    value it is. The caller may let its loop run between any two steps.
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self.families
-
-
-def _generate(families: list[Metric]) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families))
-    return generate_latest(registry)
+    ``names`` (default: every MBean, in registration order) is taken as it is at the
+    start; an MBean unregistered since is left out. What lives across steps is that list and the
+    lines made so far (strings): a full garbage collection finds next to nothing new.
+    """
+    if names is None:
+        names = server.names()
+    families: Families = {}
+    for start in range(0, len(names), per_slice):
+        collect_into(families, ((name, bean) for name in names[start:start + per_slice]
+                                if (bean := server.get(name)) is not None))
+        yield
+    parts: list[bytes] = []
+    for family in families.values():
+        lines, family.lines = family.lines, []  # (let go as it goes)
+        for start in range(0, len(lines), LINES_PER_STEP):
+            parts.append("".join(lines[start:start + LINES_PER_STEP]).encode("utf-8"))
+            yield
+    return b"".join(parts)
 
 
 def render_metrics(server: MBeanServer) -> bytes:
     """Every MBean at once (a small server, tests)."""
-    families: Families = {}
-    collect_into(families, server.items())
-    return _generate(list(families.values()))
+    steps = metrics_steps(server)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            text: bytes = done.value
+            return text
 
 
 class Metrics:
@@ -115,23 +162,25 @@ class Metrics:
         self._making: asyncio.Task[bytes] | None = None
 
     async def text(self) -> bytes:
-        beans = list(self.server.items())
-        if len(beans) <= PER_SLICE:
+        if len(self.server) <= PER_SLICE:
             return render_metrics(self.server)
         now = self.monotonic()
         if self._text is not None and now - self._made_at < self.max_age:
             return self._text
         if self._making is None:
-            self._making = asyncio.get_running_loop().create_task(self._make(beans, now))
+            self._making = asyncio.get_running_loop().create_task(self._make(now))
         return await asyncio.shield(self._making)
 
-    async def _make(self, beans: list[tuple[Any, Any]], now: float) -> bytes:
+    async def _make(self, now: float) -> bytes:
         try:
-            families: Families = {}
-            for start in range(0, len(beans), PER_SLICE):
-                collect_into(families, beans[start:start + PER_SLICE])
+            steps = metrics_steps(self.server, self.server.names())
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    text: bytes = done.value
+                    break
                 await asyncio.sleep(0)  # everything else that is ready runs in between
-            text = await asyncio.to_thread(_generate, list(families.values()))
             self._text, self._made_at = text, now
             return text
         finally:

@@ -71,6 +71,15 @@ class MBeanServer:
     def items(self) -> list[tuple[ObjectName, MBean]]:
         return sorted(self._beans.items(), key=lambda kv: str(kv[0]))
 
+    def names(self) -> list[ObjectName]:
+        """Every registered name, in registration order: a cheap snapshot (no sorting, no
+        new objects but the list) for whoever reads the MBeans over several loop turns."""
+        return list(self._beans)
+
+    def get(self, name: ObjectName) -> MBean | None:
+        """The MBean registered under ``name``, or None (unregistered since)."""
+        return self._beans.get(name)
+
     # -- access ---------------------------------------------------------------
     def info(self, name: ObjectName, role: Role) -> dict[str, Any]:
         bean = self.lookup(name)

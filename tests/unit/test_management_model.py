@@ -323,6 +323,43 @@ def test_metrics_exposition(server):
     assert snake("HTTPRedirects") == "http_redirects"
 
 
+ODD_COUNTS = {'a"b': 1, "c\\d": 2.5, "e\nf": float("inf"), "g": 1e22, "h": True}
+
+
+class Odd(MBean):
+    """Label values and a description that need escaping, and numbers of every kind."""
+
+    @attribute("object", 'Per "kind"\\ of thing\nin two lines', metric="counter",
+               metric_label="kind")
+    def Counts(self) -> dict[str, float]:
+        return ODD_COUNTS
+
+
+def test_metrics_text_is_what_prometheus_client_writes_and_reads():
+    # The exposition is written line by line (no per-sample objects): it must be
+    # byte for byte what prometheus_client's own writer makes of the same samples.
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.parser import text_string_to_metric_families
+
+    srv = MBeanServer(NotificationBuffer(capacity=5), clock=lambda: 1000.0)
+    srv.register("test:type=Odd,guid=x-y", Odd())
+    family = CounterMetricFamily("test_odd_counts", 'Per "kind"\\ of thing\nin two lines',
+                                 labels=["guid", "kind"])
+    for kind, value in ODD_COUNTS.items():
+        family.add_metric(["x-y", kind], float(value))
+
+    class Collector:
+        def collect(self):
+            yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())  # type: ignore[arg-type]
+    assert render_metrics(srv) == generate_latest(registry)
+    [parsed] = text_string_to_metric_families(render_metrics(srv).decode())
+    assert {s.labels["kind"]: s.value for s in parsed.samples} == ODD_COUNTS
+
+
 # -- auth ------------------------------------------------------------------------
 def test_password_hash_round_trip_and_format():
     encoded = hash_password("hunter2")

@@ -40,7 +40,9 @@ from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
 
 log = logging.getLogger("lbmgmt.front")
 
-HTTP_COUNTERS = ("requests", "bad_requests", "too_large", "head_timeouts", "idle_closed")
+HTTP_COUNTERS = ("requests", "bad_requests", "too_large", "head_timeouts", "idle_closed",
+                 "write_timeouts")
+WRITE_SLICE = 256 * 1024  # bytes of a big answer written per loop turn
 PORT_COUNTERS = ("connections", "refused_total", "refused_address", "silent_timeouts",
                  "not_rtmp")
 
@@ -187,6 +189,8 @@ class FrontConnection(asyncio.Protocol):
         self._timer = ConnectionTimer(self._loop, self._on_timer)
         self._queue: list[Event] = []  # behind a serverInfoXML being made
         self._busy = False  # an answer is being made (serverInfoXML): the queue waits
+        self._write_paused = False  # the transport's buffer is full (flow control)
+        self._drained: asyncio.Future[None] | None = None
 
     # -- asyncio callbacks --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -223,6 +227,8 @@ class FrontConnection(asyncio.Protocol):
         self._timer.close()
         if self.http is not None:
             self.http.close()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # (_write_in_slices finds the transport closing)
         if self._input is not None:
             self._input.stop()
         self.port.connections.discard(self)
@@ -332,10 +338,49 @@ class FrontConnection(asyncio.Protocol):
             return
         self.http.date_line = self.port.date_line()
         self.http.send(request, self.port.answers.server_info(document), now=self._loop.time())
+        if not await self._write_in_slices(self.http.data_to_send()):
+            return
         self._busy = False
         assert self._input is not None
         self._input.release()
         self._answer([])
+
+    async def _write_in_slices(self, data: bytes) -> bool:
+        """A big answer (serverInfoXML: megabytes), ``WRITE_SLICE`` bytes a loop turn and
+        only as fast as the client reads (flow control): copying it into the socket at
+        once would hold the loop, and a client that does not read would hold it all in
+        memory. A client that takes none of it for ``keepalive_timeout`` is dropped.
+        False: the connection is gone."""
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_SLICE):
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return False
+            if self._write_paused:
+                self._drained = self._loop.create_future()
+                try:
+                    async with asyncio.timeout(self.port.limits.keepalive_timeout):
+                        await self._drained
+                except TimeoutError:
+                    self.port.http_counters["write_timeouts"] += 1
+                    log.debug("client reads too slowly", extra=fields(peer=self.address))
+                    self.abort()
+                    return False
+                finally:
+                    self._drained = None
+                if transport.is_closing():
+                    return False
+            transport.write(view[start:start + WRITE_SLICE])
+            await asyncio.sleep(0)  # everything else that is ready runs in between
+        return True
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     # -- time ---------------------------------------------------------------------
     def _rearm(self) -> None:
