@@ -11,8 +11,10 @@ from ``get_timer()``.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
+from lbmgmt.balancer import front, serverinfo
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.config import ClientsConfig, HttpConfig
 from lbmgmt.balancer.front.protocol import ClientPort, FrontConnection
@@ -25,7 +27,7 @@ from lbmgmt.rtmp.client import ClientConnection
 from lbmgmt.rtmp.server import (ConnectionFailed, HandshakeCompleted, MessageReceived,
                                 ServerConnection, State, TimedOut)
 from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
-from lbmgmt.status import SharedKey
+from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
 T0 = 1000.0
 
@@ -398,3 +400,66 @@ def test_set_chunk_size_under_the_floor_is_refused():
     opened(c, ok2, now=T0)
     c.send(chunks.Message(chunks.SET_CHUNK_SIZE, (128).to_bytes(4, "big"), csid=2))
     assert ok2.receive_data(c.data_to_send(), now=T0) and ok2.state is State.OPEN
+
+
+# -- a big answer goes out as fast as the client reads ---------------------------------------
+def big_pool_port(loop: ManualClockLoop) -> ClientPort:
+    """The client port with enough edges that serverInfoXML is made in steps."""
+    port, service = client_port_on(loop)
+    key = SharedKey("timers")
+    for i in range(3 * serverinfo.PER_SLICE):
+        report = Report(EdgeState.RUNNING, f"10.0.{i >> 8}.{i & 255}:1935", 0, 2500)
+        service.core.receive_datagram(ReportSealer(uuid.UUID(int=i + 1)).seal(
+            report, key, now=1_800_000_000.0), now=loop.now, wall=1_800_000_000.0)
+    return port
+
+
+SERVER_INFO = b"GET /loadbalancer?serverInfoXML HTTP/1.1\r\n\r\n"
+
+
+def test_a_client_that_reads_nothing_of_a_big_answer_is_dropped_after_the_idle_timeout():
+    async def test(loop: ManualClockLoop) -> None:
+        port = big_pool_port(loop)
+        conn, transport = FrontConnection(port, http=True, rtmp=True), FakeTransport()
+        conn.connection_made(transport)
+        conn.pause_writing()  # the client's socket is full: it reads nothing
+        conn.data_received(SERVER_INFO)
+        await turn(50)  # the document is made (in steps); nothing may be written
+        assert transport.written == b"" and not transport.aborted
+        loop.now += port.limits.keepalive_timeout - 0.01
+        await turn()
+        assert not transport.aborted
+        loop.now += 0.02
+        await turn()
+        assert transport.aborted and port.http_counters["write_timeouts"] == 1
+        conn.connection_lost(None)
+    run_on_manual_clock(test)
+
+
+def test_a_big_answer_is_written_a_slice_a_turn_and_waits_while_the_client_is_full():
+    async def test(loop: ManualClockLoop) -> None:
+        port = big_pool_port(loop)
+        conn, transport = FrontConnection(port, http=True, rtmp=True), FakeTransport()
+        conn.connection_made(transport)
+        front.protocol.WRITE_SLICE, slice_was = 4096, front.protocol.WRITE_SLICE
+        try:
+            conn.data_received(SERVER_INFO)
+            await turn(10)
+            assert 0 < len(transport.written) <= 10 * 4096  # a slice a turn, not all at once
+            conn.pause_writing()
+            await turn(10)
+            paused_at = len(transport.written)
+            await turn(10)
+            assert len(transport.written) == paused_at  # waits while the client is full
+            conn.resume_writing()
+            await turn(2000)
+        finally:
+            front.protocol.WRITE_SLICE = slice_was
+        head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+        assert b"HTTP/1.1 200 OK" in head and body.endswith(b"</LoadBalancerServerInfo>")
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert body.count(b"<Server>") == 3 * serverinfo.PER_SLICE
+        conn.data_received(b"GET /loadbalancer HTTP/1.1\r\n\r\n")  # and the next request
+        assert bytes(transport.written).count(b"HTTP/1.1 200 OK") == 2
+        assert not transport.aborted and port.http_counters["write_timeouts"] == 0
+    run_on_manual_clock(test)
