@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.front.pacing import SlicedInput
-from lbmgmt.balancer.front.timer import ConnectionTimer
+from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.registry import ServerEntry
 from lbmgmt.balancer.relay import relay
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
@@ -68,6 +68,7 @@ class RtmpService:
         self.config = config
         self.clocks = clocks
         self.active: set[RtmpSession] = set()  # sessions, relaying ones included
+        self.deadlines = Deadlines()  # every session's deadline, on one loop handle
         self.relays: set[asyncio.Task[None]] = set()  # proxy setups and their relays
         self.closing = False
         self.counters: Counter[str] = core.front("rtmp", COUNTERS, lambda: len(self.active))
@@ -124,7 +125,7 @@ class RtmpSession(asyncio.Protocol):
                                      min_chunk_size=cfg.min_chunk_size, now=now)
         self.transport: asyncio.Transport | None = None
         self._input: SlicedInput | None = None
-        self._timer = ConnectionTimer(self._loop, self._on_timer)
+        self._timer = ConnectionTimer(self._loop, self._on_timer, service.deadlines)
         self._accepted_app: RtmpApp | None = None
         self._connect: Command | None = None
         self._proxy: asyncio.Task[None] | None = None

@@ -31,6 +31,9 @@ SniffEvent = Sniffed | TimedOut
 class FirstByteSniffer:
     """Waits for the first byte, once; ``timeout`` in seconds, None: no deadline."""
 
+    # (slots: one per connection)
+    __slots__ = ("_started", "done", "timeout")
+
     def __init__(self, *, timeout: float | None, now: float) -> None:
         self.timeout = timeout
         self._started = now

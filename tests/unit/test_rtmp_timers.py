@@ -14,11 +14,13 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
 from lbmgmt.balancer import front, serverinfo
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.config import ClientsConfig, HttpConfig
 from lbmgmt.balancer.front.protocol import ClientPort, FrontConnection
-from lbmgmt.balancer.front.timer import ConnectionTimer
+from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.rtmp import RtmpService, RtmpSession
 from lbmgmt.balancer.rtmp_config import RtmpConfig
 from lbmgmt.clocks import Clocks
@@ -344,16 +346,55 @@ def test_the_first_byte_hands_the_timer_over_to_the_session():
     run_on_manual_clock(test)
 
 
-def test_a_timer_run_early_by_the_loop_still_reaches_its_deadline():
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_timer_run_early_by_the_loop_still_reaches_its_deadline(shared):
     async def test(loop: ManualClockLoop) -> None:
         seen: list[float] = []
-        timer = ConnectionTimer(loop, seen.append)
+        deadlines = Deadlines() if shared else None
+        timer = ConnectionTimer(loop, seen.append, deadlines)
         timer.update(T0 + 5)
         timer.update(T0 + 5)  # the same deadline: the same handle
         assert len(loop.handles) == 1
         loop.now = T0 + 5 - 1e-9  # within a clock's resolution of it
-        timer._fire()
+        loop.handles[0]._run()  # what the loop does with a handle it runs (early)
         assert seen == [T0 + 5] and timer.at is None
+    run_on_manual_clock(test)
+
+
+def test_many_timers_share_one_loop_handle_and_each_fires_at_its_own_deadline():
+    async def test(loop: ManualClockLoop) -> None:
+        deadlines = Deadlines()
+        seen: list[tuple[str, float]] = []
+        timers = {name: ConnectionTimer(loop, lambda now, n=name: seen.append((n, now)),
+                                        deadlines)
+                  for name in "abcde"}
+        # b and c in one bucket (10 ms apart), a later, d earliest, e moved later
+        for name, at in (("a", T0 + 9), ("b", T0 + 5), ("c", T0 + 5.01), ("d", T0 + 3),
+                         ("e", T0 + 4)):
+            timers[name].update(at)
+        timers["e"].update(T0 + 7)  # later: no loop work, filed again when it comes up
+        assert loop.armed() == [T0 + 3] and len(deadlines) == 5
+        for now in (T0 + 3, T0 + 4, T0 + 5, T0 + 5.01, T0 + 7, T0 + 9):
+            loop.now = now
+            await turn()
+            assert len(loop.armed()) <= 1  # one loop handle for all of them
+        assert seen == [("d", T0 + 3), ("b", T0 + 5), ("c", T0 + 5.01), ("e", T0 + 7),
+                        ("a", T0 + 9)]
+        assert loop.armed() == [] and len(deadlines) == 0
+    run_on_manual_clock(test)
+
+
+def test_removing_every_timer_cancels_the_shared_handle():
+    async def test(loop: ManualClockLoop) -> None:
+        deadlines = Deadlines()
+        first, second = (ConnectionTimer(loop, lambda now: None, deadlines) for _ in "12")
+        first.update(T0 + 5)
+        second.update(T0 + 2)  # earlier: the handle moves
+        assert loop.armed() == [T0 + 2]
+        second.cancel()
+        assert loop.armed() == [T0 + 2]  # (it comes up and finds only the later one)
+        first.close()
+        assert loop.armed() == [] and len(deadlines) == 0
     run_on_manual_clock(test)
 
 

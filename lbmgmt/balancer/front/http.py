@@ -125,6 +125,13 @@ class _Stop(Exception):
 
 
 class HttpConnection:
+    # (slots: one per connection, made and dropped for every client)
+    __slots__ = (
+        "_again", "_again_data", "_body", "_connection_header", "_deadline", "_events",
+        "_head_began", "_head_bytes", "_head_size", "_headers", "_out", "_parser", "_state", "_url",
+        "_waiting", "date_line", "limits", "requests"
+    )
+
     def __init__(self, limits: HttpLimits, *, now: float) -> None:
         self.limits = limits
         self._parser = httptools.HttpRequestParser(self)

@@ -16,6 +16,12 @@ from collections.abc import Callable
 
 
 class SlicedInput:
+    # (slots: one per connection)
+    __slots__ = (
+        "_buffer", "_handle", "_held", "_loop", "_next", "_paused", "_transport", "budget",
+        "stopped"
+    )
+
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
                  handle: Callable[[bytes], None], *, budget: int) -> None:
         self._loop = loop

@@ -29,7 +29,7 @@ from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted, http_date
 from lbmgmt.balancer.front.http import (SLICE, Event, HttpConnection, HttpLimits, Refused,
                                         Request)
 from lbmgmt.balancer.front.pacing import SlicedInput
-from lbmgmt.balancer.front.timer import ConnectionTimer
+from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.rtmp import RtmpService
 from lbmgmt.balancer.serverinfo import PER_SLICE, render_server_info, server_info_steps
 from lbmgmt.clocks import Clocks
@@ -116,6 +116,7 @@ class ClientPort:
                                  max_head=http.max_head_bytes)
         self.admission = Admission(clients.max_connections, clients.max_connections_per_address)
         self.server_info = ServerInfoCache(core, clocks)
+        self.deadlines = Deadlines()  # every connection's deadline, on one loop handle
         self.connections: set[FrontConnection] = set()  # before the hand-over to RTMP
         self.http_counters: Counter[str] = core.front(
             "http", HTTP_COUNTERS, lambda: sum(c.http is not None for c in self.connections))
@@ -175,6 +176,12 @@ class ClientPort:
 class FrontConnection(asyncio.Protocol):
     """One client connection: admitted, sniffed, then HTTP here or RTMP handed over."""
 
+    # (slots: one per connection, made and dropped for every client)
+    __slots__ = (
+        "_admitted", "_busy", "_drained", "_input", "_loop", "_queue", "_timer", "_write_paused",
+        "address", "http", "port", "serve_http", "serve_rtmp", "sniffer", "transport"
+    )
+
     def __init__(self, port: ClientPort, *, http: bool, rtmp: bool) -> None:
         self.port = port
         self.serve_http = http
@@ -186,7 +193,7 @@ class FrontConnection(asyncio.Protocol):
         self.sniffer = FirstByteSniffer(timeout=port.limits.head_timeout, now=self._loop.time())
         self.http: HttpConnection | None = None
         self._input: SlicedInput | None = None
-        self._timer = ConnectionTimer(self._loop, self._on_timer)
+        self._timer = ConnectionTimer(self._loop, self._on_timer, port.deadlines)
         self._queue: list[Event] = []  # behind a serverInfoXML being made
         self._busy = False  # an answer is being made (serverInfoXML): the queue waits
         self._write_paused = False  # the transport's buffer is full (flow control)
