@@ -161,6 +161,7 @@ class ServerRegistry:
     # those that may have timed out (a report moves its entry to the end).
     _by_report: dict[ServerEntry, None] = field(default_factory=dict)
     _latest_report: float = float("-inf")
+    _willing: int = 0  # entries RUNNING and not drained (``available_count`` starts there)
     _by_report_unordered: bool = False  # a report came with an earlier ``now`` (tests)
 
     def _add(self, entry: ServerEntry) -> None:
@@ -169,6 +170,7 @@ class ServerRegistry:
         self._order.append(entry)
         self._by_report[entry] = None
         self._reported(entry.last_report)
+        self._willing += entry.willing
 
     def _reported(self, now: float) -> None:
         if now < self._latest_report:
@@ -179,6 +181,7 @@ class ServerRegistry:
     def _drop(self, entry: ServerEntry) -> None:
         del self._servers[entry.guid]
         del self._by_report[entry]
+        self._willing -= entry.willing
         i = self._position.pop(entry.guid)
         last = self._order.pop()
         if last is not entry:
@@ -234,8 +237,10 @@ class ServerRegistry:
             return [ServerJoined(entry)]
         old_state = entry.state
         entry.boot_id = event.boot_id
+        self._willing -= entry.willing
         entry.report = report
         entry.derive()
+        self._willing += entry.willing
         entry.last_report = now
         del self._by_report[entry]
         self._by_report[entry] = None
@@ -291,7 +296,9 @@ class ServerRegistry:
         (self.drained.add if drained else self.drained.discard)(guid)
         if entry.drained == drained:
             return []
+        self._willing -= entry.willing
         entry.drained = drained
+        self._willing += entry.willing
         self._updated(entry)
         return [ServerDrainChanged(entry, drained)]
 
@@ -304,4 +311,14 @@ class ServerRegistry:
             observer.updated(entry)
 
     def available_count(self, now: float) -> int:
-        return sum(1 for _ in self.available(now))
+        # O(timed out, not yet expired): every willing edge, less the willing ones whose
+        # last report is past the timeout, which lead ``_by_report`` (the sweep expires
+        # them within a quarter of a second). Read by management at every scrape.
+        if self._by_report_unordered:
+            return sum(1 for _ in self.available(now))
+        count = self._willing
+        for entry in self._by_report:
+            if now - entry.last_report <= self.timeout:
+                break
+            count -= entry.willing
+        return count

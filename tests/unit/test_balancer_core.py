@@ -7,6 +7,8 @@ import uuid
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbmgmt.balancer.redirectors import ConcurrentConnects, RoundRobin, redirector_class
 from lbmgmt.balancer.registry import (LeaveReason, ServerJoined, ServerLeft, ServerRegistry,
@@ -145,3 +147,31 @@ def test_expiry_finds_every_silent_edge_whatever_order_reports_came_in():
     assert [e.server.guid for e in reg.expire(now=16)] == [a]
     assert [e.guid for e in reg] == [c] and reg.expire(now=25) == []
     assert [e.server.guid for e in reg.expire(now=25.5)] == [c]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["report", "pause", "stop", "drain", "undrain", "remove", "sweep"]),
+    st.integers(0, 4),  # which edge
+    st.floats(0, 3)),  # seconds since the step before
+    max_size=40))
+def test_available_count_is_kept_without_a_scan_and_equals_one(steps):
+    reg = ServerRegistry(timeout=5)
+    edges = guids(5)
+    now = 0.0
+    for action, which, dt in steps:
+        now += dt
+        guid = edges[which]
+        if action in ("report", "pause", "stop"):
+            state = {"report": EdgeState.RUNNING, "pause": EdgeState.PAUSED,
+                     "stop": EdgeState.STOPPING}[action]
+            reg.apply(report(guid, 0, state), now=now)
+        elif action in ("drain", "undrain") and reg.get(guid) is not None:
+            reg.set_drained(guid, action == "drain")
+        elif action == "remove":
+            reg.remove(guid)
+        elif action == "sweep":
+            reg.expire(now)
+        later = now + dt  # (and a moment after, before any sweep)
+        for at in (now, later):
+            assert reg.available_count(at) == sum(reg.is_available(e, at) for e in reg)
