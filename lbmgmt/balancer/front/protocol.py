@@ -6,8 +6,11 @@ handshake) hands the connection to an ``RtmpSession``; anything else is HTTP,
 served here with ``HttpConnection`` (httptools) and ``Answers`` (the core).
 Every byte goes through ``SlicedInput`` (a bounded slice per loop turn), and
 each connection keeps one ``ConnectionTimer`` at its sans-IO object's
-``get_timer()``. ``?serverInfoXML`` comes from ``ServerInfoCache``: made in
-slices that let the loop run between them, at most once per ``max_age``.
+``get_timer()``, filed in the port's ``Deadlines`` (one loop handle for all).
+``?serverInfoXML`` comes from ``ServerInfoCache``: made in slices that let the
+loop run between them, at most once per ``max_age``, and written a slice a turn
+as fast as the client reads. A closed connection leaves no reference cycle:
+it is freed by reference counting, never by the garbage collector.
 
 Stopping goes in three steps so that it cannot hang: ``close`` (no new
 connections), ``close_connections`` (every connection, RTMP sessions and
