@@ -22,12 +22,15 @@ from lbmgmt.balancer.redirectors import Redirector, redirector_class
 from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
                                       ServerRegistry, ServerStateChanged)
 from lbmgmt.logs import fields
-from lbmgmt.status import ReportAccepted, ReportReceiver, SharedKey
+from lbmgmt.status import (DatagramDropped, DropReason, ReportAccepted, ReportReceiver,
+                           SharedKey)
+from lbmgmt.throttle import Throttle
 
 log = logging.getLogger("lbmgmt.balancer")
 
 # What a client is told when no edge would take it, in every protocol's own wrapping.
 NO_SERVER = "no available server"
+WARN_INTERVAL = 60.0  # seconds between two warnings of one cause (a sender's key or clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +89,39 @@ class BalancerCore:
         # What the shell bound, for the status pages ("udp", "http", "rtmp"): text or absent.
         self.addresses: dict[str, str] = {}
         self.listeners: list[Callable[[RegistryEvent], None]] = []
+        self.warnings = Throttle(WARN_INTERVAL)  # rejected reports an operator must hear of
 
     # -- reports in -------------------------------------------------------------------
-    def receive_datagram(self, data: bytes, *, now: float, wall: float) -> None:
-        """One datagram from the status port: applied if it is a good report, else counted."""
+    def receive_datagram(self, data: bytes, *, now: float, wall: float,
+                         source: str = "?") -> None:
+        """One datagram from the status port (``source``: the sender's address, for the
+        warnings): applied if it is a good report, else counted, and said if an operator
+        must act (a wrong key, a skewed clock)."""
         event = self.receiver.receive(data, wall)
         if isinstance(event, ReportAccepted):
             self._emit(self.registry.apply(event, now))
+        elif event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
+            self._say_why(event, source, now)
+
+    def _say_why(self, drop: DatagramDropped, source: str, now: float) -> None:
+        """A rejected report that will come again until someone acts: a warning, at most
+        one per ``WARN_INTERVAL`` per sender (``held_back``: how many since the last)."""
+        host = source.rpartition(":")[0] or source
+        if drop.reason is DropReason.BAD_AUTH:
+            held_back = self.warnings.allow((drop.reason, host), now)
+            if held_back is not None:
+                log.warning("report dropped: it does not open with this balancer's key "
+                            "(a wrong key in the edge's targets file?)", extra=fields(
+                                source=source, claimed_guid=str(drop.guid),
+                                held_back=held_back))
+            return
+        held_back = self.warnings.allow((drop.reason, drop.guid), now)
+        if held_back is not None:
+            offset_ms = round((drop.offset or 0.0) * 1000)
+            log.warning("report dropped: the edge's clock and this balancer's differ by more "
+                        "than max_clock_skew_ms (run NTP or chrony on both)", extra=fields(
+                            guid=str(drop.guid), source=source, offset_ms=offset_ms,
+                            max_ms=round(self.receiver.max_age * 1000), held_back=held_back))
 
     @property
     def sweep_interval(self) -> float:

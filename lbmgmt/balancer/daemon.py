@@ -21,7 +21,7 @@ from lbmgmt.balancer.front.protocol import ClientPort
 from lbmgmt.balancer.mbeans import BalancerBeans
 from lbmgmt.balancer.rtmp import RtmpService
 from lbmgmt.clocks import Clocks
-from lbmgmt.endpoints import Endpoint, format_address
+from lbmgmt.endpoints import Endpoint, format_address, join_host_port
 from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
@@ -44,7 +44,8 @@ class _StatusProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         clocks = self.balancer.clocks
-        self.balancer.core.receive_datagram(data, now=clocks.monotonic(), wall=clocks.wall())
+        self.balancer.core.receive_datagram(data, now=clocks.monotonic(), wall=clocks.wall(),
+                                            source=join_host_port(str(addr[0]), addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error", extra=fields(error=str(exc)))

@@ -220,6 +220,12 @@ class ServerMBean(MBean):
     def Agent(self) -> str | None:
         return self.entry.report.agent
 
+    @attribute("integer", "The edge's clock less this balancer's at its last report "
+               "(transit included): reports further off than max_clock_skew_ms are dropped",
+               unit="ms")
+    def ClockOffsetMs(self) -> int:
+        return round(self.entry.clock_offset * 1000)
+
     @operation(Impact.ACTION, "No new clients for this edge until undrained")
     def drain(self) -> None:
         self.core.drain(self.guid, True)

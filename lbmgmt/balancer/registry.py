@@ -58,6 +58,9 @@ class ServerEntry:
     # load: see the module docstring.
     pending: deque[float] = field(default_factory=deque, repr=False)
     pending_load: float = 0.0
+    # The edge's clock less ours when its last report arrived, seconds (transit included):
+    # how close it is to max_clock_skew, before it is dropped as stale.
+    clock_offset: float = 0.0
     # Read on every redirect, so kept as plain values rather than worked out from the
     # report each time: ``derive`` sets them, and the registry calls it with every report.
     running: bool = field(init=False, default=False)
@@ -228,10 +231,11 @@ class ServerRegistry:
             entry.report = report
             self._drop(entry)
             return [ServerLeft(entry, LeaveReason.STOPPED)]
+        offset = 0.0 if event.received_at is None else event.sent_at - event.received_at
         if entry is None:
             entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, report=report,
                                 first_seen=now, last_report=now, sent_at=event.sent_at,
-                                drained=event.guid in self.drained)
+                                drained=event.guid in self.drained, clock_offset=offset)
             self._add(entry)
             self._updated(entry)
             return [ServerJoined(entry)]
@@ -246,6 +250,7 @@ class ServerRegistry:
         self._by_report[entry] = None
         self._reported(now)
         entry.sent_at = event.sent_at
+        entry.clock_offset = offset
         entry.reports_received += 1
         entry.redirects_since_report = 0
         # Redirects from before (send time - grace) are in this report's load now.

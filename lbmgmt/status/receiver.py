@@ -49,6 +49,11 @@ class ReportAccepted:
 class DatagramDropped:
     reason: DropReason
     detail: str
+    # What the header says, for telling an operator who it was: the GUID is only claimed
+    # (unauthenticated) for BAD_AUTH; ``offset`` is the sender's clock less ours, seconds
+    # (STALE and later reasons).
+    guid: uuid.UUID | None = None
+    offset: float | None = None
 
 
 @dataclass(slots=True)
@@ -121,7 +126,8 @@ class ReportReceiver:
         try:
             plaintext = cipher.decrypt(nonce_for(seq), data[HEADER_SIZE:], header)
         except InvalidTag:
-            return DatagramDropped(DropReason.BAD_AUTH, "authentication failed")
+            return DatagramDropped(DropReason.BAD_AUTH, "authentication failed",
+                                   guid=uuid.UUID(bytes=guid))
         if known:
             self._ciphers.move_to_end(cache_key)
         else:
@@ -130,7 +136,9 @@ class ReportReceiver:
                 self._ciphers.popitem(last=False)
 
         if abs(now * 1000 - ts_ms) > self.max_age * 1000:
-            return DatagramDropped(DropReason.STALE, f"timestamp {ts_ms / 1000 - now:+.1f}s off")
+            offset = ts_ms / 1000 - now
+            return DatagramDropped(DropReason.STALE, f"timestamp {offset:+.1f}s off",
+                                   guid=uuid.UUID(bytes=guid), offset=offset)
         peer = self._peers.get(guid)
         if peer is not None:
             if boot_id == peer.boot_id:

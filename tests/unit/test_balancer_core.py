@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections import Counter
@@ -14,7 +15,10 @@ from lbmgmt.balancer.redirectors import ConcurrentConnects, RoundRobin, redirect
 from lbmgmt.balancer.registry import (LeaveReason, ServerJoined, ServerLeft, ServerRegistry,
                                       ServerStateChanged)
 from lbmgmt.plugins import PluginError
-from lbmgmt.status import EdgeState, Report, ReportAccepted
+from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.status import (DropReason, EdgeState, Report, ReportAccepted, ReportSealer,
+                           SharedKey)
+from lbmgmt.throttle import Throttle
 
 
 def report(guid: uuid.UUID, load: float = 0, state=EdgeState.RUNNING, *, boot=b"b" * 8,
@@ -175,3 +179,60 @@ def test_available_count_is_kept_without_a_scan_and_equals_one(steps):
         later = now + dt  # (and a moment after, before any sweep)
         for at in (now, later):
             assert reg.available_count(at) == sum(reg.is_available(e, at) for e in reg)
+
+
+# -- what goes wrong is said --------------------------------------------------------------
+KEY = SharedKey("core-warnings-key")
+WALL = 1_800_000_000.0
+
+
+def sealed(guid: uuid.UUID, key: SharedKey = KEY, *, sent: float = WALL) -> bytes:
+    return ReportSealer(guid).seal(Report(EdgeState.RUNNING, "10.0.0.7:1935", 0, 2500), key,
+                                   now=sent)
+
+
+def warnings_of(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_wrong_key_is_said_once_a_minute_per_sender_with_its_address(caplog):
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    wrong = SharedKey("not-the-key-the-balancer-has")
+    guid = uuid.UUID(int=9)
+    for t in range(5):  # an edge that reports every second with the wrong key
+        core.receive_datagram(sealed(guid, wrong, sent=WALL + t), now=t, wall=WALL + t,
+                              source="10.0.0.9:40000")
+    [first] = warnings_of(caplog)
+    assert "key" in first.getMessage()
+    assert first.fields == {"source": "10.0.0.9:40000", "claimed_guid": str(guid),  # type: ignore[attr-defined]
+                            "held_back": 0}
+    core.receive_datagram(sealed(guid, wrong, sent=WALL + 61), now=61, wall=WALL + 61,
+                          source="10.0.0.9:40001")  # same host, another port: same cause
+    assert [r.fields["held_back"] for r in warnings_of(caplog)] == [0, 4]  # type: ignore[attr-defined]
+    assert core.receiver.drops[DropReason.BAD_AUTH] == 6
+    assert not any("not-the-key" in r.getMessage() + str(getattr(r, "fields", ""))
+                   for r in caplog.records)  # a key is never logged, not even the wrong one
+
+
+def test_a_skewed_clock_is_said_with_the_guid_and_the_offset_and_shows_before_it_drops(
+        caplog):
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    near, far = uuid.UUID(int=1), uuid.UUID(int=2)
+    core.receive_datagram(sealed(near, sent=WALL + 12.5), now=0, wall=WALL, source="a:1")
+    assert core.registry.get(near).clock_offset == pytest.approx(12.5)  # type: ignore[union-attr]
+    assert warnings_of(caplog) == []
+    core.receive_datagram(sealed(far, sent=WALL - 40), now=0, wall=WALL, source="10.0.0.8:9")
+    [said] = warnings_of(caplog)
+    assert "clock" in said.getMessage()
+    assert said.fields == {"guid": str(far), "source": "10.0.0.8:9",  # type: ignore[attr-defined]
+                           "offset_ms": -40000, "max_ms": 30000, "held_back": 0}
+    assert core.registry.get(far) is None and core.receiver.drops[DropReason.STALE] == 1
+
+
+def test_throttle_lets_one_through_per_interval_and_forgets_the_oldest_causes():
+    throttle = Throttle(60.0, max_keys=2)
+    assert throttle.allow("a", 0) == 0
+    assert throttle.allow("a", 59) is None and throttle.allow("a", 59.5) is None
+    assert throttle.allow("a", 60) == 2
+    assert throttle.allow("b", 61) == 0 and throttle.allow("c", 62) == 0  # "a" forgotten
+    assert throttle.allow("a", 63) == 0  # said again at once: bounded memory, not silence

@@ -46,7 +46,8 @@ def test_round_trip_without_capacity_and_unicode_address():
 def test_wrong_key_is_bad_auth():
     sealer, rx = pair()
     event = rx.receive(sealer.seal(REPORT, OTHER, now=NOW), NOW)
-    assert event == DatagramDropped(DropReason.BAD_AUTH, "authentication failed")
+    assert event == DatagramDropped(DropReason.BAD_AUTH, "authentication failed",
+                                    guid=sealer.guid)  # (claimed: unauthenticated)
     assert rx.drops[DropReason.BAD_AUTH] == 1 and rx.accepted == 0
 
 
