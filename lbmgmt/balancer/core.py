@@ -48,6 +48,7 @@ class ServerStatus:
     seconds_since_report: float
     reports_received: int
     agent: str | None  # the edge's software, if its reports say
+    unhealthy: str | None  # why it takes no clients, if its reports say (then PAUSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,8 @@ class BalancerCore:
             available=registry.is_available(e, now), drained=e.drained, load=e.load,
             capacity=e.capacity, redirects_since_report=e.redirects_since_report,
             seconds_since_report=e.seconds_since_report(now),
-            reports_received=e.reports_received, agent=e.report.agent)
+            reports_received=e.reports_received, agent=e.report.agent,
+            unhealthy=e.report.unhealthy)
             for e in sorted(registry, key=lambda e: e.address)]
         return PoolStatus(redirector=self.redirector.name, servers=rows,
                           available_count=sum(r.available for r in rows),
@@ -197,7 +199,8 @@ class BalancerCore:
                                                      reason=str(event.reason)))
             elif isinstance(event, ServerStateChanged):
                 log.info("server state", extra=fields(guid=str(event.server.guid),
-                                                      state=event.new.name))
+                                                      state=event.new.name,
+                                                      unhealthy=event.server.report.unhealthy))
             for listener in self.listeners:
                 try:
                     listener(event)

@@ -45,7 +45,8 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "available": row.available, "drained": row.drained, "load": row.load,
             "capacity": row.capacity, "redirectsSinceReport": row.redirects_since_report,
             "secondsSinceReport": round(row.seconds_since_report, 3),
-            "reportsReceived": row.reports_received, "agent": row.agent}
+            "reportsReceived": row.reports_received, "agent": row.agent,
+            "unhealthy": row.unhealthy}
 
 
 class BalancerMBean(MBean):
@@ -219,6 +220,12 @@ class ServerMBean(MBean):
                metric=None)
     def Agent(self) -> str | None:
         return self.entry.report.agent
+
+    @attribute("string", "Why the edge takes no clients though its operator did not pause "
+               "it (its monitor fails: the media server does not answer); null if healthy",
+               metric=None)
+    def Unhealthy(self) -> str | None:
+        return self.entry.report.unhealthy
 
     @attribute("integer", "The edge's clock less this balancer's at its last report "
                "(transit included): reports further off than max_clock_skew_ms are dropped",

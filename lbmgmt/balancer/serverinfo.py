@@ -57,6 +57,7 @@ def server_info_steps(core: BalancerCore, now: float, *,
                      _element("secondsSinceReport", f"{e.seconds_since_report(now):.3f}"),
                      _element("messageCount", str(e.reports_received)),
                      _element("agent", e.report.agent or ""),
+                     _element("unhealthy", e.report.unhealthy or ""),
                      "  </Server>\n")
         pieces.append("".join(rows).encode("utf-8"))
     receiver = core.receiver

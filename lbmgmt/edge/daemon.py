@@ -29,6 +29,7 @@ from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
 from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
+from lbmgmt.throttle import Throttle
 
 log = logging.getLogger("lbmgmt.edge")
 
@@ -89,6 +90,7 @@ class EdgeDaemon:
         self.state = EdgeState.RUNNING
         self.load = 0.0
         self.load_error: str | None = None
+        self._loop_failures = Throttle(60.0)  # one traceback a minute per kind of failure
         self.reports_sent = 0
         self.send_errors = 0
         self.started_at: float | None = None
@@ -246,9 +248,16 @@ class EdgeDaemon:
 
     # -- reporting -----------------------------------------------------------
     def current_report(self) -> Report:
-        return Report(state=self.state, address=self.config.redirect_address, load=self.load,
+        """What goes out now. While the monitor fails, a running edge says PAUSED (no new
+        clients) with the reason in ``unhealthy``: a media server that does not answer
+        must not get clients, and a balancer that predates the reason still keeps them
+        away."""
+        state, unhealthy = self.state, None
+        if self.load_error is not None and state is EdgeState.RUNNING:
+            state, unhealthy = EdgeState.PAUSED, _clip(f"monitor: {self.load_error}", 200)
+        return Report(state=state, address=self.config.redirect_address, load=self.load,
                       interval_ms=self.config.message_interval_ms,
-                      capacity=self.config.capacity, agent=AGENT)
+                      capacity=self.config.capacity, agent=AGENT, unhealthy=unhealthy)
 
     async def send_now(self) -> None:
         """Seal the current report once per distinct key and send it to every target.
@@ -328,13 +337,19 @@ class EdgeDaemon:
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)
-            self.load_error = None
-        except (MonitorError, OSError, ValueError, TimeoutError) as exc:
+        except Exception as exc:  # of any type: a plugin's bug must not end the reports
             message = str(exc) or type(exc).__name__
+            if not isinstance(exc, (MonitorError, OSError, ValueError, TimeoutError)):
+                message = f"{type(exc).__name__}: {message}"
             if message != self.load_error:
-                log.warning("monitor failed; reporting last load",
+                log.warning("monitor failed; taking no new clients until it answers",
                             extra=fields(monitor=self.monitor.describe(), error=message))
             self.load_error = message
+            return
+        if self.load_error is not None:
+            log.warning("monitor answers again; taking clients",
+                        extra=fields(monitor=self.monitor.describe()))
+        self.load_error = None
 
     async def _loop(self) -> None:
         while not self._stopped.is_set():
@@ -345,4 +360,14 @@ class EdgeDaemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.message_interval):
                     await self._wake.wait()
-            await self.refresh_and_send()
+            try:
+                await self.refresh_and_send()
+            except Exception as exc:  # of any type: the next round still goes out
+                now = asyncio.get_running_loop().time()
+                if self._loop_failures.allow(type(exc).__qualname__, now) is not None:
+                    log.exception("report round failed; going on")
+
+
+def _clip(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` bytes of UTF-8 (never inside a character)."""
+    return text.encode("utf-8")[:size].decode("utf-8", "ignore")

@@ -148,9 +148,14 @@ class Extension:
 # (default None = not sent), and the docs table. Never reuse or renumber a type.
 
 EXT_AGENT = 1
+EXT_UNHEALTHY = 2
 
 EXTENSIONS: tuple[Extension, ...] = (
     Extension(EXT_AGENT, "agent", Utf8(max_size=64)),  # sender software, "lbmgmt/0.2.0"
+    # Why the edge takes no clients though its operator did not pause it (its media server
+    # does not answer): sent with state PAUSED, so a balancer that does not know this type
+    # keeps clients away all the same.
+    Extension(EXT_UNHEALTHY, "unhealthy", Utf8(max_size=200)),
 )
 
 _BY_TYPE = {ext.type: ext for ext in EXTENSIONS}
@@ -168,6 +173,7 @@ class Report:
     _: KW_ONLY
     # Extension fields, one per EXTENSIONS row; None is "not sent".
     agent: str | None = None
+    unhealthy: str | None = None
 
     def __post_init__(self) -> None:
         raw = self.address.encode("utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from lbmgmt.balancer.daemon import bind_udp
 from lbmgmt.edge.config import EdgeConfig
 from lbmgmt.edge.daemon import EdgeDaemon
+from lbmgmt.edge.monitors import ManualMonitor
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.fleet.inprocess import InProcessFleet
 from lbmgmt.status import EdgeState
@@ -113,3 +115,45 @@ async def test_reload_targets_through_management_reports_file_and_line(tmp_path)
                                  Role.READWRITE)
     assert f"{targets}:2: line: expected 'host,port,key'" in err.value.message
     assert len(edge.links) == 1  # the old targets stay
+
+
+class FlakyMonitor(ManualMonitor):
+    """A monitor plug-in with a bug: it raises what no monitor is documented to raise."""
+
+    def __init__(self, load: float) -> None:
+        super().__init__(load)
+        self.broken = False
+
+    async def read(self) -> float:
+        if self.broken:
+            raise KeyError("no such stream")
+        return await super().read()
+
+
+async def test_a_failing_monitor_takes_its_edge_out_and_back_whatever_it_raises(tmp_path,
+                                                                               caplog):
+    async with InProcessFleet(tmp_path) as fleet:
+        balancer = await fleet.start_balancer(mgmt_port=None, message_timeout_ms=5000)
+        monitor = FlakyMonitor(1)
+        sick = await fleet.add_edge("sick", address="sick.example", interval_ms=50,
+                                    monitor=monitor, mgmt_port=None)
+        await fleet.add_edge("well", 5, address="well.example", interval_ms=50,
+                             mgmt_port=None)
+        await until(lambda: len(balancer.core.registry) == 2)
+        assert fleet.redirect() == "sick.example"  # the least loaded, while healthy
+
+        monitor.broken = True
+        entry = lambda: balancer.core.registry.get(sick.guid)  # noqa: E731
+        await until(lambda: entry().report.unhealthy is not None)  # type: ignore[union-attr]
+        assert entry().state is EdgeState.PAUSED  # type: ignore[union-attr]
+        assert entry().report.unhealthy == "monitor: KeyError: 'no such stream'"  # type: ignore[union-attr]
+        assert sick.state is EdgeState.RUNNING  # its operator did not pause it
+        assert {fleet.redirect() for _ in range(5)} == {"well.example"}
+        assert sick._task is not None and not sick._task.done()  # the loop goes on
+
+        monitor.broken = False
+        await until(lambda: entry().state is EdgeState.RUNNING)  # type: ignore[union-attr]
+        assert entry().report.unhealthy is None  # type: ignore[union-attr]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said.count("monitor failed; taking no new clients until it answers") == 1
+    assert said.count("monitor answers again; taking clients") == 1

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lbmgmt.balancer.registry import ServerRegistry
 from lbmgmt.status import (DatagramDropped, DropReason, EdgeState, Report, ReportAccepted,
                            ReportReceiver, ReportSealer, SharedKey)
-from lbmgmt.status.wire import (EXT_AGENT, MAX_EXTENSION_AREA, MAX_EXTENSIONS, PAYLOAD,
+from lbmgmt.status.wire import (EXT_AGENT, EXTENSIONS, MAX_EXTENSION_AREA, MAX_EXTENSIONS, PAYLOAD,
                                 PAYLOAD_FIXED, decode_payload, encode_extension,
                                 encode_payload)
 
@@ -91,6 +91,17 @@ def test_the_area_limits_are_inclusive():
     assert decode_payload(encode_payload(BASE) + encode_extension(99, b"") * MAX_EXTENSIONS) == BASE
 
 
+KNOWN = {ext.type for ext in EXTENSIONS}
+
+
+def test_unhealthy_goes_through_and_has_its_own_size_limit():
+    report = Report(EdgeState.PAUSED, "e:1", load=0, interval_ms=1,
+                    unhealthy="monitor: cannot read http://127.0.0.1:8080/stat: refused")
+    assert decode_payload(encode_payload(report)) == report
+    with pytest.raises(ValueError, match="unhealthy"):
+        Report(EdgeState.PAUSED, "e:1", load=0, interval_ms=1, unhealthy="x" * 201)
+
+
 def test_a_report_refuses_an_extension_value_it_cannot_carry():
     with pytest.raises(ValueError, match="agent"):
         Report(EdgeState.RUNNING, "e:1", load=0, interval_ms=1, agent="x" * 65)
@@ -99,7 +110,8 @@ def test_a_report_refuses_an_extension_value_it_cannot_carry():
 
 
 @settings(max_examples=300, deadline=None)
-@given(tlvs=st.lists(st.tuples(st.integers(2, 255), st.binary(max_size=40)), max_size=8),
+@given(tlvs=st.lists(st.tuples(st.integers(2, 255).filter(lambda t: t not in KNOWN),
+                               st.binary(max_size=40)), max_size=8),
        agent=st.none() | st.text(min_size=1, max_size=16))
 def test_any_unknown_tlvs_leave_the_known_fields_as_sent(tlvs, agent):
     report = Report(EdgeState.PAUSED, "e.example:1935", load=2.5, interval_ms=10, agent=agent)
