@@ -329,8 +329,10 @@ class EdgeDaemon:
 
     async def _refresh_load(self) -> None:
         try:
-            # A slow monitor must not delay the report: past half an interval
-            # the last known load goes out and the monitor is reported failing.
+            # A slow monitor must not delay the report: past half an interval it has
+            # failed, like one that raised, and the edge takes no new clients until it
+            # answers (current_report): a media server too slow to say its load is not
+            # one to send viewers to.
             timeout = min(MONITOR_TIMEOUT, max(0.05, self.message_interval / 2))
             async with asyncio.timeout(timeout):
                 load = await self.monitor.read()
