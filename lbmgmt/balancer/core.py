@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +31,7 @@ log = logging.getLogger("lbmgmt.balancer")
 # What a client is told when no edge would take it, in every protocol's own wrapping.
 NO_SERVER = "no available server"
 WARN_INTERVAL = 60.0  # seconds between two warnings of one cause (a sender's key or clock)
+CLOCK_CHECK_INTERVAL = 10.0  # seconds between two looks at whether our own clock is off
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,39 @@ class FrontStats:
         return {**self.counters, "active": self.active()}
 
 
+class ClockOffsets:
+    """Each edge's clock less ours, as its reports (taken or dropped) last said: bounded.
+
+    One edge far off is that edge's clock; most edges far off, all the same way, is ours.
+    """
+
+    MAX_EDGES = 4096
+    RECENT = 60.0  # seconds: only edges heard within this count
+    MIN_EDGES = 3  # fewer cannot outvote us
+
+    def __init__(self) -> None:
+        self._by_edge: OrderedDict[uuid.UUID, tuple[float, float]] = OrderedDict()  # offset, at
+
+    def heard(self, guid: uuid.UUID, offset: float, now: float) -> None:
+        self._by_edge[guid] = (offset, now)
+        self._by_edge.move_to_end(guid)
+        if len(self._by_edge) > self.MAX_EDGES:
+            self._by_edge.popitem(last=False)
+
+    def recent(self, now: float) -> int:
+        return sum(1 for _, at in self._by_edge.values() if now - at <= self.RECENT)
+
+    def agreed_offset(self, now: float, *, limit: float) -> float | None:
+        """The edges' median offset if at least ``MIN_EDGES`` heard recently, more than
+        half of them ``limit`` or more off the same way; else None."""
+        offsets = sorted(o for o, at in self._by_edge.values() if now - at <= self.RECENT)
+        if len(offsets) < self.MIN_EDGES:
+            return None
+        median = offsets[len(offsets) // 2]
+        same_way = sum(1 for o in offsets if abs(o) >= limit and (o > 0) == (median > 0))
+        return median if same_way * 2 > len(offsets) else None
+
+
 class BalancerCore:
     def __init__(self, key: SharedKey, *, timeout: float, grace: float, max_clock_skew: float,
                  redirector: str = "concurrent-connects") -> None:
@@ -91,6 +125,8 @@ class BalancerCore:
         self.addresses: dict[str, str] = {}
         self.listeners: list[Callable[[RegistryEvent], None]] = []
         self.warnings = Throttle(WARN_INTERVAL)  # rejected reports an operator must hear of
+        self.clock_offsets = ClockOffsets()
+        self._next_clock_check = float("-inf")
 
     # -- reports in -------------------------------------------------------------------
     def receive_datagram(self, data: bytes, *, now: float, wall: float,
@@ -101,7 +137,11 @@ class BalancerCore:
         event = self.receiver.receive(data, wall)
         if isinstance(event, ReportAccepted):
             self._emit(self.registry.apply(event, now))
+            if event.received_at is not None:
+                self.clock_offsets.heard(event.guid, event.sent_at - event.received_at, now)
         elif event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
+            if event.guid is not None and event.offset is not None:
+                self.clock_offsets.heard(event.guid, event.offset, now)
             self._say_why(event, source, now)
 
     def _say_why(self, drop: DatagramDropped, source: str, now: float) -> None:
@@ -130,9 +170,23 @@ class BalancerCore:
         return min(0.25, self.registry.timeout / 10)
 
     def handle_timer(self, *, now: float, wall: float) -> None:
-        """Expire silent edges and forget stale replay state."""
+        """Expire silent edges and forget stale replay state; say if our clock is off."""
         self._emit(self.registry.expire(now))
         self.receiver.prune(wall)
+        self._check_own_clock(now)
+
+    def _check_own_clock(self, now: float) -> None:
+        """Most edges' clocks agree with each other and not with ours: ours is off."""
+        if now < self._next_clock_check:
+            return
+        self._next_clock_check = now + CLOCK_CHECK_INTERVAL
+        offset = self.clock_offsets.agreed_offset(now, limit=self.receiver.max_age / 2)
+        if offset is not None and self.warnings.allow("own clock", now) is not None:
+            log.warning("this balancer's clock differs from most edges' (run NTP or chrony): "
+                        "their reports are dropped as stale past max_clock_skew_ms",
+                        extra=fields(edges_ahead_by_ms=round(offset * 1000),
+                                     edges=self.clock_offsets.recent(now),
+                                     max_ms=round(self.receiver.max_age * 1000)))
 
     # -- clients out ------------------------------------------------------------------
     def redirect(self, protocol: str, now: float) -> ServerEntry | None:

@@ -236,3 +236,28 @@ def test_throttle_lets_one_through_per_interval_and_forgets_the_oldest_causes():
     assert throttle.allow("a", 60) == 2
     assert throttle.allow("b", 61) == 0 and throttle.allow("c", 62) == 0  # "a" forgotten
     assert throttle.allow("a", 63) == 0  # said again at once: bounded memory, not silence
+
+
+def own_clock_warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in warnings_of(caplog) if "this balancer's clock" in r.getMessage()]
+
+
+def test_a_balancer_whose_clock_is_off_says_so_and_one_skewed_edge_does_not_make_it(caplog):
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    # one edge 40 s ahead, three on time: that edge's clock, not ours
+    core.receive_datagram(sealed(uuid.UUID(int=1), sent=WALL + 40), now=0, wall=WALL)
+    for i in (2, 3, 4):
+        core.receive_datagram(sealed(uuid.UUID(int=i), sent=WALL + 0.01), now=0, wall=WALL)
+    core.handle_timer(now=1, wall=WALL + 1)
+    assert own_clock_warnings(caplog) == [] and len(core.registry) == 3
+
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    # our clock 40 s behind every edge's: all their reports are dropped as stale
+    for i in (1, 2, 3, 4):
+        core.receive_datagram(sealed(uuid.UUID(int=i), sent=WALL + 40), now=0, wall=WALL)
+    assert len(core.registry) == 0
+    core.handle_timer(now=1, wall=WALL + 1)
+    [said] = own_clock_warnings(caplog)
+    assert said.fields["edges_ahead_by_ms"] == 40000 and said.fields["edges"] == 4  # type: ignore[attr-defined]
+    core.handle_timer(now=12, wall=WALL + 12)  # checked again, said again only a minute on
+    assert len(own_clock_warnings(caplog)) == 1
