@@ -137,12 +137,29 @@ class BalancerCore:
         event = self.receiver.receive(data, wall)
         if isinstance(event, ReportAccepted):
             self._emit(self.registry.apply(event, now))
+            interval = event.report.interval_ms / 1000
+            if interval >= self.registry.timeout:
+                self._cannot_stay(event, interval, source, now)
             if event.received_at is not None:
                 self.clock_offsets.heard(event.guid, event.sent_at - event.received_at, now)
         elif event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
             if event.guid is not None and event.offset is not None:
                 self.clock_offsets.heard(event.guid, event.offset, now)
             self._say_why(event, source, now)
+
+    def _cannot_stay(self, event: ReportAccepted, interval: float, source: str,
+                     now: float) -> None:
+        """An edge whose reports come no more often than the timeout leaves the pool before
+        each next one: it flaps, and nothing else would say why."""
+        held_back = self.warnings.allow(("interval", event.guid), now)
+        if held_back is not None:
+            log.warning("an edge reports no more often than message_timeout_ms: it leaves "
+                        "the pool between reports (shorten its interval, or raise the "
+                        "timeout)", extra=fields(
+                            guid=str(event.guid), source=source,
+                            interval_ms=event.report.interval_ms,
+                            timeout_ms=round(self.registry.timeout * 1000),
+                            held_back=held_back))
 
     def _say_why(self, drop: DatagramDropped, source: str, now: float) -> None:
         """A rejected report that will come again until someone acts: a warning, at most

@@ -261,3 +261,20 @@ def test_a_balancer_whose_clock_is_off_says_so_and_one_skewed_edge_does_not_make
     assert said.fields["edges_ahead_by_ms"] == 40000 and said.fields["edges"] == 4  # type: ignore[attr-defined]
     core.handle_timer(now=12, wall=WALL + 12)  # checked again, said again only a minute on
     assert len(own_clock_warnings(caplog)) == 1
+
+
+def test_an_edge_that_reports_no_more_often_than_the_timeout_is_said_to_flap(caplog):
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    slow, fine = uuid.UUID(int=1), uuid.UUID(int=2)
+
+    def report_of(guid: uuid.UUID, interval_ms: int, t: float) -> bytes:
+        return ReportSealer(guid).seal(Report(EdgeState.RUNNING, "e:1", 0, interval_ms), KEY,
+                                       now=WALL + t)
+    core.receive_datagram(report_of(fine, 2500, 0), now=0, wall=WALL, source="f:1")
+    assert warnings_of(caplog) == []
+    for t in (0, 6, 12):  # every 6 s against a 5 s timeout: gone before each next one
+        core.receive_datagram(report_of(slow, 6000, t), now=t, wall=WALL + t, source="s:1")
+    [said] = warnings_of(caplog)
+    assert "message_timeout_ms" in said.getMessage()
+    assert said.fields == {"guid": str(slow), "source": "s:1", "interval_ms": 6000,  # type: ignore[attr-defined]
+                           "timeout_ms": 5000, "held_back": 0}
