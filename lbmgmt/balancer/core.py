@@ -78,15 +78,16 @@ class FrontStats:
         return {**self.counters, "active": self.active()}
 
 
-class ClockOffsets:
-    """Each edge's clock less ours, as its reports (taken or dropped) last said: bounded.
+class StaleClocks:
+    """Each edge whose report was dropped as stale: its clock less ours, and when (bounded).
 
-    One edge far off is that edge's clock; most edges far off, all the same way, is ours.
+    The edges whose reports are taken have theirs on their registry entries
+    (``ServerEntry.clock_offset``): with these, ``agreed_offset`` tells one edge's clock
+    off (that edge's) from most edges' off the same way (ours).
     """
 
     MAX_EDGES = 4096
     RECENT = 60.0  # seconds: only edges heard within this count
-    MIN_EDGES = 3  # fewer cannot outvote us
 
     def __init__(self) -> None:
         self._by_edge: OrderedDict[uuid.UUID, tuple[float, float]] = OrderedDict()  # offset, at
@@ -97,18 +98,23 @@ class ClockOffsets:
         if len(self._by_edge) > self.MAX_EDGES:
             self._by_edge.popitem(last=False)
 
-    def recent(self, now: float) -> int:
-        return sum(1 for _, at in self._by_edge.values() if now - at <= self.RECENT)
+    def recent(self, now: float) -> dict[uuid.UUID, float]:
+        return {guid: offset for guid, (offset, at) in self._by_edge.items()
+                if now - at <= self.RECENT}
 
-    def agreed_offset(self, now: float, *, limit: float) -> float | None:
-        """The edges' median offset if at least ``MIN_EDGES`` heard recently, more than
-        half of them ``limit`` or more off the same way; else None."""
-        offsets = sorted(o for o, at in self._by_edge.values() if now - at <= self.RECENT)
-        if len(offsets) < self.MIN_EDGES:
-            return None
-        median = offsets[len(offsets) // 2]
-        same_way = sum(1 for o in offsets if abs(o) >= limit and (o > 0) == (median > 0))
-        return median if same_way * 2 > len(offsets) else None
+
+MIN_EDGES_TO_OUTVOTE = 3  # fewer edges cannot say our clock is off
+
+
+def agreed_offset(offsets: list[float], *, limit: float) -> float | None:
+    """The median of ``offsets`` if at least ``MIN_EDGES_TO_OUTVOTE`` and more than half
+    of them ``limit`` or more off the same way; else None."""
+    if len(offsets) < MIN_EDGES_TO_OUTVOTE:
+        return None
+    offsets = sorted(offsets)
+    median = offsets[len(offsets) // 2]
+    same_way = sum(1 for o in offsets if abs(o) >= limit and (o > 0) == (median > 0))
+    return median if same_way * 2 > len(offsets) else None
 
 
 class BalancerCore:
@@ -125,7 +131,7 @@ class BalancerCore:
         self.addresses: dict[str, str] = {}
         self.listeners: list[Callable[[RegistryEvent], None]] = []
         self.warnings = Throttle(WARN_INTERVAL)  # rejected reports an operator must hear of
-        self.clock_offsets = ClockOffsets()
+        self.stale_clocks = StaleClocks()
         self._next_clock_check = float("-inf")
 
     # -- reports in -------------------------------------------------------------------
@@ -140,11 +146,9 @@ class BalancerCore:
             interval = event.report.interval_ms / 1000
             if interval >= self.registry.timeout:
                 self._cannot_stay(event, interval, source, now)
-            if event.received_at is not None:
-                self.clock_offsets.heard(event.guid, event.sent_at - event.received_at, now)
         elif event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
-            if event.guid is not None and event.offset is not None:
-                self.clock_offsets.heard(event.guid, event.offset, now)
+            if event.guid is not None and event.offset is not None:  # (STALE)
+                self.stale_clocks.heard(event.guid, event.offset, now)
             self._say_why(event, source, now)
 
     def _cannot_stay(self, event: ReportAccepted, interval: float, source: str,
@@ -197,12 +201,17 @@ class BalancerCore:
         if now < self._next_clock_check:
             return
         self._next_clock_check = now + CLOCK_CHECK_INTERVAL
-        offset = self.clock_offsets.agreed_offset(now, limit=self.receiver.max_age / 2)
+        # the edges heard recently: the taken ones' offsets from the registry (no work per
+        # report), then the dropped ones' (a later word on the same edge)
+        offsets = {e.guid: e.clock_offset for e in self.registry
+                   if now - e.last_report <= StaleClocks.RECENT}
+        offsets.update(self.stale_clocks.recent(now))
+        offset = agreed_offset(list(offsets.values()), limit=self.receiver.max_age / 2)
         if offset is not None and self.warnings.allow("own clock", now) is not None:
             log.warning("this balancer's clock differs from most edges' (run NTP or chrony): "
                         "their reports are dropped as stale past max_clock_skew_ms",
                         extra=fields(edges_ahead_by_ms=round(offset * 1000),
-                                     edges=self.clock_offsets.recent(now),
+                                     edges=len(offsets),
                                      max_ms=round(self.receiver.max_age * 1000)))
 
     # -- clients out ------------------------------------------------------------------
