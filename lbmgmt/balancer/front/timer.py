@@ -112,20 +112,18 @@ class ConnectionTimer:
     it is filed again at the deadline wanted then. Only an earlier deadline moves
     it. So a busy connection costs no timer work per request.
 
-    With ``deadlines`` (shared by a front's connections) the timer is filed there;
-    without, it keeps a loop handle of its own (``filed_at`` is when that fires).
+    It is filed in ``deadlines``, shared by a front's connections (one loop handle).
     """
 
     # (slots: one per connection)
-    __slots__ = ("loop", "_expired", "_deadlines", "_handle", "_tick", "filed_at", "at")
+    __slots__ = ("loop", "_expired", "_deadlines", "_tick", "filed_at", "at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[float], None],
-                 deadlines: Deadlines | None = None) -> None:
+                 deadlines: Deadlines) -> None:
         self.loop = loop
         self._expired = expired
         self._deadlines = deadlines
-        self._handle: asyncio.TimerHandle | None = None  # (without deadlines)
-        self._tick: int | None = None  # the bucket it is filed in (with deadlines)
+        self._tick: int | None = None  # the bucket it is filed in
         self.filed_at: float | None = None  # when it comes up
         self.at: float | None = None  # the deadline wanted, None for none
 
@@ -152,27 +150,16 @@ class ConnectionTimer:
 
     def _file(self, at: float) -> None:
         self.filed_at = at
-        if self._deadlines is not None:
-            self._tick = self._deadlines.file(self, at)
-        else:
-            self._handle = self.loop.call_at(at, self._own_handle_fired)
+        self._tick = self._deadlines.file(self, at)
 
     def _unfile(self) -> None:
         if self._tick is not None:
-            assert self._deadlines is not None
             self._deadlines.remove(self, self._tick)
             self._tick = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
         self.filed_at = None
 
-    def _own_handle_fired(self) -> None:
-        self._handle = None
-        self.came_up(self.loop.time())
-
     def came_up(self, now: float) -> None:
-        """Its filing came up (``Deadlines``, or its own handle): expired, or filed again."""
+        """Its filing came up (``Deadlines``): expired, or filed again."""
         self._tick = None
         self.filed_at = None
         at = self.at
