@@ -18,6 +18,7 @@ from operator import attrgetter
 from xml.sax.saxutils import escape, quoteattr
 
 from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.steps import finish
 
 PER_SLICE = 100  # servers per step: about a millisecond of work each
 _by_address = attrgetter("report.address")
@@ -78,9 +79,4 @@ def server_info_steps(core: BalancerCore, now: float, *,
 
 def render_server_info(core: BalancerCore, now: float) -> bytes:
     """The whole document at once (small pools, tests)."""
-    steps = server_info_steps(core, now)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return finish(server_info_steps(core, now))

@@ -31,6 +31,7 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from lbmgmt.management.server import MBeanServer
+from lbmgmt.steps import finish, finish_between_turns
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
@@ -140,13 +141,7 @@ def metrics_steps(server: MBeanServer, names: list[Any] | None = None, *,
 
 def render_metrics(server: MBeanServer) -> bytes:
     """Every MBean at once (a small server, tests)."""
-    steps = metrics_steps(server)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            text: bytes = done.value
-            return text
+    return finish(metrics_steps(server))
 
 
 class Metrics:
@@ -173,14 +168,7 @@ class Metrics:
 
     async def _make(self, now: float) -> bytes:
         try:
-            steps = metrics_steps(self.server, self.server.names())
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    text: bytes = done.value
-                    break
-                await asyncio.sleep(0)  # everything else that is ready runs in between
+            text = await finish_between_turns(metrics_steps(self.server, self.server.names()))
             self._text, self._made_at = text, now
             return text
         finally:

@@ -38,6 +38,7 @@ from lbmgmt.balancer.serverinfo import PER_SLICE, render_server_info, server_inf
 from lbmgmt.clocks import Clocks
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.logs import fields
+from lbmgmt.steps import finish_between_turns
 from lbmgmt.rtmp.server import TimedOut
 from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
 
@@ -86,14 +87,7 @@ class ServerInfoCache:
 
     async def _make(self, now: float) -> bytes:
         try:
-            steps = server_info_steps(self.core, now)
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    document: bytes = done.value
-                    break
-                await asyncio.sleep(0)  # everything else that is ready runs in between
+            document = await finish_between_turns(server_info_steps(self.core, now))
             self._document, self._made_at = document, now
             self.made += 1
             return document
