@@ -19,7 +19,16 @@ DEFAULT_HTTP_PORT = 1935
 
 MESSAGE_TIMEOUT = Setting(
     "balancer", "message_timeout_ms", "MessageTimeout", 5000, 10, 3_600_000, "ms",
-    "An edge silent this long leaves the pool")
+    "The least time an edge may be silent before it leaves the pool (the floor under "
+    "missed_reports)")
+MISSED_REPORTS = Setting(
+    "balancer", "missed_reports", "MissedReports", 4, 1, 100, None,
+    "An edge leaves after missing this many of its own reports in a row (by the interval "
+    "it reports, plus half an interval)")
+MAX_SILENCE = Setting(
+    "balancer", "max_silence_ms", "MaxSilence", 60_000, 10, 3_600_000, "ms",
+    "An edge silent this long leaves whatever its interval (unless message_timeout_ms is "
+    "longer)")
 GRACE = Setting(
     "balancer", "grace_ms", "Grace", 500, 0, 60_000, "ms",
     "Redirects this long before a report was sent still count "
@@ -42,7 +51,7 @@ MAX_CLIENTS = Setting(
 MAX_CLIENTS_PER_ADDRESS = Setting(
     "clients", "max_connections_per_address", None, 256, 1, 1_000_000, None,
     "Of those, from one client IP address")
-SETTINGS = (MESSAGE_TIMEOUT, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD,
+SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD,
             MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
 
 
@@ -70,6 +79,8 @@ class BalancerConfig:
     key: SharedKey
     listen: Endpoint = Endpoint("", DEFAULT_UDP_PORT)
     message_timeout_ms: int = MESSAGE_TIMEOUT.default
+    missed_reports: int = MISSED_REPORTS.default
+    max_silence_ms: int = MAX_SILENCE.default
     max_clock_skew_ms: int = MAX_CLOCK_SKEW.default
     redirector: str = "concurrent-connects"
     grace_ms: int = GRACE.default
@@ -107,6 +118,8 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
         if not key_text:
             bal.fail("key_file", f"{key_path} is empty")
     timeout = MESSAGE_TIMEOUT.read(bal)
+    missed = MISSED_REPORTS.read(bal)
+    max_silence = MAX_SILENCE.read(bal)
     skew = MAX_CLOCK_SKEW.read(bal)
     redirector = bal.get_str("redirector", "concurrent-connects")
     grace = GRACE.read(bal)
@@ -134,6 +147,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     clients.finish()
     assert key_text is not None
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
+                          missed_reports=missed, max_silence_ms=max_silence,
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
                           http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lbmgmt.balancer.redirectors import Redirector, redirector_class
-from lbmgmt.balancer.registry import (RegistryEvent, ServerEntry, ServerJoined, ServerLeft,
-                                      ServerRegistry, ServerStateChanged)
+from lbmgmt.balancer.registry import (DEFAULT_MAX_SILENCE, DEFAULT_MISSED_REPORTS,
+                                      RegistryEvent, ServerCannotStay, ServerEntry,
+                                      ServerJoined, ServerLeft, ServerRegistry,
+                                      ServerStateChanged)
 from lbmgmt.logs import fields
 from lbmgmt.status import (DatagramDropped, DropReason, ReportAccepted, ReportReceiver,
                            SharedKey)
@@ -119,8 +121,11 @@ def agreed_offset(offsets: list[float], *, limit: float) -> float | None:
 
 class BalancerCore:
     def __init__(self, key: SharedKey, *, timeout: float, grace: float, max_clock_skew: float,
-                 redirector: str = "concurrent-connects") -> None:
-        self.registry = ServerRegistry(timeout=timeout, grace=grace)
+                 redirector: str = "concurrent-connects",
+                 missed_reports: int = DEFAULT_MISSED_REPORTS,
+                 max_silence: float = DEFAULT_MAX_SILENCE) -> None:
+        self.registry = ServerRegistry(timeout=timeout, grace=grace,
+                                       missed_reports=missed_reports, max_silence=max_silence)
         self.receiver = ReportReceiver(key, max_age=max_clock_skew)
         self.redirector_spec = redirector
         self.redirector: Redirector = redirector_class(redirector)()
@@ -143,27 +148,28 @@ class BalancerCore:
         event = self.receiver.receive(data, wall)
         if isinstance(event, ReportAccepted):
             self._emit(self.registry.apply(event, now))
-            interval = event.report.interval_ms / 1000
-            if interval >= self.registry.timeout:
-                self._cannot_stay(event, interval, source, now)
+            entry = self.registry.get(event.guid)
+            if entry is not None and entry.interval >= entry.leave_after:
+                self._cannot_stay(entry, source, now)
         elif event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
             if event.guid is not None and event.offset is not None:  # (STALE)
                 self.stale_clocks.heard(event.guid, event.offset, now)
             self._say_why(event, source, now)
 
-    def _cannot_stay(self, event: ReportAccepted, interval: float, source: str,
-                     now: float) -> None:
-        """An edge whose reports come no more often than the timeout leaves the pool before
-        each next one: it flaps, and nothing else would say why."""
-        held_back = self.warnings.allow(("interval", event.guid), now)
+    def _cannot_stay(self, entry: ServerEntry, source: str, now: float) -> None:
+        """An edge whose reports come no more often than it may be silent (its interval
+        is past max_silence_ms) leaves the pool before each next one: it flaps, and
+        nothing else would say why. Said once a minute: a warning and an event."""
+        held_back = self.warnings.allow(("interval", entry.guid), now)
         if held_back is not None:
-            log.warning("an edge reports no more often than message_timeout_ms: it leaves "
-                        "the pool between reports (shorten its interval, or raise the "
-                        "timeout)", extra=fields(
-                            guid=str(event.guid), source=source,
-                            interval_ms=event.report.interval_ms,
-                            timeout_ms=round(self.registry.timeout * 1000),
+            log.warning("an edge reports less often than an edge may be silent: it leaves "
+                        "the pool between reports (shorten its interval, or raise "
+                        "max_silence_ms)", extra=fields(
+                            guid=str(entry.guid), source=source,
+                            interval_ms=entry.report.interval_ms,
+                            leave_after_ms=round(entry.leave_after * 1000),
                             held_back=held_back))
+            self._emit([ServerCannotStay(entry, entry.interval, entry.leave_after)])
 
     def _say_why(self, drop: DatagramDropped, source: str, now: float) -> None:
         """A rejected report that will come again until someone acts: a warning, at most
@@ -272,8 +278,13 @@ class BalancerCore:
     def _emit(self, events: list[RegistryEvent]) -> None:
         for event in events:
             if isinstance(event, ServerJoined):
-                log.info("server joined", extra=fields(guid=str(event.server.guid),
-                                                       address=event.server.address))
+                if event.absent_for is None:
+                    log.info("server joined", extra=fields(guid=str(event.server.guid),
+                                                           address=event.server.address))
+                else:
+                    log.info("server rejoined", extra=fields(
+                        guid=str(event.server.guid), address=event.server.address,
+                        absent_ms=round(event.absent_for * 1000)))
             elif isinstance(event, ServerLeft):
                 log.info("server left", extra=fields(guid=str(event.server.guid),
                                                      reason=str(event.reason)))

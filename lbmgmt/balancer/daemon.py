@@ -87,6 +87,8 @@ class BalancerDaemon:
         self.clocks = clocks or Clocks()
         self.core = BalancerCore(config.key, timeout=config.message_timeout_ms / 1000,
                                  grace=config.grace_ms / 1000,
+                                 missed_reports=config.missed_reports,
+                                 max_silence=config.max_silence_ms / 1000,
                                  max_clock_skew=config.max_clock_skew_ms / 1000,
                                  redirector=config.redirector)
         self.udp_address: tuple[str, int] | None = None

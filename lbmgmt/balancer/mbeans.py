@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from lbmgmt.balancer.config import GRACE, MESSAGE_TIMEOUT
+from lbmgmt.balancer.config import GRACE, MAX_SILENCE, MESSAGE_TIMEOUT, MISSED_REPORTS
 from lbmgmt.balancer.core import BalancerCore, ServerStatus
 from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
-from lbmgmt.balancer.registry import (RegistryEvent, ServerDrainChanged, ServerEntry,
-                                      ServerJoined, ServerLeft, ServerStateChanged)
+from lbmgmt.balancer.registry import (RegistryEvent, ServerCannotStay, ServerDrainChanged,
+                                      ServerEntry, ServerJoined, ServerLeft,
+                                      ServerStateChanged)
 from lbmgmt.clocks import Clocks
 from lbmgmt.management import notifications as note
 from lbmgmt.management.errors import UnknownMBean
@@ -54,7 +55,8 @@ class BalancerMBean(MBean):
 
     notification_types = (note.SERVER_JOINED, note.SERVER_LEFT, note.SERVER_PAUSED,
                           note.SERVER_UNPAUSED, note.SERVER_DRAINED, note.SERVER_UNDRAINED,
-                          note.REPORTS_DROPPED, note.ATTRIBUTE_CHANGE)
+                          note.SERVER_CANNOT_STAY, note.REPORTS_DROPPED,
+                          note.ATTRIBUTE_CHANGE)
 
     def __init__(self, core: BalancerCore, clocks: Clocks) -> None:
         self.core = core
@@ -87,6 +89,22 @@ class BalancerMBean(MBean):
             self.core.set_redirector(value)
         except PluginError as exc:
             raise ValueError(str(exc)) from None
+
+    @attribute.of(MISSED_REPORTS)
+    def MissedReports(self) -> int:
+        return self.core.registry.missed_reports
+
+    @MissedReports.setter
+    def _set_missed_reports(self, value: int) -> None:
+        self.core.registry.missed_reports = value
+
+    @attribute.of(MAX_SILENCE)
+    def MaxSilence(self) -> int:
+        return round(self.core.registry.max_silence * 1000)
+
+    @MaxSilence.setter
+    def _set_max_silence(self, value: int) -> None:
+        self.core.registry.max_silence = value / 1000
 
     @attribute.of(GRACE)
     def Grace(self) -> int:
@@ -212,6 +230,12 @@ class ServerMBean(MBean):
     def SecondsSinceReport(self) -> float:
         return round(self.entry.seconds_since_report(self.clocks.monotonic()), 3)
 
+    @attribute("integer", "How long it may be silent before it leaves the pool: "
+               "MissedReports of its interval, within MessageTimeout and MaxSilence",
+               unit="ms")
+    def LeaveAfterMs(self) -> int:
+        return round(self.entry.leave_after * 1000)
+
     @attribute("integer", "Reports taken from it", metric="counter")
     def ReportsReceived(self) -> int:
         return self.entry.reports_received
@@ -267,7 +291,12 @@ class BalancerBeans:
         if isinstance(event, ServerJoined):
             self.server.register(server_name(entry.guid),
                                  ServerMBean(self.core, self.clocks, entry.guid))
-            self._emit(note.SERVER_JOINED, entry, f"{entry.address} joined")
+            if event.absent_for is None:
+                self._emit(note.SERVER_JOINED, entry, f"{entry.address} joined")
+            else:
+                self._emit(note.SERVER_JOINED, entry,
+                           f"{entry.address} rejoined after {event.absent_for:.1f} s",
+                           absentMs=round(event.absent_for * 1000))
         elif isinstance(event, ServerLeft):
             self.server.unregister(server_name(entry.guid))
             self._emit(note.SERVER_LEFT, entry, f"{entry.address} left ({event.reason})",
@@ -277,6 +306,12 @@ class BalancerBeans:
                 self._emit(note.SERVER_PAUSED, entry, f"{entry.address} paused")
             elif event.old is EdgeState.PAUSED:
                 self._emit(note.SERVER_UNPAUSED, entry, f"{entry.address} unpaused")
+        elif isinstance(event, ServerCannotStay):
+            self._emit(note.SERVER_CANNOT_STAY, entry,
+                       f"{entry.address} reports every {event.interval:g} s but may be "
+                       f"silent only {event.leave_after:g} s: it leaves between reports",
+                       intervalMs=round(event.interval * 1000),
+                       leaveAfterMs=round(event.leave_after * 1000))
         elif isinstance(event, ServerDrainChanged):
             word = "drained" if event.drained else "undrained"
             kind = note.SERVER_DRAINED if event.drained else note.SERVER_UNDRAINED

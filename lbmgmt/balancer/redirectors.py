@@ -135,7 +135,6 @@ class _LoadIndex:
     def best(self, servers: ServerRegistry, now: float,
              usable: Callable[[ServerEntry], bool] | None = None) -> ServerEntry | None:
         heap, groups, random = self.group_heap, self.groups, self.rng.random
-        timeout = servers.timeout
         while heap:
             group = heap[0]
             members = groups.get(group)
@@ -147,7 +146,7 @@ class _LoadIndex:
             entry = members[int(random() * len(members))]  # random() is C, fast
             # (ServerRegistry.is_available and ServerEntry.is_fresh, inlined: hot)
             age = now - entry.last_report
-            if (not entry.running or entry.drained or age > timeout
+            if (not entry.running or entry.drained or age > entry.leave_after
                     or (usable is not None and not usable(entry))):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue

@@ -30,6 +30,11 @@ from lbmgmt.status import EdgeState, Report, ReportAccepted
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_GRACE = 0.5
+DEFAULT_MISSED_REPORTS = 4
+DEFAULT_MAX_SILENCE = 60.0
+LEAVE_SLACK = 0.5  # of an interval, after the last missed report: late, not lost
+REJOIN_WINDOW = 300.0  # seconds a timed-out edge's entry is kept for its return
+MAX_DEPARTED = 10_000  # timed-out entries kept at most (the oldest go first)
 FRESH_INTERVALS = 3  # older than this many report intervals: chosen only if nothing fresher
 MAX_TRANSIT = 2.0  # transit estimates past this are clock skew, not network
 
@@ -67,6 +72,10 @@ class ServerEntry:
     """The last report says RUNNING."""
     fresh_for: float = field(init=False, default=0.0)
     """How long a report stays fresh: ``FRESH_INTERVALS`` of the edge's interval."""
+    leave_after: float = field(init=False, default=DEFAULT_TIMEOUT)
+    """How long the edge may be silent before it leaves (``ServerRegistry.leave_after``)."""
+    departed_at: float | None = field(init=False, default=None)
+    """When it timed out, while its entry waits for its return; None while present."""
 
     def __post_init__(self) -> None:
         self.derive()
@@ -117,6 +126,7 @@ class ServerEntry:
 @dataclass(frozen=True, slots=True)
 class ServerJoined:
     server: ServerEntry
+    absent_for: float | None = None  # seconds, when a timed-out edge came back
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +148,17 @@ class ServerDrainChanged:
     drained: bool
 
 
-RegistryEvent = ServerJoined | ServerLeft | ServerStateChanged | ServerDrainChanged
+@dataclass(frozen=True, slots=True)
+class ServerCannotStay:
+    """The edge's interval is not shorter than the time it may be silent: it flaps."""
+
+    server: ServerEntry
+    interval: float
+    leave_after: float
+
+
+RegistryEvent = (ServerJoined | ServerLeft | ServerStateChanged | ServerDrainChanged
+                 | ServerCannotStay)
 
 
 class RegistryObserver(Protocol):
@@ -149,29 +169,103 @@ class RegistryObserver(Protocol):
     def removed(self, entry: ServerEntry) -> None: ...
 
 
-@dataclass(slots=True)
 class ServerRegistry:
-    timeout: float = DEFAULT_TIMEOUT
-    grace: float = DEFAULT_GRACE
-    _servers: dict[uuid.UUID, ServerEntry] = field(default_factory=dict)
-    # Drained GUIDs outlive their entries: a drained edge that restarts stays drained.
-    drained: set[uuid.UUID] = field(default_factory=set)
-    observers: list[RegistryObserver] = field(default_factory=list)
-    # The same entries as a list, for O(1) random picks (p2c); kept by swap-remove.
-    _order: list[ServerEntry] = field(default_factory=list)
-    _position: dict[uuid.UUID, int] = field(default_factory=dict)
-    # The same entries, least recently reported first, so that ``expire`` looks only at
-    # those that may have timed out (a report moves its entry to the end).
-    _by_report: dict[ServerEntry, None] = field(default_factory=dict)
-    _latest_report: float = float("-inf")
-    _willing: int = 0  # entries RUNNING and not drained (``available_count`` starts there)
-    _by_report_unordered: bool = False  # a report came with an earlier ``now`` (tests)
+    """The pool, keyed by GUID.
+
+    Liveness comes from each edge's own interval: an edge leaves after it missed
+    ``missed_reports`` reports in a row by its interval (and half an interval of
+    slack), never sooner than ``timeout`` (the seed's ``message_timeout_ms``, the
+    floor) and never later than ``max_silence``. With independent losses of a
+    fraction p of reports, an edge is wrongly absent about p**missed_reports of the
+    time (4 misses: 0.01 % at 10 % loss, 0.8 % at 30 %). A timed-out edge that
+    reports again within ``REJOIN_WINDOW`` gets its old entry back (its counts and
+    first-seen time), not a new one.
+    """
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, grace: float = DEFAULT_GRACE, *,
+                 missed_reports: int = DEFAULT_MISSED_REPORTS,
+                 max_silence: float = DEFAULT_MAX_SILENCE) -> None:
+        self._timeout = timeout
+        self.grace = grace
+        self._missed_reports = missed_reports
+        self._max_silence = max_silence
+        self._servers: dict[uuid.UUID, ServerEntry] = {}
+        # Drained GUIDs outlive their entries: a drained edge that restarts stays drained.
+        self.drained: set[uuid.UUID] = set()
+        self.observers: list[RegistryObserver] = []
+        # The same entries as a list, for O(1) random picks (p2c); kept by swap-remove.
+        self._order: list[ServerEntry] = []
+        self._position: dict[uuid.UUID, int] = {}
+        # The same entries by how long they may be silent (most fleets: one value), each
+        # group least recently reported first, so that ``expire`` looks only at those that
+        # may have timed out (a report moves its entry to the end of its group).
+        self._by_leave: dict[float, dict[ServerEntry, None]] = {}
+        self._latest_report = float("-inf")
+        self._willing = 0  # entries RUNNING and not drained (``available_count`` starts there)
+        self._by_report_unordered = False  # a report came with an earlier ``now`` (tests)
+        # Timed-out entries, oldest first, kept for their return (``REJOIN_WINDOW``).
+        self._departed: dict[uuid.UUID, ServerEntry] = {}
+
+    # -- liveness settings: changing one re-files every entry ---------------------------
+    @property
+    def timeout(self) -> float:
+        """The least time an edge may be silent before it leaves (the floor)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._timeout = value
+        self._refile()
+
+    @property
+    def missed_reports(self) -> int:
+        return self._missed_reports
+
+    @missed_reports.setter
+    def missed_reports(self, value: int) -> None:
+        self._missed_reports = value
+        self._refile()
+
+    @property
+    def max_silence(self) -> float:
+        return self._max_silence
+
+    @max_silence.setter
+    def max_silence(self, value: float) -> None:
+        self._max_silence = value
+        self._refile()
+
+    def leave_after(self, interval: float) -> float:
+        """How long an edge reporting every ``interval`` seconds may be silent."""
+        by_interval = (self._missed_reports + LEAVE_SLACK) * interval
+        return max(self._timeout, min(self._max_silence, by_interval))
+
+    def _refile(self) -> None:
+        entries = sorted(self._servers.values(), key=attrgetter("last_report"))
+        self._by_leave = {}
+        for entry in entries:
+            entry.leave_after = self.leave_after(entry.interval)
+            self._file(entry)
+        self._by_report_unordered = False
+
+    def _file(self, entry: ServerEntry) -> None:
+        group = self._by_leave.get(entry.leave_after)
+        if group is None:
+            group = self._by_leave[entry.leave_after] = {}
+        group[entry] = None
+
+    def _unfile(self, entry: ServerEntry) -> None:
+        group = self._by_leave[entry.leave_after]
+        del group[entry]
+        if not group:
+            del self._by_leave[entry.leave_after]
 
     def _add(self, entry: ServerEntry) -> None:
         self._servers[entry.guid] = entry
         self._position[entry.guid] = len(self._order)
         self._order.append(entry)
-        self._by_report[entry] = None
+        entry.leave_after = self.leave_after(entry.interval)
+        self._file(entry)
         self._reported(entry.last_report)
         self._willing += entry.willing
 
@@ -183,7 +277,7 @@ class ServerRegistry:
 
     def _drop(self, entry: ServerEntry) -> None:
         del self._servers[entry.guid]
-        del self._by_report[entry]
+        self._unfile(entry)
         self._willing -= entry.willing
         i = self._position.pop(entry.guid)
         last = self._order.pop()
@@ -210,11 +304,12 @@ class ServerRegistry:
         return self._servers.get(guid)
 
     def is_live(self, entry: ServerEntry, now: float) -> bool:
-        return now - entry.last_report <= self.timeout
+        return now - entry.last_report <= entry.leave_after
 
     def is_available(self, entry: ServerEntry, now: float) -> bool:
         """Would get a new client now: live, running, not drained."""
-        return entry.running and not entry.drained and now - entry.last_report <= self.timeout
+        return (entry.running and not entry.drained
+                and now - entry.last_report <= entry.leave_after)
 
     def available(self, now: float) -> Iterator[ServerEntry]:
         """Edges that may take a new client now (live, running, not drained)."""
@@ -226,6 +321,7 @@ class ServerRegistry:
         report = event.report
         entry = self._servers.get(event.guid)
         if report.state is EdgeState.STOPPING:
+            self._departed.pop(event.guid, None)  # stopped on purpose: not coming back
             if entry is None:
                 return []
             entry.report = report
@@ -233,6 +329,21 @@ class ServerRegistry:
             return [ServerLeft(entry, LeaveReason.STOPPED)]
         offset = 0.0 if event.received_at is None else event.sent_at - event.received_at
         if entry is None:
+            entry = self._departed.pop(event.guid, None)
+            if entry is not None and entry.departed_at is not None:  # back: its old entry
+                absent_for = now - entry.departed_at
+                entry.departed_at = None
+                entry.boot_id, entry.report, entry.last_report = event.boot_id, report, now
+                entry.sent_at, entry.clock_offset = event.sent_at, offset
+                entry.reports_received += 1
+                entry.redirects_since_report = 0
+                entry.pending.clear()
+                entry.pending_load = 0.0
+                entry.drained = event.guid in self.drained
+                entry.derive()
+                self._add(entry)
+                self._updated(entry)
+                return [ServerJoined(entry, absent_for=absent_for)]
             entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, report=report,
                                 first_seen=now, last_report=now, sent_at=event.sent_at,
                                 drained=event.guid in self.drained, clock_offset=offset)
@@ -240,14 +351,17 @@ class ServerRegistry:
             self._updated(entry)
             return [ServerJoined(entry)]
         old_state = entry.state
+        old_interval = entry.report.interval_ms
         entry.boot_id = event.boot_id
         self._willing -= entry.willing
         entry.report = report
         entry.derive()
         self._willing += entry.willing
         entry.last_report = now
-        del self._by_report[entry]
-        self._by_report[entry] = None
+        self._unfile(entry)
+        if report.interval_ms != old_interval:
+            entry.leave_after = self.leave_after(entry.interval)
+        self._file(entry)
         self._reported(now)
         entry.sent_at = event.sent_at
         entry.clock_offset = offset
@@ -269,21 +383,44 @@ class ServerRegistry:
             return [ServerStateChanged(entry, old_state, report.state)]
         return []
 
-    def expire(self, now: float) -> list[RegistryEvent]:
+    def _timed_out(self, now: float) -> list[ServerEntry]:
+        """Present entries silent past their ``leave_after``: O(those), not O(pool)."""
         if self._by_report_unordered:  # (only a caller whose clock went back: re-sorted)
-            self._by_report = dict.fromkeys(sorted(self._by_report,
-                                                   key=attrgetter("last_report")))
-            self._by_report_unordered = False
+            self._refile()
         gone = []
-        for entry in self._by_report:  # least recently reported first: stop at a live one
-            if now - entry.last_report <= self.timeout:
-                break
-            gone.append(entry)
+        for leave_after, group in self._by_leave.items():
+            for entry in group:  # least recently reported first: stop at a live one
+                if now - entry.last_report <= leave_after:
+                    break
+                gone.append(entry)
+        return gone
+
+    def expire(self, now: float) -> list[RegistryEvent]:
+        """Edges silent past their time leave (kept aside for their return); entries
+        kept longer than ``REJOIN_WINDOW`` are forgotten."""
+        gone = self._timed_out(now)
+        departed = self._departed
         for entry in gone:
             self._drop(entry)
+            entry.departed_at = now
+            departed[entry.guid] = entry
+        forget = []
+        for guid, entry in departed.items():  # oldest first: stop at one kept
+            if (len(departed) - len(forget) <= MAX_DEPARTED
+                    and now - (entry.departed_at or now) <= REJOIN_WINDOW):
+                break
+            forget.append(guid)
+        for guid in forget:
+            del departed[guid]
         return [ServerLeft(entry, LeaveReason.TIMED_OUT) for entry in gone]
 
+    @property
+    def departed_count(self) -> int:
+        """Timed-out edges whose entries wait for their return."""
+        return len(self._departed)
+
     def remove(self, guid: uuid.UUID) -> list[RegistryEvent]:
+        self._departed.pop(guid, None)
         entry = self._servers.get(guid)
         if entry is None:
             return []
@@ -316,14 +453,9 @@ class ServerRegistry:
             observer.updated(entry)
 
     def available_count(self, now: float) -> int:
-        # O(timed out, not yet expired): every willing edge, less the willing ones whose
-        # last report is past the timeout, which lead ``_by_report`` (the sweep expires
-        # them within a quarter of a second). Read by management at every scrape.
+        # O(timed out, not yet expired): every willing edge, less the willing ones past
+        # their time, which lead their groups (the sweep expires them within a quarter
+        # of a second). Read by management at every scrape.
         if self._by_report_unordered:
             return sum(1 for _ in self.available(now))
-        count = self._willing
-        for entry in self._by_report:
-            if now - entry.last_report <= self.timeout:
-                break
-            count -= entry.willing
-        return count
+        return self._willing - sum(entry.willing for entry in self._timed_out(now))

@@ -37,6 +37,11 @@ AGENT = f"lbmgmt/{__version__}"  # what reports say the sender is (the "agent" e
 RESOLVE_TIMEOUT = 2.0
 MONITOR_TIMEOUT = 5.0
 STOP_GRACE = 0.5
+# The stopping report goes out this many times, this far apart: the balancer takes the
+# first and ignores the rest, and one lost datagram does not leave the edge in the pool
+# until it times out (it may not send again).
+STOP_COPIES = 3
+STOP_COPY_GAP = 0.02
 
 
 @dataclass(slots=True)
@@ -166,7 +171,10 @@ class EdgeDaemon:
         log.info("edge stopped", extra=fields(guid=str(self.guid)))
 
     async def _send_stopping(self) -> None:
-        await self.send_now()
+        for copy in range(STOP_COPIES):
+            if copy:
+                await asyncio.sleep(STOP_COPY_GAP)
+            await self.send_now()
         # Give targets still connecting a moment to take the stopping report.
         connecting = [link._connecting for link in self.links
                       if link._connecting is not None and not link._connecting.done()]

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbmgmt.balancer.redirectors import ConcurrentConnects, RoundRobin, redirector_class
-from lbmgmt.balancer.registry import (LeaveReason, ServerJoined, ServerLeft, ServerRegistry,
-                                      ServerStateChanged)
+from lbmgmt.balancer.registry import (REJOIN_WINDOW, LeaveReason, ServerJoined, ServerLeft,
+                                      ServerCannotStay, ServerRegistry, ServerStateChanged)
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.status import (DropReason, EdgeState, Report, ReportAccepted, ReportSealer,
@@ -22,9 +22,9 @@ from lbmgmt.throttle import Throttle
 
 
 def report(guid: uuid.UUID, load: float = 0, state=EdgeState.RUNNING, *, boot=b"b" * 8,
-           seq=1, address=None) -> ReportAccepted:
+           seq=1, address=None, interval_ms=2500) -> ReportAccepted:
     return ReportAccepted(guid, boot, seq, 0.0,
-                          Report(state, address or f"edge-{guid.int}", load, 2500))
+                          Report(state, address or f"edge-{guid.int}", load, interval_ms))
 
 
 def guids(n):
@@ -46,17 +46,79 @@ def test_join_update_state_change_and_stop():
     assert len(reg) == 0
 
 
-def test_timeout_without_sleeping():
-    reg = ServerRegistry(timeout=5)
+def test_an_edge_leaves_after_missing_four_of_its_own_reports():
+    reg = ServerRegistry(timeout=5)  # the floor, under 4.5 intervals of 2.5 s
     a, b = guids(2)
     reg.apply(report(a), now=0)
     reg.apply(report(b), now=3)
-    assert {e.guid for e in reg.available(5.0)} == {a, b}
-    assert {e.guid for e in reg.available(5.1)} == {b}  # a is out of choice at once
-    [left] = reg.expire(5.1)
+    assert reg.get(a).leave_after == 11.25
+    assert {e.guid for e in reg.available(11.25)} == {a, b}
+    assert {e.guid for e in reg.available(11.3)} == {b}  # a is out of choice at once
+    assert reg.available_count(11.3) == 1
+    [left] = reg.expire(11.3)
     assert left.server.guid == a and left.reason is LeaveReason.TIMED_OUT
-    assert reg.expire(8.0) == [] and len(reg) == 1
-    assert len(reg.expire(8.1)) == 1 and len(reg) == 0
+    assert reg.expire(14.25) == [] and len(reg) == 1
+    assert len(reg.expire(14.3)) == 1 and len(reg) == 0
+
+
+def test_message_timeout_is_the_floor_and_max_silence_the_ceiling():
+    reg = ServerRegistry(timeout=5, max_silence=60)
+    fast, slow, slower = guids(3)
+    reg.apply(report(fast, interval_ms=200), now=0)  # 4.5 intervals: 0.9 s, under the floor
+    reg.apply(report(slow, interval_ms=10_000), now=0)  # 45 s
+    reg.apply(report(slower, interval_ms=20_000), now=0)  # 90 s: past the ceiling
+    assert [reg.get(g).leave_after for g in (fast, slow, slower)] == [5, 45, 60]
+    assert [e.server.guid for e in reg.expire(5.1)] == [fast]
+    assert [e.server.guid for e in reg.expire(45.1)] == [slow]
+    assert [e.server.guid for e in reg.expire(60.1)] == [slower]
+
+
+def test_changing_a_liveness_setting_refiles_every_edge():
+    reg = ServerRegistry(timeout=5)
+    a, b = guids(2)
+    reg.apply(report(a), now=0)
+    reg.apply(report(b, interval_ms=1000), now=1)
+    reg.missed_reports = 2  # a: 2.5 intervals of 2.5 s; b: under the 5 s floor
+    assert (reg.get(a).leave_after, reg.get(b).leave_after) == (6.25, 5)
+    assert [e.server.guid for e in reg.expire(6.1)] == [b]
+    reg.timeout = 20
+    assert reg.get(a).leave_after == 20 and reg.expire(19) == []
+
+
+def test_a_timed_out_edge_that_comes_back_gets_its_old_entry():
+    reg = ServerRegistry(timeout=5)
+    a = guids(1)[0]
+    reg.apply(report(a, 3), now=0)
+    entry = reg.get(a)
+    reg.count_redirect(entry, now=1)
+    reg.expire(12)
+    assert reg.get(a) is None and reg.departed_count == 1
+    [joined] = reg.apply(report(a, 4, seq=2), now=20)
+    assert isinstance(joined, ServerJoined) and joined.absent_for == 8
+    assert reg.get(a) is entry  # the same entry: its counts and first sight kept
+    assert entry.reports_received == 2 and entry.redirects_total == 1
+    assert entry.first_seen == 0 and entry.pending_load == 0 and entry.load == 4
+    assert {e.guid for e in reg.available(20)} == {a} and reg.departed_count == 0
+
+
+def test_a_departed_entry_is_forgotten_after_the_rejoin_window():
+    reg = ServerRegistry(timeout=5)
+    a = guids(1)[0]
+    reg.apply(report(a), now=0)
+    reg.expire(12)
+    reg.expire(12 + REJOIN_WINDOW + 1)
+    assert reg.departed_count == 0
+    [joined] = reg.apply(report(a, seq=2), now=400)
+    assert joined.absent_for is None and reg.get(a).reports_received == 1
+
+
+def test_a_stopped_edge_is_not_kept_for_its_return():
+    reg = ServerRegistry(timeout=5)
+    a = guids(1)[0]
+    reg.apply(report(a), now=0)
+    reg.expire(12)
+    reg.apply(report(a, state=EdgeState.STOPPING, seq=2), now=13)
+    assert reg.departed_count == 0
 
 
 def test_restarted_edge_replaces_its_entry():
@@ -110,9 +172,9 @@ def test_concurrent_connects_breaks_ties_evenly():
 def test_concurrent_connects_skips_paused_drained_and_silent():
     reg = ServerRegistry(timeout=5)
     a, b, c, d = guids(4)
+    reg.apply(report(c, 0), now=-2)  # silent for 12 s: 4 reports missed, and more
     reg.apply(report(a, 0, EdgeState.PAUSED), now=10)
     reg.apply(report(b, 0), now=10)
-    reg.apply(report(c, 0), now=0)  # silent for 10 s
     reg.apply(report(d, 50), now=10)
     reg.get(b).drained = True
     rd = ConcurrentConnects()
@@ -141,13 +203,13 @@ def test_redirectors_by_name_or_path():
 
 
 def test_expiry_finds_every_silent_edge_whatever_order_reports_came_in():
-    reg = ServerRegistry(timeout=5)
+    reg = ServerRegistry(timeout=5)  # (1 s intervals: the 5 s floor applies)
     a, b, c = guids(3)
-    reg.apply(report(a, 0), now=10)
-    reg.apply(report(b, 0), now=0)  # an earlier time after a later one
-    reg.apply(report(c, 0), now=12)
+    reg.apply(report(a, 0, interval_ms=1000), now=10)
+    reg.apply(report(b, 0, interval_ms=1000), now=0)  # an earlier time after a later one
+    reg.apply(report(c, 0, interval_ms=1000), now=12)
     assert [e.server.guid for e in reg.expire(now=14)] == [b]
-    reg.apply(report(c, 0), now=20)  # c heard again: a is now the longest silent
+    reg.apply(report(c, 0, interval_ms=1000), now=20)  # c heard again: a is now the longest silent
     assert [e.server.guid for e in reg.expire(now=16)] == [a]
     assert [e.guid for e in reg] == [c] and reg.expire(now=25) == []
     assert [e.server.guid for e in reg.expire(now=25.5)] == [c]
@@ -263,18 +325,22 @@ def test_a_balancer_whose_clock_is_off_says_so_and_one_skewed_edge_does_not_make
     assert len(own_clock_warnings(caplog)) == 1
 
 
-def test_an_edge_that_reports_no_more_often_than_the_timeout_is_said_to_flap(caplog):
-    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+def test_an_edge_that_reports_less_often_than_it_may_be_silent_is_said_to_flap(caplog):
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0, max_silence=8.0)
     slow, fine = uuid.UUID(int=1), uuid.UUID(int=2)
+    events = []
+    core.listeners.append(events.append)
 
     def report_of(guid: uuid.UUID, interval_ms: int, t: float) -> bytes:
         return ReportSealer(guid).seal(Report(EdgeState.RUNNING, "e:1", 0, interval_ms), KEY,
                                        now=WALL + t)
     core.receive_datagram(report_of(fine, 2500, 0), now=0, wall=WALL, source="f:1")
     assert warnings_of(caplog) == []
-    for t in (0, 6, 12):  # every 6 s against a 5 s timeout: gone before each next one
-        core.receive_datagram(report_of(slow, 6000, t), now=t, wall=WALL + t, source="s:1")
+    for t in (0, 9, 18):  # every 9 s, and 8 s of silence at most: gone before each next one
+        core.receive_datagram(report_of(slow, 9000, t), now=t, wall=WALL + t, source="s:1")
     [said] = warnings_of(caplog)
-    assert "message_timeout_ms" in said.getMessage()
-    assert said.fields == {"guid": str(slow), "source": "s:1", "interval_ms": 6000,  # type: ignore[attr-defined]
-                           "timeout_ms": 5000, "held_back": 0}
+    assert "max_silence_ms" in said.getMessage()
+    assert said.fields == {"guid": str(slow), "source": "s:1", "interval_ms": 9000,  # type: ignore[attr-defined]
+                           "leave_after_ms": 8000, "held_back": 0}
+    [event] = [e for e in events if isinstance(e, ServerCannotStay)]
+    assert event.server.guid == slow and (event.interval, event.leave_after) == (9, 8)

@@ -114,7 +114,8 @@ async def test_loadbalancer_answers_redirect_then_503(client_for):
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
     assert resp.headers["Cache-Control"] == "no-store"
     assert balancer.core.redirects_served["http"] == 1
-    clock.now += 5.01  # silent past the timeout: out of choice at once, before any sweep
+    clock.now += 11.26  # 4 reports missed (and half an interval): out of choice at once,
+    # before any sweep
     assert (await client.get("/loadbalancer")).status == 503
 
 
