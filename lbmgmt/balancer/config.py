@@ -51,8 +51,8 @@ MAX_CLIENTS = Setting(
 MAX_CLIENTS_PER_ADDRESS = Setting(
     "clients", "max_connections_per_address", None, 256, 1, 1_000_000, None,
     "Of those, from one client IP address")
-SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD,
-            MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
+SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT,
+            KEEPALIVE_TIMEOUT, MAX_HEAD, MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
 
 
 @dataclass(slots=True)
@@ -88,6 +88,9 @@ class BalancerConfig:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     management: ManagementConfig | None = None  # None: no management port (embedding)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    # Replay marks and the last pool, kept across restarts (lbmgmt/balancer/state.py);
+    # None: none kept (embedding, tests). From a config file: beside it unless set.
+    state_file: Path | None = None
 
 
 def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
@@ -123,6 +126,13 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     skew = MAX_CLOCK_SKEW.read(bal)
     redirector = bal.get_str("redirector", "concurrent-connects")
     grace = GRACE.read(bal)
+    state_text = bal.get_str("state_file", None, nonempty=False)
+    if state_text is None:
+        state_file: Path | None = cfg.path.with_name(cfg.path.stem + ".state")
+    elif state_text == "":
+        state_file = None
+    else:
+        state_file = cfg.path.parent / state_text
     try:
         redirector_class(redirector)
     except PluginError as exc:
@@ -151,7 +161,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
                           http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),
-                          rtmp=load_rtmp(cfg))
+                          rtmp=load_rtmp(cfg), state_file=state_file)
 
 
 __all__ = ["BalancerConfig", "ClientsConfig", "ConfigError", "HttpConfig",

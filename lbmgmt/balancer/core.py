@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lbmgmt.balancer.redirectors import Redirector, redirector_class
+from lbmgmt.balancer.report_gate import ReportGate
 from lbmgmt.balancer.registry import (DEFAULT_MAX_SILENCE, DEFAULT_MISSED_REPORTS,
                                       RegistryEvent, ServerCannotStay, ServerEntry,
                                       ServerJoined, ServerLeft, ServerRegistry,
                                       ServerStateChanged)
+from lbmgmt.endpoints import join_host_port
 from lbmgmt.logs import fields
 from lbmgmt.status import (DatagramDropped, DropReason, ReportAccepted, ReportReceiver,
                            SharedKey)
@@ -34,6 +36,11 @@ log = logging.getLogger("lbmgmt.balancer")
 NO_SERVER = "no available server"
 WARN_INTERVAL = 60.0  # seconds between two warnings of one cause (a sender's key or clock)
 CLOCK_CHECK_INTERVAL = 10.0  # seconds between two looks at whether our own clock is off
+# The report port is overloaded when the kernel dropped datagrams since the last sweep, or
+# datagrams that fail to open (or are throttled) come faster than this a second; then no
+# edge leaves the pool, until it has been quiet for OVERLOAD_HOLD seconds.
+OVERLOAD_BAD_RATE = 1000.0
+OVERLOAD_HOLD = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,15 @@ class FrontStats:
 
     def snapshot(self) -> dict[str, int]:
         return {**self.counters, "active": self.active()}
+
+
+@dataclass(slots=True)
+class OverloadStats:
+    """The report port's overloads: how often, how long, what the kernel dropped."""
+
+    episodes: int = 0
+    seconds: float = 0.0
+    kernel_drops: int = 0  # datagrams the kernel dropped (receive buffer full)
 
 
 class StaleClocks:
@@ -138,25 +154,45 @@ class BalancerCore:
         self.warnings = Throttle(WARN_INTERVAL)  # rejected reports an operator must hear of
         self.stale_clocks = StaleClocks()
         self._next_clock_check = float("-inf")
+        # Grows with every change of what a state file keeps (reports taken, edges
+        # joining, leaving, drained): the daemon saves only when it moved.
+        self.revision = 0
+        self.gate = ReportGate()
+        self.overload = OverloadStats()
+        self._bad_since_sweep = 0
+        self._last_sweep: float | None = None
+        self._kernel_drops: int | None = None
+        self._overloaded_until = float("-inf")
 
     # -- reports in -------------------------------------------------------------------
     def receive_datagram(self, data: bytes, *, now: float, wall: float,
-                         source: str = "?") -> None:
-        """One datagram from the status port (``source``: the sender's address, for the
-        warnings): applied if it is a good report, else counted, and said if an operator
-        must act (a wrong key, a skewed clock)."""
-        event = self.receiver.receive(data, wall)
+                         source: tuple[str, int] = ("?", 0)) -> None:
+        """One datagram from the status port (``source``: the sender's address): applied
+        if it is a good report, else counted, and said if an operator must act (a wrong
+        key, a skewed clock). A source that is flooding gets no crypto work at all."""
+        receiver = self.receiver
+        if not self.gate.admit(source, now):
+            receiver.drops[DropReason.THROTTLED] += 1
+            self._bad_since_sweep += 1
+            return
+        event = receiver.receive(data, wall)
         if isinstance(event, ReportAccepted):
+            self.gate.good(source, now)
+            self.revision += 1
             self._emit(self.registry.apply(event, now))
             entry = self.registry.get(event.guid)
             if entry is not None and entry.interval >= entry.leave_after:
                 self._cannot_stay(entry, source, now)
-        elif event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
-            if event.guid is not None and event.offset is not None:  # (STALE)
+        elif event.reason is DropReason.BAD_AUTH:
+            self.gate.bad(source, now)
+            self._bad_since_sweep += 1
+            self._say_why(event, source, now)
+        elif event.reason is DropReason.STALE:
+            if event.guid is not None and event.offset is not None:
                 self.stale_clocks.heard(event.guid, event.offset, now)
             self._say_why(event, source, now)
 
-    def _cannot_stay(self, entry: ServerEntry, source: str, now: float) -> None:
+    def _cannot_stay(self, entry: ServerEntry, source: tuple[str, int], now: float) -> None:
         """An edge whose reports come no more often than it may be silent (its interval
         is past max_silence_ms) leaves the pool before each next one: it flaps, and
         nothing else would say why. Said once a minute: a warning and an event."""
@@ -165,16 +201,16 @@ class BalancerCore:
             log.warning("an edge reports less often than an edge may be silent: it leaves "
                         "the pool between reports (shorten its interval, or raise "
                         "max_silence_ms)", extra=fields(
-                            guid=str(entry.guid), source=source,
+                            guid=str(entry.guid), source=join_host_port(*source),
                             interval_ms=entry.report.interval_ms,
                             leave_after_ms=round(entry.leave_after * 1000),
                             held_back=held_back))
             self._emit([ServerCannotStay(entry, entry.interval, entry.leave_after)])
 
-    def _say_why(self, drop: DatagramDropped, source: str, now: float) -> None:
+    def _say_why(self, drop: DatagramDropped, address: tuple[str, int], now: float) -> None:
         """A rejected report that will come again until someone acts: a warning, at most
         one per ``WARN_INTERVAL`` per sender (``held_back``: how many since the last)."""
-        host = source.rpartition(":")[0] or source
+        host, source = address[0], join_host_port(*address)
         if drop.reason is DropReason.BAD_AUTH:
             held_back = self.warnings.allow((drop.reason, host), now)
             if held_back is not None:
@@ -196,11 +232,51 @@ class BalancerCore:
         """How often ``handle_timer`` should run: a tenth of the timeout, at most 0.25 s."""
         return min(0.25, self.registry.timeout / 10)
 
-    def handle_timer(self, *, now: float, wall: float) -> None:
-        """Expire silent edges and forget stale replay state; say if our clock is off."""
+    def handle_timer(self, *, now: float, wall: float, kernel_drops: int | None = None) -> None:
+        """Expire silent edges and forget stale replay state; say if our clock is off.
+
+        ``kernel_drops``: how many datagrams the kernel has dropped on the report socket
+        so far (its receive buffer full), if the shell can tell. While the report port is
+        overloaded (those grow, or bad datagrams come fast) no edge leaves the pool: the
+        balancer cannot tell a silent edge from one whose reports it lost (fail static).
+        """
+        self._check_overload(now, kernel_drops)
         self._emit(self.registry.expire(now))
         self.receiver.prune(wall)
         self._check_own_clock(now)
+
+    def _check_overload(self, now: float, kernel_drops: int | None) -> None:
+        last, self._last_sweep = self._last_sweep, now
+        bad, self._bad_since_sweep = self._bad_since_sweep, 0
+        lost = 0
+        if kernel_drops is not None:
+            if self._kernel_drops is not None and kernel_drops > self._kernel_drops:
+                lost = kernel_drops - self._kernel_drops
+            self._kernel_drops = kernel_drops
+        stats = self.overload
+        stats.kernel_drops += lost
+        rate = bad / (now - last) if last is not None and now > last else 0.0
+        if lost or rate > OVERLOAD_BAD_RATE:
+            if now >= self._overloaded_until:  # it starts
+                stats.episodes += 1
+                held_back = self.warnings.allow("overload", now)
+                if held_back is not None:
+                    log.warning("report port overloaded: no edge leaves the pool until it is "
+                                "over (the balancer cannot tell a silent edge from a lost "
+                                "report)", extra=fields(
+                                    kernel_drops=lost, bad_per_s=round(rate),
+                                    throttled=self.receiver.drops[DropReason.THROTTLED],
+                                    held_back=held_back))
+            self._overloaded_until = now + OVERLOAD_HOLD
+        registry = self.registry
+        if now < self._overloaded_until:
+            if last is not None and registry.frozen:
+                stats.seconds += now - last
+            registry.freeze(now)
+        elif registry.frozen:
+            registry.thaw(now)
+            log.info("report port no longer overloaded: silence counts again",
+                     extra=fields(kernel_drops=stats.kernel_drops))
 
     def _check_own_clock(self, now: float) -> None:
         """Most edges' clocks agree with each other and not with ours: ours is off."""
@@ -275,10 +351,19 @@ class BalancerCore:
                           drops={str(r): c for r, c in self.receiver.drops.items()})
 
     # -- events -----------------------------------------------------------------------
+    def emit(self, events: list[RegistryEvent]) -> None:
+        """Say registry events made outside a report (a warm start's restored pool)."""
+        self._emit(events)
+
     def _emit(self, events: list[RegistryEvent]) -> None:
+        if events:
+            self.revision += 1
         for event in events:
             if isinstance(event, ServerJoined):
-                if event.absent_for is None:
+                if event.restored:
+                    log.debug("server restored", extra=fields(guid=str(event.server.guid),
+                                                              address=event.server.address))
+                elif event.absent_for is None:
                     log.info("server joined", extra=fields(guid=str(event.server.guid),
                                                            address=event.server.address))
                 else:

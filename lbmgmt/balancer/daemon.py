@@ -14,14 +14,21 @@ import gc
 import logging
 import signal
 import socket
+import struct
+import sys
+import threading
 
 from lbmgmt.balancer.config import BalancerConfig
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.front.protocol import ClientPort
 from lbmgmt.balancer.mbeans import BalancerBeans
 from lbmgmt.balancer.rtmp import RtmpService
+from lbmgmt.balancer.state import StateFileError, StateKeeping, restore, state_steps
+from lbmgmt.atomicfile import write_atomically
+from lbmgmt.steps import finish, finish_between_turns
+from lbmgmt.throttle import Throttle
 from lbmgmt.clocks import Clocks
-from lbmgmt.endpoints import Endpoint, format_address, join_host_port
+from lbmgmt.endpoints import Endpoint, format_address
 from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
@@ -31,6 +38,13 @@ from lbmgmt.management.server import MBeanServer
 log = logging.getLogger("lbmgmt.balancer")
 
 UDP_RCVBUF = 4 * 1024 * 1024  # absorbs a burst of reports from a large fleet
+# Linux's SO_MEMINFO: a socket's memory figures, the ninth its drops (sock_diag.h).
+SO_MEMINFO: int | None = getattr(socket, "SO_MEMINFO", 55 if sys.platform == "linux" else None)
+MEMINFO = struct.Struct("9I")
+MEMINFO_SIZE = MEMINFO.size
+MEMINFO_DROPS = 8
+STATE_SAVE_INTERVAL = 1.0  # seconds between two saves of the state file, at most
+STATE_WARN_INTERVAL = 60.0  # seconds between two warnings that it cannot be saved
 
 
 class _StatusProtocol(asyncio.DatagramProtocol):
@@ -45,7 +59,7 @@ class _StatusProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         clocks = self.balancer.clocks
         self.balancer.core.receive_datagram(data, now=clocks.monotonic(), wall=clocks.wall(),
-                                            source=join_host_port(str(addr[0]), addr[1]))
+                                            source=addr[:2])
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error", extra=fields(error=str(exc)))
@@ -104,7 +118,13 @@ class BalancerDaemon:
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
                                   clock=self.clocks.wall)
-        self.beans = BalancerBeans(self.core, self.clocks, self.mbeans)
+        self.state = StateKeeping(None if config.state_file is None
+                                  else str(config.state_file))
+        self._state_saver: asyncio.Task[None] | None = None
+        self._state_warnings = Throttle(STATE_WARN_INTERVAL)
+        self._state_lock = threading.Lock()
+        self._state_packed = self._state_written = 0
+        self.beans = BalancerBeans(self.core, self.clocks, self.mbeans, state=self.state)
         self.management: ManagementServer | None = (
             ManagementServer(mgmt, self.mbeans, daemon="balancer")
             if mgmt is not None and mgmt.enabled else None)
@@ -115,6 +135,7 @@ class BalancerDaemon:
         loop = asyncio.get_running_loop()
         self._live = True
         try:
+            self._load_state()
             sock = bind_udp(self.config.listen)
             try:
                 self._transport, self._status = await loop.create_datagram_endpoint(
@@ -132,6 +153,9 @@ class BalancerDaemon:
             await self.stop()
             raise
         self._sweeper = asyncio.create_task(self._sweep(), name="balancer-sweep")
+        if self.config.state_file is not None:
+            self._state_saver = asyncio.create_task(self._keep_state(),
+                                                    name="balancer-state-file")
         addresses = self.core.addresses
         addresses["udp"] = format_address(self.udp_address)
         addresses["http"] = format_address(self.http_address)
@@ -171,6 +195,10 @@ class BalancerDaemon:
             if sweeper is not None:
                 sweeper.cancel()
                 await stop_step("sweep task", asyncio.wait({sweeper}), log=log)
+            saver, self._state_saver = self._state_saver, None
+            if saver is not None:
+                saver.cancel()
+                await stop_step("state file task", asyncio.wait({saver}), log=log)
             # 1. no new reports, connections or requests
             transport, self._transport = self._transport, None
             if transport is not None:
@@ -187,6 +215,8 @@ class BalancerDaemon:
             status, self._status = self._status, None
             if status is not None:
                 await stop_step("udp: socket closed", asyncio.shield(status.closed), log=log)
+            if saver is not None:  # (started: nothing comes in any more) the last word
+                await stop_step("state file: saved", self._save_state(sliced=False), log=log)
             log.info("balancer stopped")
 
     async def run(self) -> None:
@@ -204,13 +234,111 @@ class BalancerDaemon:
         finally:
             await self.stop()
 
+    def _kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped on the report socket (its buffer full), if it says
+        (Linux: SO_MEMINFO)."""
+        transport = self._transport
+        if transport is None or SO_MEMINFO is None:
+            return None
+        sock = transport.get_extra_info("socket")
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, MEMINFO_SIZE)
+        except OSError:
+            return None
+        drops: int = MEMINFO.unpack_from(raw)[MEMINFO_DROPS] if len(raw) >= MEMINFO_SIZE else 0
+        return drops
+
+    # -- the state file: replay marks and the last pool across restarts ------------
+    def _load_state(self) -> None:
+        """Take the state file's marks and pool, if there is one this balancer can use;
+        one it cannot is said and set aside (never a reason not to start)."""
+        path = self.config.state_file
+        if path is None:
+            return
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            log.info("no state file yet: starting with an empty pool",
+                     extra=fields(path=str(path)))
+            return
+        except OSError as exc:
+            self.state.refused = f"cannot read: {exc.strerror or exc}"
+        else:
+            try:
+                restored = restore(self.core, data, now=self.clocks.monotonic(),
+                                   wall=self.clocks.wall())
+            except StateFileError as exc:
+                self.state.refused = str(exc)
+            else:
+                self.state.restored = restored
+                log.info("state file taken", extra=fields(
+                    path=str(path), servers=restored.servers, too_old=restored.too_old,
+                    replay_marks=restored.marks,
+                    age_ms=round((self.clocks.wall() - restored.saved_at) * 1000)))
+                return
+        log.warning("state file not taken: starting with an empty pool and no replay marks "
+                    "(reports captured before the restart may be taken again)",
+                    extra=fields(path=str(path), reason=self.state.refused))
+
+    async def _keep_state(self) -> None:
+        """Save the state file at most once a second, when something it keeps changed
+        (and a second after start, whatever: a file that cannot be written is said then)."""
+        saved = -1
+        while True:
+            await asyncio.sleep(STATE_SAVE_INTERVAL)
+            revision = self.core.revision
+            if revision != saved:
+                try:
+                    await self._save_state(sliced=True)
+                except Exception:  # a bug must not end the saves; it stays visible
+                    log.exception("state file save failed; going on")
+                saved = revision
+
+    async def _save_state(self, *, sliced: bool) -> None:
+        """Pack the state (a slice per loop turn while serving, at once at stop) and write
+        it atomically off the loop; a failure is counted and said."""
+        clocks = self.clocks
+        now, wall = clocks.monotonic(), clocks.wall()
+        revision = self.core.revision
+        steps = state_steps(self.core, now=now, wall=wall)
+        data = await finish_between_turns(steps) if sliced else finish(steps)
+        self._state_packed += 1
+        try:
+            await asyncio.to_thread(self._write_state, data, self._state_packed)
+        except OSError as exc:
+            self.state.failed += 1
+            self.state.last_error = exc.strerror or str(exc)
+            held_back = self._state_warnings.allow("save", clocks.monotonic())
+            if held_back is not None:
+                log.warning("state file not saved: a restart would forget the pool and "
+                            "the replay marks", extra=fields(
+                                path=str(self.config.state_file),
+                                error=self.state.last_error,
+                                held_back=held_back))
+            return
+        self.state.saved += 1
+        self.state.last_saved_at = wall
+        self.state.saved_revision = revision
+        self.state.last_error = None
+
+    def _write_state(self, data: bytes, packed: int) -> None:
+        """(In a thread.) A save cancelled half way (a stop) may still be writing when
+        the last one comes: whichever was packed later stays on disk."""
+        path = self.config.state_file
+        assert path is not None
+        with self._state_lock:
+            if packed > self._state_written:
+                write_atomically(path, data)
+                self._state_written = packed
+
     async def _sweep(self) -> None:
         core, clocks = self.core, self.clocks
         while True:
             await asyncio.sleep(core.sweep_interval)
             try:
                 now = clocks.monotonic()
-                core.handle_timer(now=now, wall=clocks.wall())
+                core.handle_timer(now=now, wall=clocks.wall(),
+                                  kernel_drops=self._kernel_drops())
                 self.beans.tick(now)
             except Exception:  # one bad listener or plugin must not end the sweep
                 log.exception("sweep failed; going on")

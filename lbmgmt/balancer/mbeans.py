@@ -14,6 +14,7 @@ from typing import Any
 from lbmgmt.balancer.config import GRACE, MAX_SILENCE, MESSAGE_TIMEOUT, MISSED_REPORTS
 from lbmgmt.balancer.core import BalancerCore, ServerStatus
 from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
+from lbmgmt.balancer.state import StateKeeping
 from lbmgmt.balancer.registry import (RegistryEvent, ServerCannotStay, ServerDrainChanged,
                                       ServerEntry, ServerJoined, ServerLeft,
                                       ServerStateChanged)
@@ -58,9 +59,11 @@ class BalancerMBean(MBean):
                           note.SERVER_CANNOT_STAY, note.REPORTS_DROPPED,
                           note.ATTRIBUTE_CHANGE)
 
-    def __init__(self, core: BalancerCore, clocks: Clocks) -> None:
+    def __init__(self, core: BalancerCore, clocks: Clocks,
+                 state: StateKeeping | None = None) -> None:
         self.core = core
         self.clocks = clocks
+        self.state = state if state is not None else StateKeeping(None)
 
     @attribute("string", "UDP address edge reports arrive on", metric=None)
     def ListenAddress(self) -> str:
@@ -131,6 +134,19 @@ class BalancerMBean(MBean):
     def ReportsDropped(self) -> dict[str, int]:
         return {str(reason): count for reason, count in self.core.receiver.drops.items()}
 
+    @attribute("boolean", "The report port is overloaded (the kernel drops datagrams, or "
+               "bad ones flood it): no edge leaves the pool meanwhile")
+    def ReportPortOverloaded(self) -> bool:
+        return self.core.registry.frozen
+
+    @attribute("object", "The report port's overloads: how many, their seconds in all, and "
+               "the datagrams the kernel dropped (receive buffer full)", metric="counter",
+               metric_label="what")
+    def ReportPortOverload(self) -> dict[str, float]:
+        o = self.core.overload
+        return {"episodes": o.episodes, "seconds": round(o.seconds, 3),
+                "kernelDrops": o.kernel_drops}
+
     @attribute("object", "Redirects handed out, by protocol", metric="counter",
                metric_label="protocol")
     def RedirectsServed(self) -> dict[str, int]:
@@ -156,6 +172,25 @@ class BalancerMBean(MBean):
                metric_label="event")
     def ClientConnections(self) -> dict[str, int]:
         return self._front("clients")
+
+    @attribute("object", "The state file (replay marks and the last pool across restarts): "
+               "its path (null: none kept), saves, whether the last holds every change, "
+               "what the start took from it or why not",
+               metric=None)
+    def StateFile(self) -> dict[str, Any]:
+        st = self.state
+        restored = st.restored
+        return {"path": st.path, "saved": st.saved, "failed": st.failed,
+                "lastSavedAt": st.last_saved_at,
+                "upToDate": st.saved_revision == self.core.revision, "lastError": st.last_error,
+                "restoredServers": None if restored is None else restored.servers,
+                "restoredReplayMarks": None if restored is None else restored.marks,
+                "refused": st.refused}
+
+    @attribute("object", "State file saves, by result", metric="counter",
+               metric_label="result")
+    def StateFileSaves(self) -> dict[str, int]:
+        return {"saved": self.state.saved, "failed": self.state.failed}
 
     def _front(self, name: str) -> dict[str, int]:
         stats = self.core.fronts.get(name)
@@ -269,11 +304,12 @@ class ServerMBean(MBean):
 class BalancerBeans:
     """Registers the balancer's MBeans and turns registry events into notifications."""
 
-    def __init__(self, core: BalancerCore, clocks: Clocks, server: MBeanServer) -> None:
+    def __init__(self, core: BalancerCore, clocks: Clocks, server: MBeanServer, *,
+                 state: StateKeeping | None = None) -> None:
         self.core = core
         self.clocks = clocks
         self.server = server
-        server.register(BALANCER_NAME, BalancerMBean(core, clocks))
+        server.register(BALANCER_NAME, BalancerMBean(core, clocks, state))
         for entry in core.registry:
             server.register(server_name(entry.guid), ServerMBean(core, clocks, entry.guid))
         core.listeners.append(self.on_event)
@@ -291,7 +327,10 @@ class BalancerBeans:
         if isinstance(event, ServerJoined):
             self.server.register(server_name(entry.guid),
                                  ServerMBean(self.core, self.clocks, entry.guid))
-            if event.absent_for is None:
+            if event.restored:
+                self._emit(note.SERVER_JOINED, entry,
+                           f"{entry.address} taken back from the state file", restored=True)
+            elif event.absent_for is None:
                 self._emit(note.SERVER_JOINED, entry, f"{entry.address} joined")
             else:
                 self._emit(note.SERVER_JOINED, entry,

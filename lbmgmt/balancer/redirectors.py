@@ -135,6 +135,7 @@ class _LoadIndex:
     def best(self, servers: ServerRegistry, now: float,
              usable: Callable[[ServerEntry], bool] | None = None) -> ServerEntry | None:
         heap, groups, random = self.group_heap, self.groups, self.rng.random
+        live_now = servers.liveness_now(now)
         while heap:
             group = heap[0]
             members = groups.get(group)
@@ -144,8 +145,8 @@ class _LoadIndex:
                     del groups[group]
                 continue
             entry = members[int(random() * len(members))]  # random() is C, fast
-            # (ServerRegistry.is_available and ServerEntry.is_fresh, inlined: hot)
-            age = now - entry.last_report
+            # (ServerRegistry.is_available and is_fresh, inlined: hot)
+            age = live_now - entry.live_stamp
             if (not entry.running or entry.drained or age > entry.leave_after
                     or (usable is not None and not usable(entry))):
                 self._take_out(entry)  # back in with its next report or undrain
@@ -241,7 +242,7 @@ class PowerOfTwoChoices(ConcurrentConnects):
             entry = servers.sample(self.rng)
             if entry is None:
                 return None
-            if (servers.is_available(entry, now) and entry.is_fresh(now)
+            if (servers.is_available(entry, now) and servers.is_fresh(entry, now)
                     and all(p is not entry for p in picks)):
                 picks.append(entry)
                 if len(picks) == 2:
@@ -271,7 +272,7 @@ class RoundRobin(Redirector):
             entry = order[self._next]
             self._next += 1
             if servers.is_available(entry, now):
-                if entry.is_fresh(now):
+                if servers.is_fresh(entry, now):
                     return entry
                 stale = stale or entry
         return stale

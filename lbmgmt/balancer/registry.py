@@ -59,6 +59,7 @@ class ServerEntry:
     redirects_since_report: int = 0
     redirects_total: int = 0
     drained: bool = False  # balancer-side: no new clients, whatever the edge says
+    payload: bytes = field(default=b"", repr=False)  # the last report as it came (state file)
     # Times (monotonic) of redirects not surely in a report, and what they add to the
     # load: see the module docstring.
     pending: deque[float] = field(default_factory=deque, repr=False)
@@ -74,6 +75,9 @@ class ServerEntry:
     """How long a report stays fresh: ``FRESH_INTERVALS`` of the edge's interval."""
     leave_after: float = field(init=False, default=DEFAULT_TIMEOUT)
     """How long the edge may be silent before it leaves (``ServerRegistry.leave_after``)."""
+    live_stamp: float = field(init=False, default=0.0)
+    """``last_report`` on the registry's liveness clock (``ServerRegistry.liveness_now``),
+    which stands still while the balancer cannot hear its edges: silence counts from it."""
     departed_at: float | None = field(init=False, default=None)
     """When it timed out, while its entry waits for its return; None while present."""
 
@@ -116,9 +120,6 @@ class ServerEntry:
         """Last reported load plus the clients we sent that it does not include yet."""
         return self.report.load + self.pending_load
 
-    def is_fresh(self, now: float) -> bool:
-        return now - self.last_report <= self.fresh_for
-
     def seconds_since_report(self, now: float) -> float:
         return max(0.0, now - self.last_report)
 
@@ -127,6 +128,7 @@ class ServerEntry:
 class ServerJoined:
     server: ServerEntry
     absent_for: float | None = None  # seconds, when a timed-out edge came back
+    restored: bool = False  # from the state file, at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,11 @@ class ServerRegistry:
         self._by_report_unordered = False  # a report came with an earlier ``now`` (tests)
         # Timed-out entries, oldest first, kept for their return (``REJOIN_WINDOW``).
         self._departed: dict[uuid.UUID, ServerEntry] = {}
+        # The liveness clock: the monotonic clock less the time the balancer could not hear
+        # its edges (an overloaded report port, ``freeze``): no edge leaves for that time.
+        self.excused = 0.0
+        self.frozen_at: float | None = None  # the liveness clock, stopped; None: running
+        self._frozen_since = 0.0  # monotonic, when it stopped
 
     # -- liveness settings: changing one re-files every entry ---------------------------
     @property
@@ -235,13 +242,36 @@ class ServerRegistry:
         self._max_silence = value
         self._refile()
 
+    # -- the liveness clock ---------------------------------------------------------
+    def liveness_now(self, now: float) -> float:
+        """``now`` (monotonic) on the liveness clock, which silence is measured on."""
+        frozen = self.frozen_at
+        return now - self.excused if frozen is None else frozen
+
+    def freeze(self, now: float) -> None:
+        """The balancer cannot tell who is silent (its report port is overloaded): from
+        ``now`` no silence counts, so no edge leaves or drops out of choice for it."""
+        if self.frozen_at is None:
+            self.frozen_at = now - self.excused
+            self._frozen_since = now
+
+    def thaw(self, now: float) -> None:
+        """Silence counts again from ``now``; the frozen stretch is excused for good."""
+        if self.frozen_at is not None:
+            self.excused += now - self._frozen_since
+            self.frozen_at = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_at is not None
+
     def leave_after(self, interval: float) -> float:
         """How long an edge reporting every ``interval`` seconds may be silent."""
         by_interval = (self._missed_reports + LEAVE_SLACK) * interval
         return max(self._timeout, min(self._max_silence, by_interval))
 
     def _refile(self) -> None:
-        entries = sorted(self._servers.values(), key=attrgetter("last_report"))
+        entries = sorted(self._servers.values(), key=attrgetter("live_stamp"))
         self._by_leave = {}
         for entry in entries:
             entry.leave_after = self.leave_after(entry.interval)
@@ -266,7 +296,7 @@ class ServerRegistry:
         self._order.append(entry)
         entry.leave_after = self.leave_after(entry.interval)
         self._file(entry)
-        self._reported(entry.last_report)
+        self._reported(entry.live_stamp)
         self._willing += entry.willing
 
     def _reported(self, now: float) -> None:
@@ -304,12 +334,16 @@ class ServerRegistry:
         return self._servers.get(guid)
 
     def is_live(self, entry: ServerEntry, now: float) -> bool:
-        return now - entry.last_report <= entry.leave_after
+        return self.liveness_now(now) - entry.live_stamp <= entry.leave_after
 
     def is_available(self, entry: ServerEntry, now: float) -> bool:
         """Would get a new client now: live, running, not drained."""
         return (entry.running and not entry.drained
-                and now - entry.last_report <= entry.leave_after)
+                and self.liveness_now(now) - entry.live_stamp <= entry.leave_after)
+
+    def is_fresh(self, entry: ServerEntry, now: float) -> bool:
+        """Its last report is within ``FRESH_INTERVALS`` of its interval (liveness clock)."""
+        return self.liveness_now(now) - entry.live_stamp <= entry.fresh_for
 
     def available(self, now: float) -> Iterator[ServerEntry]:
         """Edges that may take a new client now (live, running, not drained)."""
@@ -334,6 +368,8 @@ class ServerRegistry:
                 absent_for = now - entry.departed_at
                 entry.departed_at = None
                 entry.boot_id, entry.report, entry.last_report = event.boot_id, report, now
+                entry.live_stamp = self.liveness_now(now)
+                entry.payload = event.payload
                 entry.sent_at, entry.clock_offset = event.sent_at, offset
                 entry.reports_received += 1
                 entry.redirects_since_report = 0
@@ -346,11 +382,14 @@ class ServerRegistry:
                 return [ServerJoined(entry, absent_for=absent_for)]
             entry = ServerEntry(guid=event.guid, boot_id=event.boot_id, report=report,
                                 first_seen=now, last_report=now, sent_at=event.sent_at,
-                                drained=event.guid in self.drained, clock_offset=offset)
+                                drained=event.guid in self.drained, clock_offset=offset,
+                                payload=event.payload)
+            entry.live_stamp = self.liveness_now(now)
             self._add(entry)
             self._updated(entry)
             return [ServerJoined(entry)]
         old_state = entry.state
+        entry.payload = event.payload
         old_interval = entry.report.interval_ms
         entry.boot_id = event.boot_id
         self._willing -= entry.willing
@@ -358,11 +397,12 @@ class ServerRegistry:
         entry.derive()
         self._willing += entry.willing
         entry.last_report = now
+        entry.live_stamp = live = self.liveness_now(now)
         self._unfile(entry)
         if report.interval_ms != old_interval:
             entry.leave_after = self.leave_after(entry.interval)
         self._file(entry)
-        self._reported(now)
+        self._reported(live)
         entry.sent_at = event.sent_at
         entry.clock_offset = offset
         entry.reports_received += 1
@@ -387,10 +427,11 @@ class ServerRegistry:
         """Present entries silent past their ``leave_after``: O(those), not O(pool)."""
         if self._by_report_unordered:  # (only a caller whose clock went back: re-sorted)
             self._refile()
+        live_now = self.liveness_now(now)
         gone = []
         for leave_after, group in self._by_leave.items():
             for entry in group:  # least recently reported first: stop at a live one
-                if now - entry.last_report <= leave_after:
+                if live_now - entry.live_stamp <= leave_after:
                     break
                 gone.append(entry)
         return gone
@@ -404,7 +445,7 @@ class ServerRegistry:
             self._drop(entry)
             entry.departed_at = now
             departed[entry.guid] = entry
-        forget = []
+        forget: list[uuid.UUID] = []
         for guid, entry in departed.items():  # oldest first: stop at one kept
             if (len(departed) - len(forget) <= MAX_DEPARTED
                     and now - (entry.departed_at or now) <= REJOIN_WINDOW):
@@ -418,6 +459,17 @@ class ServerRegistry:
     def departed_count(self) -> int:
         """Timed-out edges whose entries wait for their return."""
         return len(self._departed)
+
+    def restore(self, entry: ServerEntry) -> list[RegistryEvent]:
+        """Take back an entry kept across a restart (its ``last_report`` on this process's
+        clock), unless the edge was heard since or it is past its time by ``now``."""
+        if entry.guid in self._servers:
+            return []
+        entry.drained = entry.guid in self.drained
+        entry.live_stamp = self.liveness_now(entry.last_report)
+        self._add(entry)
+        self._updated(entry)
+        return [ServerJoined(entry, restored=True)]
 
     def remove(self, guid: uuid.UUID) -> list[RegistryEvent]:
         self._departed.pop(guid, None)

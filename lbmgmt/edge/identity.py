@@ -7,11 +7,10 @@ copied to a new machine resets it by deleting the file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from pathlib import Path
 
+from lbmgmt.atomicfile import write_atomically
 
 
 class GuidFileError(Exception):
@@ -41,11 +40,8 @@ def _create(path: Path) -> uuid.UUID:
     guid = uuid.uuid4()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename, so a crash never leaves a half-written GUID behind.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".guid-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{guid}\n")
-        os.replace(tmp, path)
+        # so that a crash never leaves a half-written GUID behind
+        write_atomically(path, f"{guid}\n".encode(), mode=0o644)
     except OSError as exc:
         raise GuidFileError(path, f"cannot create GUID file: {exc.strerror or exc}") from None
     return guid

@@ -6,11 +6,12 @@ socket or a clock: callers pass bytes and ``now``. See docs/protocol.md.
 """
 
 from lbmgmt.status.keys import SharedKey
-from lbmgmt.status.receiver import DatagramDropped, DropReason, ReportAccepted, ReportReceiver
+from lbmgmt.status.receiver import (DatagramDropped, DropReason, ReplayMark, ReportAccepted,
+                                    ReportReceiver)
 from lbmgmt.status.sealer import ReportSealer
 from lbmgmt.status.wire import EdgeState, Report
 
 __all__ = [
-    "DatagramDropped", "DropReason", "EdgeState", "Report", "ReportAccepted",
+    "DatagramDropped", "DropReason", "EdgeState", "ReplayMark", "Report", "ReportAccepted",
     "ReportReceiver", "ReportSealer", "SharedKey",
 ]

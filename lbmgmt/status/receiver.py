@@ -11,6 +11,7 @@ import enum
 import logging
 import uuid
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +34,7 @@ class DropReason(enum.StrEnum):
     REPLAY = "replay"
     STALE = "stale"
     OVERSIZE = "oversize"
+    THROTTLED = "throttled"  # (counted by the balancer: dropped before any check, flood)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class ReportAccepted:
     sent_at: float  # sender's wall clock, seconds
     report: Report
     received_at: float | None = None  # receiver's wall clock: with sent_at, the transit time
+    payload: bytes = b""  # the report as it came (decrypted): what a state file keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,11 @@ class ReportReceiver:
         self._peers: dict[bytes, _Peer] = {}
         self.accepted = 0
         self.drops: Counter[DropReason] = Counter({reason: 0 for reason in DropReason})
+
+    @property
+    def master_key(self) -> bytes:
+        """The stretched shared key (for MACs of what this receiver's owner keeps)."""
+        return self._master
 
     @property
     def dropped(self) -> int:
@@ -160,7 +168,7 @@ class ReportReceiver:
             peer.sequence, peer.timestamp_ms, peer.last_seen = seq, ts_ms, now
             self._peers[guid] = self._peers.pop(guid)  # to the end: latest heard last
         return ReportAccepted(uuid.UUID(bytes=guid), boot_id, seq, ts_ms / 1000, report,
-                              received_at=now)
+                              received_at=now, payload=plaintext)
 
     def prune(self, now: float) -> int:
         """Forget senders silent for twice ``max_age``: their datagrams are stale by then."""
@@ -180,3 +188,32 @@ class ReportReceiver:
     @property
     def peer_count(self) -> int:
         return len(self._peers)
+
+    # -- replay marks kept across restarts (lbmgmt/balancer/state.py) ------------------
+    def marks(self) -> Iterator[ReplayMark]:
+        """What this receiver knows of each sender's datagrams, to be kept across a
+        restart: what a restarted receiver ``restore_mark``s drops what it would have."""
+        for guid, peer in list(self._peers.items()):
+            yield ReplayMark(guid, peer.boot_id, peer.sequence, peer.timestamp_ms,
+                             peer.last_seen, tuple(peer.retired))
+
+    def restore_mark(self, mark: ReplayMark) -> None:
+        """Take a kept mark (a sender heard since keeps what it has: it is newer)."""
+        if mark.guid in self._peers:
+            return
+        peer = _Peer(mark.boot_id, mark.sequence, mark.timestamp_ms, mark.last_seen)
+        peer.retired.extend(mark.retired)
+        self._peers[mark.guid] = peer
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayMark:
+    """One sender's replay state: its current boot, the last sequence and timestamp taken
+    from it, when it was last heard (receiver's wall clock) and its retired boots."""
+
+    guid: bytes
+    boot_id: bytes
+    sequence: int
+    timestamp_ms: int
+    last_seen: float
+    retired: tuple[bytes, ...]

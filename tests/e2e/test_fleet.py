@@ -9,8 +9,11 @@ pass within the generous deadline. How fast these are is measured by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections import Counter
@@ -276,7 +279,7 @@ async def test_forged_and_replayed_datagrams_are_dropped_counted_and_change_noth
             root = await fleet.server_info(lb)
             drops = {d.get("reason"): int(d.get("count")) for d in root.iter("Drop")}
             return drops == {"bad-auth": 3, "oversize": 1, "malformed": 1, "replay": 2,
-                             "stale": 0}
+                             "stale": 0, "throttled": 0}
         await wait_until(counted, what="drops counted by reason")
         assert await fleet.servers(lb) == {}
         assert await fleet.redirect(lb) is None
@@ -335,3 +338,148 @@ async def test_sighup_reloads_targets_and_reports_to_new_ones_at_once(fleet):
     edge.signal(signal.SIGHUP)
     await wait_for_text(fleet.workdir / "e.err", "targets not reloaded")
     assert edge.running  # a bad file is logged and the old targets kept
+
+
+class CaptureRelay(asyncio.DatagramProtocol):
+    """Passes an edge's reports to a balancer and keeps a copy of each, as an attacker
+    on the path would."""
+
+    def __init__(self, to: tuple[str, int]) -> None:
+        self.to = to
+        self.captured: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.captured.append(data)
+        assert self.transport is not None
+        self.transport.sendto(data, self.to)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+async def test_reports_captured_before_a_restart_are_refused_after_it(fleet, how):
+    lb = fleet.balancer(timeout_ms=2 * MINUTES)
+    await ready(fleet, lb)
+    loop = asyncio.get_running_loop()
+    transport, relay = await loop.create_datagram_endpoint(
+        lambda: CaptureRelay((HOST, lb.udp_port)), local_addr=(HOST, 0))
+    try:
+        victim = fleet.edge("victim", [(HOST, transport.get_extra_info("sockname")[1],
+                                        lb.key)])
+        # an edge reporting straight, seldom: after the restart it sends nothing new
+        steady = fleet.edge("steady", [lb], interval_ms=MINUTES)
+
+        async def both():
+            return await has(fleet, lb, {victim.address, steady.address})
+        await wait_until(both, what="both edges listed")
+        victim.signal(signal.SIGTERM)  # its stopping report goes through the relay too
+        assert victim.wait() == 0
+
+        async def victim_gone():
+            return await has(fleet, lb, {steady.address})
+        await wait_until(victim_gone, what="stopped edge gone")
+        captured = list(relay.captured)
+        taken = lb.attribute("ReportsReceived")
+
+        async def saved_since():  # the balancer saved after it took the last of them
+            return (lb.attribute("StateFile")["upToDate"]
+                    and lb.attribute("ReportsReceived") == taken)
+        await wait_until(saved_since, what="a state file save after the last report")
+        lb.signal(getattr(signal, how))
+        lb.wait()
+        again = fleet.balancer("lb", udp_port=lb.udp_port, http_port=lb.http_port,
+                               mgmt_port=lb.mgmt_port, timeout_ms=2 * MINUTES)
+        await ready(fleet, again)
+        # warm: the pool is served from the first request, before any edge reports again
+        assert await fleet.redirect(again) == steady.address
+        state = again.attribute("StateFile")
+        assert state["restoredServers"] == 1 and state["refused"] is None
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for datagram in captured:  # every one still inside the skew window
+                sock.sendto(datagram, (HOST, again.udp_port))
+        finally:
+            sock.close()
+
+        async def all_refused():
+            return again.attribute("ReportsDropped")["replay"] == len(captured)
+        await wait_until(all_refused, what="every captured report refused as a replay")
+        assert again.attribute("ReportsReceived") == 0
+        assert set(await fleet.servers(again)) == {steady.address}
+    finally:
+        transport.close()
+
+
+async def test_a_keyless_flood_empties_nothing_and_costs_no_crypto(fleet):
+    """The highest rate one local process sends (a Python socket: about 200 000 a second
+    here), each datagram a key derivation's worth if opened, while real edges report."""
+    lb = fleet.balancer()  # edges leave after 1 s of counted silence (5 reports missed)
+    edges = [fleet.edge(f"e{i}", [lb]) for i in range(3)]
+    await ready(fleet, lb)
+    addresses = {e.address for e in edges}
+
+    async def all_in():
+        return await has(fleet, lb, addresses)
+    await wait_until(all_in, what="three edges listed")
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    since = (await rpc.ok("pollNotifications", 0, 0))["next"]
+    flooder = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lbmgmt.fleet.flood", HOST, str(lb.udp_port), "6",
+        stdout=asyncio.subprocess.PIPE)
+    answers: Counter[int] = Counter()
+    try:
+        while flooder.returncode is None:  # ask as clients do, all through the flood
+            async with fleet.http.get(f"{lb.url}/loadbalancer") as r:
+                answers[r.status] += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(flooder.wait(), 0.05)
+        sent = int((await flooder.stdout.read()).decode() or 0)
+    finally:
+        if flooder.returncode is None:
+            flooder.kill()
+            await flooder.wait()
+    assert sent > 10_000 and answers[200] > 0
+    assert answers[503] == 0, f"no edge for {answers[503]} of {answers.total()} clients"
+    left = await rpc.ok("pollNotifications", since, 0, ["lbmgmt.server.left"])
+    assert left["notifications"] == []
+    drops = await rpc.ok("getAttribute", "lbmgmt:type=Balancer", "ReportsDropped")
+    # all from one host: after its burst, 5 a second were opened, the rest never reached
+    # the crypto (those the balancer read at all: the kernel dropped what it could not)
+    assert drops["bad-auth"] < 1000 and drops["throttled"] > 10_000
+    assert await has(fleet, lb, addresses)
+
+
+async def test_a_media_server_that_stops_listening_takes_its_edge_out_until_it_is_back(fleet):
+    lb = fleet.balancer()
+    listeners = {name: Listener() for name in "ab"}
+    try:
+        edges = {name: fleet.edge(name, [lb], monitor={"type": "tcp-connections",
+                                                       "ports": [lis.port]})
+                 for name, lis in listeners.items()}
+        listeners["a"].connect(2)  # clients that stay connected when the listener goes
+        await ready(fleet, lb)
+
+        async def available(expected: dict[str, str]) -> bool:
+            rows = await fleet.servers(lb)
+            return {name: rows.get(e.address, {}).get("available")
+                    for name, e in edges.items()} == expected
+        await wait_until(lambda: available({"a": "true", "b": "true"}), what="both in")
+        port = listeners["a"].port
+        listeners["a"].server.close()  # the media server stops listening
+        await wait_until(lambda: available({"a": "false", "b": "true"}),
+                         what="edge a out once nothing listens on its port")
+        row = (await fleet.servers(lb))[edges["a"].address]
+        assert row["state"] == "PAUSED" and f"nothing listens on port {port}" in row["unhealthy"]
+        assert {await fleet.redirect(lb) for _ in range(10)} == {edges["b"].address}
+        again = socket.create_server((HOST, port))  # back on the same port
+        try:
+            await wait_until(lambda: available({"a": "true", "b": "true"}),
+                             what="edge a back once its port listens again")
+        finally:
+            again.close()
+    finally:
+        for lis in listeners.values():
+            lis.close()

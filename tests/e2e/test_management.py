@@ -441,7 +441,7 @@ async def test_dropped_reports_are_counted_and_notified(fleet):
                    for n in batch["notifications"]) == 50
     await wait_until(all_notified, what="dropped-reports notification")
     assert await rpc.ok("getAttribute", BAL, "ReportsDropped") == {
-        "bad-auth": 0, "malformed": 50, "replay": 0, "stale": 0, "oversize": 0}
+        "bad-auth": 0, "malformed": 50, "replay": 0, "stale": 0, "oversize": 0, "throttled": 0}
 
 
 async def test_stdlib_example_script_reads_everything_and_follows(fleet):

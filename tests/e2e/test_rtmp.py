@@ -274,3 +274,27 @@ async def test_connection_cap(fleet):
     finally:
         for s in held:
             s.close()
+
+
+async def test_a_killed_nginx_takes_its_edge_out_until_it_is_back(fleet, edges):
+    lb = fleet.balancer()
+    servers = {name: edges(name) for name in ("doomed", "fine")}
+    daemons = {name: nginx_edge(fleet, lb, name, server) for name, server in servers.items()}
+
+    async def available(expected: dict[str, str]) -> bool:
+        rows = await fleet.servers(lb)
+        return {name: rows.get(d.address, {}).get("available")
+                for name, d in daemons.items()} == expected
+    await wait_until(lambda: available({"doomed": "true", "fine": "true"}), what="both in")
+    doomed = servers["doomed"]
+    assert doomed.proc is not None
+    doomed.proc.kill()  # SIGKILL: no goodbye, its ports simply stop answering
+    doomed.proc.wait(10)
+    await wait_until(lambda: available({"doomed": "false", "fine": "true"}),
+                     what="the killed nginx's edge out")
+    row = (await fleet.servers(lb))[daemons["doomed"].address]
+    assert row["state"] == "PAUSED" and row["unhealthy"].startswith("monitor:")
+    assert {await fleet.redirect(lb) for _ in range(10)} == {daemons["fine"].address}
+    doomed.start()  # the same ports again
+    await wait_until(lambda: available({"doomed": "true", "fine": "true"}),
+                     what="its edge back once nginx answers again")

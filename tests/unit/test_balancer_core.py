@@ -263,13 +263,13 @@ def test_a_wrong_key_is_said_once_a_minute_per_sender_with_its_address(caplog):
     guid = uuid.UUID(int=9)
     for t in range(5):  # an edge that reports every second with the wrong key
         core.receive_datagram(sealed(guid, wrong, sent=WALL + t), now=t, wall=WALL + t,
-                              source="10.0.0.9:40000")
+                              source=("10.0.0.9", 40000))
     [first] = warnings_of(caplog)
     assert "key" in first.getMessage()
     assert first.fields == {"source": "10.0.0.9:40000", "claimed_guid": str(guid),  # type: ignore[attr-defined]
                             "held_back": 0}
     core.receive_datagram(sealed(guid, wrong, sent=WALL + 61), now=61, wall=WALL + 61,
-                          source="10.0.0.9:40001")  # same host, another port: same cause
+                          source=("10.0.0.9", 40001))  # same host, another port: same cause
     assert [r.fields["held_back"] for r in warnings_of(caplog)] == [0, 4]  # type: ignore[attr-defined]
     assert core.receiver.drops[DropReason.BAD_AUTH] == 6
     assert not any("not-the-key" in r.getMessage() + str(getattr(r, "fields", ""))
@@ -280,10 +280,10 @@ def test_a_skewed_clock_is_said_with_the_guid_and_the_offset_and_shows_before_it
         caplog):
     core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
     near, far = uuid.UUID(int=1), uuid.UUID(int=2)
-    core.receive_datagram(sealed(near, sent=WALL + 12.5), now=0, wall=WALL, source="a:1")
+    core.receive_datagram(sealed(near, sent=WALL + 12.5), now=0, wall=WALL, source=("a", 1))
     assert core.registry.get(near).clock_offset == pytest.approx(12.5)  # type: ignore[union-attr]
     assert warnings_of(caplog) == []
-    core.receive_datagram(sealed(far, sent=WALL - 40), now=0, wall=WALL, source="10.0.0.8:9")
+    core.receive_datagram(sealed(far, sent=WALL - 40), now=0, wall=WALL, source=("10.0.0.8", 9))
     [said] = warnings_of(caplog)
     assert "clock" in said.getMessage()
     assert said.fields == {"guid": str(far), "source": "10.0.0.8:9",  # type: ignore[attr-defined]
@@ -334,10 +334,10 @@ def test_an_edge_that_reports_less_often_than_it_may_be_silent_is_said_to_flap(c
     def report_of(guid: uuid.UUID, interval_ms: int, t: float) -> bytes:
         return ReportSealer(guid).seal(Report(EdgeState.RUNNING, "e:1", 0, interval_ms), KEY,
                                        now=WALL + t)
-    core.receive_datagram(report_of(fine, 2500, 0), now=0, wall=WALL, source="f:1")
+    core.receive_datagram(report_of(fine, 2500, 0), now=0, wall=WALL, source=("f", 1))
     assert warnings_of(caplog) == []
     for t in (0, 9, 18):  # every 9 s, and 8 s of silence at most: gone before each next one
-        core.receive_datagram(report_of(slow, 9000, t), now=t, wall=WALL + t, source="s:1")
+        core.receive_datagram(report_of(slow, 9000, t), now=t, wall=WALL + t, source=("s", 1))
     [said] = warnings_of(caplog)
     assert "max_silence_ms" in said.getMessage()
     assert said.fields == {"guid": str(slow), "source": "s:1", "interval_ms": 9000,  # type: ignore[attr-defined]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import struct
+import sys
 
 import pytest
 
@@ -55,3 +57,80 @@ async def test_manual_monitor_validates():
     for bad in (-1, float("inf"), float("nan")):
         with pytest.raises(ValueError):
             monitor.set_load(bad)
+
+
+# -- sock_diag: the kernel counts the watched ports' sockets ------------------------------
+from collections import Counter  # noqa: E402
+
+from lbmgmt.edge import sockdiag  # noqa: E402
+from lbmgmt.edge.monitors import MonitorError  # noqa: E402
+
+LISTEN, ESTAB = sockdiag.TCP_LISTEN, sockdiag.TCP_ESTABLISHED
+
+
+def test_the_port_filter_is_what_ss_compiles():
+    # ss -tan '( sport = :1935 or sport = :8080 )': S_EQ, port, JMP over the rest, S_EQ, port
+    def op(code: int, yes: int, no: int) -> bytes:  # (the kernel's byte order)
+        return struct.pack("=BBH", code, yes, no)
+    assert sockdiag.port_filter([8080, 1935]) == (
+        op(11, 8, 12) + op(0, 0, 1935)  # S_EQ: match, on to the next op; else skip 12
+        + op(1, 4, 12)  # JMP: a match goes to the end
+        + op(11, 8, 12) + op(0, 0, 8080))  # the last: a miss jumps past the end
+    with pytest.raises(ValueError):
+        sockdiag.port_filter([])
+
+
+def test_a_refusal_from_the_kernel_is_an_error_not_an_empty_answer():
+    header = sockdiag.NLMSGHDR.pack(20, sockdiag.NLMSG_ERROR, 0, 1, 0)
+    with pytest.raises(sockdiag.SockDiagError, match="Invalid argument"):
+        sockdiag.parse_dump(header + (-22).to_bytes(4, sys.byteorder, signed=True), Counter())
+    with pytest.raises(sockdiag.SockDiagError, match="truncated"):
+        sockdiag.parse_dump(sockdiag.NLMSGHDR.pack(99, 20, 0, 1, 0), Counter())
+
+
+def test_the_kernel_answers_for_the_watched_ports_only_ipv4_and_ipv6():
+    v4 = socket.create_server(("127.0.0.1", 0))
+    v6 = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    other = socket.create_server(("127.0.0.1", 0))
+    p4, p6, po = (s.getsockname()[1] for s in (v4, v6, other))
+    opened = []
+    try:
+        for server, host, n in ((v4, "127.0.0.1", 3), (v6, "::1", 2), (other, "127.0.0.1", 4)):
+            for _ in range(n):
+                opened.append(socket.create_connection((host, server.getsockname()[1])))
+                opened.append(server.accept()[0])
+        counts = sockdiag.port_states([p4, p6])
+        assert counts == Counter({(ESTAB, p4): 3, (LISTEN, p4): 1, (ESTAB, p6): 2,
+                                  (LISTEN, p6): 1})  # not the other port, not the clients
+        many = [s.getsockname()[1] for s in opened[::2]]  # clients' ports: 9 more tests
+        assert sum(sockdiag.port_states([p4, p6, po, *many]).values()) == 3 + 2 + 4 + 9 + 3
+    finally:
+        for s in opened + [v4, v6, other]:
+            s.close()
+
+
+async def test_no_listener_on_a_watched_port_is_a_failure_with_the_port_named():
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted = server.accept()[0]
+    try:
+        monitor = TcpConnectionsMonitor([port])
+        assert await monitor.read() == 1
+        server.close()  # the connection stays, the listener is gone
+        with pytest.raises(MonitorError, match=f"nothing listens on port {port}"):
+            await monitor.read()
+        assert await TcpConnectionsMonitor([port], require_listener=False).read() == 1
+    finally:
+        for s in (client, accepted, server):
+            s.close()
+
+
+async def test_without_netlink_it_reads_proc_and_still_checks_the_listener(tmp_path):
+    table = tmp_path / "tcp"
+    table.write_text(TABLE)
+    monitor = TcpConnectionsMonitor([1927, 8080], proc_files=[str(table)])
+    with pytest.raises(MonitorError, match="nothing listens on port 8080"):
+        await monitor.read()  # 1927 (0x787) has its 0A row, 8080 none
+    monitor = TcpConnectionsMonitor([1927], proc_files=[str(table)])
+    assert await monitor.read() == 2

@@ -1,0 +1,93 @@
+"""Which datagrams on the report port get crypto work, sans-IO.
+
+Opening a datagram costs a key derivation and an AES-GCM check; a flood of keyless
+datagrams would spend the balancer's CPU on them while the kernel drops genuine
+reports with the rest. ``ReportGate`` decides before any of that, from the source
+address alone:
+
+- a source (address and port: an edge sends from one socket per balancer) that sent
+  a good report within ``TRUSTED_FOR`` is always let through: the edges are served
+  first, whatever else comes, even from their own hosts;
+- any other source spends a token of its host's bucket per datagram that fails to
+  open (``RATE`` a second, ``BURST`` at once): a misconfigured edge (one bad report per
+  interval) never runs dry and keeps being said; a flooding host does, and its
+  datagrams are then dropped before any crypto, counted as ``throttled``;
+- and all such hosts share one more bucket (``SHARED_RATE``), so that many flooding
+  hosts cost no more than a few.
+
+Memory is bounded: at most ``MAX_HOSTS`` sources and hosts, the least recently seen
+forgotten first. ``now`` is passed in (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+TRUSTED_FOR = 60.0  # seconds a good report vouches for its host
+RATE = 5.0  # failed datagrams a second one untrusted host may cost
+BURST = 20.0
+SHARED_RATE = 200.0  # ... and all untrusted hosts together
+SHARED_BURST = 400.0
+MAX_HOSTS = 4096
+
+
+class _Bucket:
+    __slots__ = ("tokens", "at")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens, self.at = tokens, at
+
+    def refill(self, now: float, rate: float, burst: float) -> float:
+        if now > self.at:
+            self.tokens = min(burst, self.tokens + (now - self.at) * rate)
+            self.at = now
+        return self.tokens
+
+
+class ReportGate:
+    def __init__(self) -> None:
+        self._trusted: OrderedDict[tuple[str, int], float] = OrderedDict()  # → last good
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._shared = _Bucket(SHARED_BURST, 0.0)
+        self.throttled = 0
+
+    def admit(self, source: tuple[str, int], now: float) -> bool:
+        """Worth opening? False: drop it now (the caller counts it as throttled)."""
+        seen = self._trusted.get(source)
+        if seen is not None and now - seen <= TRUSTED_FOR:
+            return True
+        bucket = self._buckets.get(source[0])
+        if bucket is not None and bucket.refill(now, RATE, BURST) < 1:
+            self.throttled += 1
+            return False
+        if self._shared.refill(now, SHARED_RATE, SHARED_BURST) < 1:
+            self.throttled += 1
+            return False
+        return True
+
+    def good(self, source: tuple[str, int], now: float) -> None:
+        """A report from ``source`` opened: it is trusted for ``TRUSTED_FOR``."""
+        trusted = self._trusted
+        if source in trusted:
+            trusted.move_to_end(source)
+        trusted[source] = now
+        if len(trusted) > MAX_HOSTS:
+            trusted.popitem(last=False)
+
+    def bad(self, source: tuple[str, int], now: float) -> None:
+        """A datagram from ``source`` did not open: a token of its host's, and the shared."""
+        seen = self._trusted.get(source)
+        if seen is not None and now - seen <= TRUSTED_FOR:
+            return  # (an edge's own socket: not a flood)
+        host = source[0]
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            bucket = self._buckets[host] = _Bucket(BURST, now)
+            if len(self._buckets) > MAX_HOSTS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(host)
+            bucket.refill(now, RATE, BURST)
+        bucket.tokens -= 1
+        self._shared.refill(now, SHARED_RATE, SHARED_BURST)
+        self._shared.tokens -= 1
