@@ -62,6 +62,7 @@ class Connection:
     user: str | None = None
     overview: dict[str, Any] = field(default_factory=dict)
     servers: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # listDroppedSenders
     history: History = field(default_factory=History)
     notifications: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=2000))
     interval: float = 1.0
@@ -124,7 +125,8 @@ class Connection:
         now = self.clock()
         calls: list[tuple[str, Any]]
         if self.daemon == "balancer":
-            calls = [("getAttributes", [BALANCER, None]), ("invoke", [BALANCER, "listServers", []])]
+            calls = [("getAttributes", [BALANCER, None]), ("invoke", [BALANCER, "listServers", []]),
+                     ("invoke", [BALANCER, "listDroppedSenders", []])]
         else:
             calls = [("getAttributes", [SENDER, None])]
         calls += [("getAttribute", [name, attr]) for name, attr in self.watched]
@@ -136,10 +138,11 @@ class Connection:
         rest = results[1:]
         if self.daemon == "balancer":
             self.servers = rest[0] if isinstance(rest[0], list) else []
-            rest = rest[1:]
+            self.dropped = rest[1] if isinstance(rest[1], list) else []  # (an older balancer)
+            rest = rest[2:]
             self._record_balancer(now)
         else:
-            self.servers = []
+            self.servers, self.dropped = [], []
             if isinstance(self.overview.get("Load"), int | float):
                 self.history.add("load", now, self.overview["Load"])
             if isinstance(self.overview.get("ReportsSent"), int | float):
@@ -147,6 +150,13 @@ class Connection:
         for (name, attr), value in zip(self.watched, rest, strict=True):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.history.add(f"chart:{name}:{attr}", now, value)
+
+    def dropped_outside(self, within: float = 60.0) -> int:
+        """Senders whose reports the balancer dropped in the last minute and that are not
+        in its pool (a wrong key, a skewed clock): edges that never join."""
+        present = {s.get("guid") for s in self.servers}
+        return sum(1 for d in self.dropped
+                   if d.get("guid") not in present and (d.get("lastSecondsAgo") or 0) <= within)
 
     def _record_balancer(self, now: float) -> None:
         o = self.overview

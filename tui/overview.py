@@ -15,7 +15,8 @@ from tui.typed_input import format_value
 
 SERVER_COLUMNS = [("address", "Address"), ("state", "State"), ("available", "Avail"),
                   ("drained", "Drained"), ("load", "Load"), ("trend", "Load trend"),
-                  ("redirects", "Redir/rep"), ("age", "Age s"), ("guid", "GUID")]
+                  ("redirects", "Redir/rep"), ("age", "Age s"), ("clock", "Clock ms"),
+                  ("note", "Why not / last drop"), ("guid", "GUID")]
 SORTABLE = ["address", "state", "available", "drained", "load", "redirects", "age"]
 TARGET_COLUMNS = [("address", "Balancer"), ("result", "Last send"), ("sent", "Reports sent"),
                   ("errors", "Errors")]
@@ -23,6 +24,22 @@ TARGET_COLUMNS = [("address", "Balancer"), ("result", "Last send"), ("sent", "Re
 
 def _rate(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
+
+
+def _offset(ms: Any) -> Text | str:
+    """The edge's clock less the balancer's: yellow past a second (NTP is not working)."""
+    if not isinstance(ms, int):
+        return "—"
+    return Text(f"{ms:+d}", style="yellow" if abs(ms) >= 1000 else "")
+
+
+def _note(server: dict[str, Any]) -> Text | str:
+    """Why it takes no clients (its monitor fails), else why its last report was dropped."""
+    if server.get("unhealthy"):
+        return Text(str(server["unhealthy"]), style="red")
+    if server.get("lastDrop"):
+        return Text(f"dropped: {server['lastDrop']}", style="yellow")
+    return ""
 
 
 class Overview(Vertical):
@@ -88,11 +105,13 @@ class Overview(Vertical):
     def _show_balancer(self, conn: Connection, totals: Static) -> None:
         o, h = conn.overview, conn.history
         drops = sum((o.get("ReportsDropped") or {}).values())
+        outside = conn.dropped_outside()
         totals.update(
             f"[b]{o.get('ServerCount', 0)}[/] servers, [b]{o.get('AvailableServerCount', 0)}"
             f"[/] available   redirects/s [b]{_rate(h.get('redirects').rate())}[/]   "
             f"reports/s [b]{_rate(h.get('reports').rate())}[/]   drops [b]{drops}[/]   "
-            f"redirector [b]{o.get('Redirector', '?')}[/]   timeout "
+            + (f"[yellow]not joining: {outside}[/]   " if outside else "")
+            + f"redirector [b]{o.get('Redirector', '?')}[/]   timeout "
             f"{o.get('MessageTimeout', '?')} ms   sort: {self.sort_column}"
             f"{' ↓' if self.sort_reverse else ''}")
         table = self._columns("balancer", SERVER_COLUMNS)
@@ -112,7 +131,9 @@ class Overview(Vertical):
                 "load": f"{bar(load, top, 8)} {format_value(load)}",
                 "trend": sparkline(conn.history.get(f"load:{guid}").values, 16),
                 "redirects": str(s["redirectsSinceReport"]),
-                "age": f"{s['secondsSinceReport']:.1f}", "guid": guid,
+                "age": f"{s['secondsSinceReport']:.1f}",
+                "clock": _offset(s.get("clockOffsetMs")),
+                "note": _note(s), "guid": guid,
             }
             if guid in table.rows:
                 for key, value in cells.items():

@@ -59,6 +59,8 @@ class ServerStatus:
     reports_received: int
     agent: str | None  # the edge's software, if its reports say
     unhealthy: str | None  # why it takes no clients, if its reports say (then PAUSED)
+    clock_offset: float  # its clock less ours at its last report, seconds
+    last_drop: str | None  # why the last of its reports dropped lately was, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,29 +98,68 @@ class OverloadStats:
     kernel_drops: int = 0  # datagrams the kernel dropped (receive buffer full)
 
 
-class StaleClocks:
-    """Each edge whose report was dropped as stale: its clock less ours, and when (bounded).
+@dataclass(slots=True)
+class DroppedSender:
+    """A sender whose reports were dropped lately, and why: what an operator looks up
+    when an edge never appears (its GUID is only claimed when the key is wrong)."""
 
-    The edges whose reports are taken have theirs on their registry entries
-    (``ServerEntry.clock_offset``): with these, ``agreed_offset`` tells one edge's clock
-    off (that edge's) from most edges' off the same way (ours).
-    """
+    guid: uuid.UUID | None
+    source: str
+    reason: str
+    detail: str
+    offset: float | None  # its clock less ours, seconds (stale)
+    count: int
+    first: float  # monotonic
+    last: float
 
-    MAX_EDGES = 4096
-    RECENT = 60.0  # seconds: only edges heard within this count
+
+class DroppedSenders:
+    """The senders dropped lately, one row per sender (GUID, else source host) and reason,
+    the most recent ``MAX_ROWS`` (bounded whatever floods)."""
+
+    MAX_ROWS = 1024
+    RECENT = 60.0  # seconds: only senders heard within this count for the clock check
 
     def __init__(self) -> None:
-        self._by_edge: OrderedDict[uuid.UUID, tuple[float, float]] = OrderedDict()  # offset, at
+        self._rows: OrderedDict[tuple[object, str], DroppedSender] = OrderedDict()
+        self._latest: dict[uuid.UUID, DroppedSender] = {}  # each GUID's latest row
 
-    def heard(self, guid: uuid.UUID, offset: float, now: float) -> None:
-        self._by_edge[guid] = (offset, now)
-        self._by_edge.move_to_end(guid)
-        if len(self._by_edge) > self.MAX_EDGES:
-            self._by_edge.popitem(last=False)
+    def heard(self, drop: DatagramDropped, source: tuple[str, int], now: float) -> None:
+        # (a wrong key's GUID is only claimed: one row per host, whatever it claims)
+        guid, detail = drop.guid, drop.detail
+        if drop.reason is DropReason.BAD_AUTH:
+            guid, detail = None, f"{detail} (claims GUID {drop.guid})"
+        key = (source[0] if guid is None else guid, str(drop.reason))
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = DroppedSender(
+                guid, join_host_port(*source), str(drop.reason), detail, drop.offset, 0,
+                now, now)
+            if len(self._rows) > self.MAX_ROWS:
+                _, evicted = self._rows.popitem(last=False)
+                if evicted.guid is not None and self._latest.get(evicted.guid) is evicted:
+                    del self._latest[evicted.guid]
+        else:
+            self._rows.move_to_end(key)
+            row.source, row.detail, row.offset, row.last = (
+                join_host_port(*source), detail, drop.offset, now)
+        row.count += 1
+        if guid is not None:
+            self._latest[guid] = row
 
-    def recent(self, now: float) -> dict[uuid.UUID, float]:
-        return {guid: offset for guid, (offset, at) in self._by_edge.items()
-                if now - at <= self.RECENT}
+    def rows(self) -> list[DroppedSender]:
+        """Most recent first."""
+        return list(reversed(self._rows.values()))
+
+    def last_for(self, guid: uuid.UUID) -> DroppedSender | None:
+        """The latest drop of this GUID's reports, if any is kept."""
+        return self._latest.get(guid)
+
+    def stale_offsets(self, now: float) -> dict[uuid.UUID, float]:
+        """Each sender whose reports were dropped as stale lately: its clock less ours."""
+        return {r.guid: r.offset for r in self._rows.values()
+                if r.reason == DropReason.STALE and r.guid is not None
+                and r.offset is not None and now - r.last <= self.RECENT}
 
 
 MIN_EDGES_TO_OUTVOTE = 3  # fewer edges cannot say our clock is off
@@ -152,12 +193,13 @@ class BalancerCore:
         self.addresses: dict[str, str] = {}
         self.listeners: list[Callable[[RegistryEvent], None]] = []
         self.warnings = Throttle(WARN_INTERVAL)  # rejected reports an operator must hear of
-        self.stale_clocks = StaleClocks()
+        self.dropped_senders = DroppedSenders()
         self._next_clock_check = float("-inf")
         # Grows with every change of what a state file keeps (reports taken, edges
         # joining, leaving, drained): the daemon saves only when it moved.
         self.revision = 0
         self.gate = ReportGate()
+        self.forgotten = 0  # senders whose state was let go (replay marks, departed entries)
         self.overload = OverloadStats()
         self._bad_since_sweep = 0
         self._last_sweep: float | None = None
@@ -183,14 +225,15 @@ class BalancerCore:
             entry = self.registry.get(event.guid)
             if entry is not None and entry.interval >= entry.leave_after:
                 self._cannot_stay(entry, source, now)
-        elif event.reason is DropReason.BAD_AUTH:
-            self.gate.bad(source, now)
-            self._bad_since_sweep += 1
-            self._say_why(event, source, now)
-        elif event.reason is DropReason.STALE:
-            if event.guid is not None and event.offset is not None:
-                self.stale_clocks.heard(event.guid, event.offset, now)
-            self._say_why(event, source, now)
+        else:
+            if event.guid is not None:  # (not a datagram that is not ours at all)
+                self.dropped_senders.heard(event, source, now)
+            if event.reason is DropReason.BAD_AUTH:
+                self.gate.bad(source, now)
+                self._bad_since_sweep += 1
+                self._say_why(event, source, now)
+            elif event.reason is DropReason.STALE:
+                self._say_why(event, source, now)
 
     def _cannot_stay(self, entry: ServerEntry, source: tuple[str, int], now: float) -> None:
         """An edge whose reports come no more often than it may be silent (its interval
@@ -241,8 +284,11 @@ class BalancerCore:
         balancer cannot tell a silent edge from one whose reports it lost (fail static).
         """
         self._check_overload(now, kernel_drops)
+        departed = self.registry.departed_count
         self._emit(self.registry.expire(now))
-        self.receiver.prune(wall)
+        self.forgotten += self.receiver.prune(wall)
+        self.forgotten += max(0, departed - self.registry.departed_count)
+        self.gate.prune(now)
         self._check_own_clock(now)
 
     def _check_overload(self, now: float, kernel_drops: int | None) -> None:
@@ -286,8 +332,8 @@ class BalancerCore:
         # the edges heard recently: the taken ones' offsets from the registry (no work per
         # report), then the dropped ones' (a later word on the same edge)
         offsets = {e.guid: e.clock_offset for e in self.registry
-                   if now - e.last_report <= StaleClocks.RECENT}
-        offsets.update(self.stale_clocks.recent(now))
+                   if now - e.last_report <= DroppedSenders.RECENT}
+        offsets.update(self.dropped_senders.stale_offsets(now))
         offset = agreed_offset(list(offsets.values()), limit=self.receiver.max_age / 2)
         if offset is not None and self.warnings.allow("own clock", now) is not None:
             log.warning("this balancer's clock differs from most edges' (run NTP or chrony): "
@@ -337,13 +383,15 @@ class BalancerCore:
     # -- status -----------------------------------------------------------------------
     def status(self, now: float) -> PoolStatus:
         registry = self.registry
+        dropped = self.dropped_senders.last_for
         rows = [ServerStatus(
             guid=e.guid, address=e.address, state=e.state.name,
             available=registry.is_available(e, now), drained=e.drained, load=e.load,
             capacity=e.capacity, redirects_since_report=e.redirects_since_report,
             seconds_since_report=e.seconds_since_report(now),
             reports_received=e.reports_received, agent=e.report.agent,
-            unhealthy=e.report.unhealthy)
+            unhealthy=e.report.unhealthy, clock_offset=e.clock_offset,
+            last_drop=None if (d := dropped(e.guid)) is None else d.reason)
             for e in sorted(registry, key=lambda e: e.address)]
         return PoolStatus(redirector=self.redirector.name, servers=rows,
                           available_count=sum(r.available for r in rows),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import gc
 import logging
 import signal
@@ -17,6 +19,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 
 from lbmgmt.balancer.config import BalancerConfig
 from lbmgmt.balancer.core import BalancerCore
@@ -43,8 +46,32 @@ SO_MEMINFO: int | None = getattr(socket, "SO_MEMINFO", 55 if sys.platform == "li
 MEMINFO = struct.Struct("9I")
 MEMINFO_SIZE = MEMINFO.size
 MEMINFO_DROPS = 8
+# After this many senders are forgotten (and at most once per TRIM_INTERVAL), what the
+# C allocator holds free goes back to the system: a fleet that came and went must not
+# leave the balancer's resident size at its peak.
+TRIM_AFTER_FORGOTTEN = 1000
+TRIM_INTERVAL = 60.0
 STATE_SAVE_INTERVAL = 1.0  # seconds between two saves of the state file, at most
 STATE_WARN_INTERVAL = 60.0  # seconds between two warnings that it cannot be saved
+
+
+@functools.cache
+def _libc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    return trim
+
+
+def release_free_memory() -> None:
+    """Hand the C allocator's free pages back to the system (glibc's malloc_trim): freed
+    objects of C libraries (a cipher per sender) otherwise keep the peak resident."""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class _StatusProtocol(asyncio.DatagramProtocol):
@@ -124,6 +151,8 @@ class BalancerDaemon:
         self._state_warnings = Throttle(STATE_WARN_INTERVAL)
         self._state_lock = threading.Lock()
         self._state_packed = self._state_written = 0
+        self._forgotten_at_trim = 0
+        self._trimmed_at = float("-inf")
         self.beans = BalancerBeans(self.core, self.clocks, self.mbeans, state=self.state)
         self.management: ManagementServer | None = (
             ManagementServer(mgmt, self.mbeans, daemon="balancer")
@@ -332,14 +361,22 @@ class BalancerDaemon:
                 self._state_written = packed
 
     async def _sweep(self) -> None:
-        core, clocks = self.core, self.clocks
         while True:
-            await asyncio.sleep(core.sweep_interval)
+            await asyncio.sleep(self.core.sweep_interval)
             try:
-                now = clocks.monotonic()
-                core.handle_timer(now=now, wall=clocks.wall(),
-                                  kernel_drops=self._kernel_drops())
-                self.beans.tick(now)
+                self.sweep()
             except Exception:  # one bad listener or plugin must not end the sweep
                 log.exception("sweep failed; going on")
+
+    def sweep(self) -> None:
+        """One round of the sweep (a few times a second): silent edges out, notifications
+        of what happened, and memory back to the system after many senders went."""
+        core, clocks = self.core, self.clocks
+        now = clocks.monotonic()
+        core.handle_timer(now=now, wall=clocks.wall(), kernel_drops=self._kernel_drops())
+        self.beans.tick(now)
+        if (core.forgotten - self._forgotten_at_trim >= TRIM_AFTER_FORGOTTEN
+                and now - self._trimmed_at >= TRIM_INTERVAL):
+            self._forgotten_at_trim, self._trimmed_at = core.forgotten, now
+            release_free_memory()
 

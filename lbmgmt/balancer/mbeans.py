@@ -29,6 +29,12 @@ from lbmgmt.status import EdgeState
 
 BALANCER_NAME = ObjectName.parse("lbmgmt:type=Balancer")
 DROP_NOTIFY_INTERVAL = 5.0  # at most one dropped-reports notification per this many seconds
+# Joins and leaves are notified one by one up to this rate (and burst); past it, as one
+# notification per type per sweep that counts them and names the first COALESCED_NAMED,
+# so that a fleet coming or going at once does not push everything else out of the buffer.
+CHURN_RATE = 20.0
+CHURN_BURST = 100.0
+COALESCED_NAMED = 50
 
 
 def server_name(guid: uuid.UUID | str) -> ObjectName:
@@ -48,7 +54,8 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "capacity": row.capacity, "redirectsSinceReport": row.redirects_since_report,
             "secondsSinceReport": round(row.seconds_since_report, 3),
             "reportsReceived": row.reports_received, "agent": row.agent,
-            "unhealthy": row.unhealthy}
+            "unhealthy": row.unhealthy, "clockOffsetMs": round(row.clock_offset * 1000),
+            "lastDrop": row.last_drop}
 
 
 class BalancerMBean(MBean):
@@ -201,6 +208,18 @@ class BalancerMBean(MBean):
         return [server_summary(row)
                 for row in self.core.status(self.clocks.monotonic()).servers]
 
+    @operation(Impact.INFO, "Senders whose reports were dropped lately, most recent first: "
+               "GUID (null for a wrong key: one row per host), source, reason, detail, "
+               "clock offset, count, seconds since the first and the last")
+    def listDroppedSenders(self) -> list[dict[str, Any]]:
+        now = self.clocks.monotonic()
+        return [{"guid": None if r.guid is None else str(r.guid), "source": r.source,
+                 "reason": r.reason, "detail": r.detail,
+                 "clockOffsetMs": None if r.offset is None else round(r.offset * 1000),
+                 "count": r.count, "firstSecondsAgo": round(now - r.first, 3),
+                 "lastSecondsAgo": round(now - r.last, 3)}
+                for r in self.core.dropped_senders.rows()]
+
     @operation(Impact.ACTION, "No new clients for this edge (kept across its restarts) "
                               "until undrained", guid="the edge's GUID")
     def drainServer(self, guid: str) -> None:
@@ -292,6 +311,16 @@ class ServerMBean(MBean):
     def ClockOffsetMs(self) -> int:
         return round(self.entry.clock_offset * 1000)
 
+    @attribute("object", "The last of its reports this balancer dropped, and why (replay, "
+               "stale, malformed): reason, detail, count, secondsAgo; null if none lately",
+               metric=None)
+    def LastDrop(self) -> dict[str, Any] | None:
+        row = self.core.dropped_senders.last_for(self.guid)
+        if row is None:
+            return None
+        return {"reason": row.reason, "detail": row.detail, "count": row.count,
+                "secondsAgo": round(self.clocks.monotonic() - row.last, 3)}
+
     @operation(Impact.ACTION, "No new clients for this edge until undrained")
     def drain(self) -> None:
         self.core.drain(self.guid, True)
@@ -315,6 +344,10 @@ class BalancerBeans:
         core.listeners.append(self.on_event)
         self._drops_seen = dict(core.receiver.drops)
         self._drops_notified_at = float("-inf")
+        self._churn_tokens = CHURN_BURST
+        self._churn_at = clocks.monotonic()
+        # held back past the rate: type → (how many, the first few {guid, address})
+        self._held: dict[str, tuple[int, list[dict[str, str]]]] = {}
 
     def _emit(self, type_: str, entry: ServerEntry, message: str, **data: Any) -> None:
         self.server.notifications.emit(
@@ -322,11 +355,36 @@ class BalancerBeans:
             {"guid": str(entry.guid), "redirectAddress": entry.address, **data},
             now=self.clocks.wall())
 
+    def _churn(self, type_: str, entry: ServerEntry) -> bool:
+        """True: notify this join or leave now; False: it was held for a coalesced one."""
+        now = self.clocks.monotonic()
+        self._churn_tokens = min(CHURN_BURST,
+                                 self._churn_tokens + (now - self._churn_at) * CHURN_RATE)
+        self._churn_at = now
+        if self._churn_tokens >= 1 and not self._held:
+            self._churn_tokens -= 1
+            return True
+        count, named = self._held.get(type_, (0, []))
+        if len(named) < COALESCED_NAMED:
+            named.append({"guid": str(entry.guid), "redirectAddress": entry.address})
+        self._held[type_] = (count + 1, named)
+        return False
+
+    def _flush_churn(self) -> None:
+        held, self._held = self._held, {}
+        for type_, (count, named) in held.items():
+            word = "joined" if type_ == note.SERVER_JOINED else "left"
+            self.server.notifications.emit(
+                type_, str(BALANCER_NAME), f"{count} servers {word} (coalesced)",
+                {"coalesced": count, "servers": named}, now=self.clocks.wall())
+
     def on_event(self, event: RegistryEvent) -> None:
         entry = event.server
         if isinstance(event, ServerJoined):
             self.server.register(server_name(entry.guid),
                                  ServerMBean(self.core, self.clocks, entry.guid))
+            if not self._churn(note.SERVER_JOINED, entry):
+                return
             if event.restored:
                 self._emit(note.SERVER_JOINED, entry,
                            f"{entry.address} taken back from the state file", restored=True)
@@ -338,6 +396,8 @@ class BalancerBeans:
                            absentMs=round(event.absent_for * 1000))
         elif isinstance(event, ServerLeft):
             self.server.unregister(server_name(entry.guid))
+            if not self._churn(note.SERVER_LEFT, entry):
+                return
             self._emit(note.SERVER_LEFT, entry, f"{entry.address} left ({event.reason})",
                        reason=str(event.reason))
         elif isinstance(event, ServerStateChanged):
@@ -357,7 +417,10 @@ class BalancerBeans:
             self._emit(kind, entry, f"{entry.address} {word}")
 
     def tick(self, now: float) -> None:
-        """Called by the sweep: one summary of new drops per DROP_NOTIFY_INTERVAL at most."""
+        """Called by the sweep: joins and leaves held back, coalesced; and one summary of
+        new drops per DROP_NOTIFY_INTERVAL at most."""
+        if self._held:
+            self._flush_churn()
         if now - self._drops_notified_at < DROP_NOTIFY_INTERVAL:
             return
         drops = self.core.receiver.drops

@@ -74,6 +74,25 @@ class ReportGate:
         if len(trusted) > MAX_HOSTS:
             trusted.popitem(last=False)
 
+    def prune(self, now: float) -> None:
+        """Forget sources no longer trusted and hosts whose buckets are full again: both
+        kept least recently seen first, so O(forgotten)."""
+        trusted = self._trusted
+        while trusted:
+            source, seen = next(iter(trusted.items()))
+            if now - seen <= TRUSTED_FOR:
+                break
+            del trusted[source]
+        buckets = self._buckets
+        while buckets:
+            host, bucket = next(iter(buckets.items()))
+            if now - bucket.at < BURST / RATE:
+                break
+            del buckets[host]
+
+    def __len__(self) -> int:
+        return len(self._trusted) + len(self._buckets)
+
     def bad(self, source: tuple[str, int], now: float) -> None:
         """A datagram from ``source`` did not open: a token of its host's, and the shared."""
         seen = self._trusted.get(source)

@@ -16,7 +16,12 @@ from lbmgmt.settings import Setting
 MESSAGE_INTERVAL = Setting(
     "edge", "message_interval_ms", "MessageInterval", 2500, 10, 3_600_000, "ms",
     "Time between two reports to every balancer")
-SETTINGS = (MESSAGE_INTERVAL,)
+LOAD_SAMPLE = Setting(
+    "edge", "load_sample_ms", "LoadSample", 50, 0, 60_000, "ms",
+    "How often the load is read between reports (less often if a read takes over a tenth "
+    "of it): a change of max(1, 10 %) since the last report, or the monitor failing or "
+    "answering again, is reported at once, at most every 100 ms (0: only at each report)")
+SETTINGS = (MESSAGE_INTERVAL, LOAD_SAMPLE)
 
 
 @dataclass(slots=True)
@@ -25,6 +30,7 @@ class EdgeConfig:
     targets_file: Path
     guid_file: Path
     message_interval_ms: int = MESSAGE_INTERVAL.default
+    load_sample_ms: int = LOAD_SAMPLE.default
     capacity: float | None = None
     monitor: LoadMonitor = field(default_factory=ManualMonitor)
     management: ManagementConfig | None = None  # None: no management port (embedding)
@@ -51,6 +57,7 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     targets = base / edge.get_str("targets_file", "targets.txt")
     guid = base / edge.get_str("guid_file", "edge.guid")
     interval = MESSAGE_INTERVAL.read(edge)
+    sample = LOAD_SAMPLE.read(edge)
     capacity = edge.get_number("capacity", None, positive=True)
     edge.finish()
 
@@ -62,7 +69,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
         mon.fail("type", str(exc))
     mon.finish()
     return EdgeConfig(redirect_address=address, targets_file=targets, guid_file=guid,
-                      message_interval_ms=interval, capacity=capacity, monitor=monitor,
+                      message_interval_ms=interval, load_sample_ms=sample, capacity=capacity,
+                      monitor=monitor,
                       management=load_management(cfg, EDGE_PORT))
 
 

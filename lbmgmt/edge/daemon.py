@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
-from lbmgmt.edge.config import MESSAGE_INTERVAL, EdgeConfig
+from lbmgmt.edge.config import LOAD_SAMPLE, MESSAGE_INTERVAL, EdgeConfig
 from lbmgmt.edge.identity import load_or_create_guid
 from lbmgmt.edge.mbeans import SenderBeans
 from lbmgmt.edge.monitors import LoadMonitor, MonitorError
@@ -42,6 +42,12 @@ STOP_GRACE = 0.5
 # until it times out (it may not send again).
 STOP_COPIES = 3
 STOP_COPY_GAP = 0.02
+# A load change between reports is reported at once (several balancers then see a crowd
+# land on this edge within a sample, not an interval) if it is at least this big...
+MOVE_ABSOLUTE = 1.0
+MOVE_RELATIVE = 0.10
+QUICK_REPORT_GAP = 0.1  # ... and no sooner than this after the last report
+SAMPLE_BUDGET = 0.1  # the load is read between reports at most this share of the time
 
 
 @dataclass(slots=True)
@@ -95,6 +101,13 @@ class EdgeDaemon:
         self.state = EdgeState.RUNNING
         self.load = 0.0
         self.load_error: str | None = None
+        # What the last report said (a load move or a health change since is reported at
+        # once), and when it went out (monotonic).
+        self._reported_load = 0.0
+        self._reported_error: str | None = None
+        self._reported_at = float("-inf")
+        self.quick_reports = 0  # reports sent between intervals for a load move
+        self._read_cost = 0.0  # seconds the monitor's last read took
         self._loop_failures = Throttle(60.0)  # one traceback a minute per kind of failure
         self.reports_sent = 0
         self.send_errors = 0
@@ -254,6 +267,10 @@ class EdgeDaemon:
         self.config.message_interval_ms = MESSAGE_INTERVAL.check(ms)
         self._wake.set()
 
+    def set_load_sample(self, ms: int) -> None:
+        self.config.load_sample_ms = LOAD_SAMPLE.check(ms)
+        self._wake.set()
+
     # -- reporting -----------------------------------------------------------
     def current_report(self) -> Report:
         """What goes out now. While the monitor fails, a running edge says PAUSED (no new
@@ -276,6 +293,8 @@ class EdgeDaemon:
         """
         report = self.current_report()
         now = self.clock()
+        self._reported_load, self._reported_error = self.load, self.load_error
+        self._reported_at = time.monotonic()
         sealed: dict[SharedKey, bytes] = {}
         for link in self.links:
             datagram = sealed.get(link.target.key)
@@ -342,8 +361,12 @@ class EdgeDaemon:
             # answers (current_report): a media server too slow to say its load is not
             # one to send viewers to.
             timeout = min(MONITOR_TIMEOUT, max(0.05, self.message_interval / 2))
-            async with asyncio.timeout(timeout):
-                load = await self.monitor.read()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(timeout):
+                    load = await self.monitor.read()
+            finally:
+                self._read_cost = time.monotonic() - started
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)
@@ -361,17 +384,39 @@ class EdgeDaemon:
                         extra=fields(monitor=self.monitor.describe()))
         self.load_error = None
 
+    def _moved(self) -> bool:
+        """The load moved by max(1, 10 %) since the last report, or its health changed."""
+        if self.load_error != self._reported_error:
+            return True
+        last = self._reported_load
+        return abs(self.load - last) >= max(MOVE_ABSOLUTE, MOVE_RELATIVE * last)
+
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_report = loop.time() + self.message_interval
         while not self._stopped.is_set():
             self._wake.clear()
+            # Until the next report, or the next load sample if sooner.
+            wait = next_report - loop.time()
+            sample = self.config.load_sample_ms / 1000
+            if sample > 0:  # (a costly monitor is read less often: SAMPLE_BUDGET)
+                wait = min(wait, max(sample, self._read_cost / SAMPLE_BUDGET))
             # asyncio.timeout, not wait_for (here, in _refresh_load and _connect): on 3.11
             # wait_for drops a cancel that arrives as what it awaits completes, and stop()
             # would wait a whole interval for this task. _stopped is checked for the same.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.message_interval):
+                async with asyncio.timeout(max(0.0, wait)):
                     await self._wake.wait()
             try:
-                await self.refresh_and_send()
+                if self._wake.is_set() or loop.time() >= next_report:
+                    next_report = loop.time() + self.message_interval
+                    await self.refresh_and_send()
+                    continue
+                await self._refresh_load()  # a sample: reported only if it moved
+                if (self._moved()
+                        and time.monotonic() - self._reported_at >= QUICK_REPORT_GAP):
+                    self.quick_reports += 1
+                    await self.send_now()
             except Exception as exc:  # of any type: the next round still goes out
                 now = asyncio.get_running_loop().time()
                 if self._loop_failures.allow(type(exc).__qualname__, now) is not None:

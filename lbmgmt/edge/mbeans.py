@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from lbmgmt.configfile import ConfigError
-from lbmgmt.edge.config import MESSAGE_INTERVAL, EdgeConfig
+from lbmgmt.edge.config import LOAD_SAMPLE, MESSAGE_INTERVAL, EdgeConfig
 from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor
 from lbmgmt.edge.targets import ReportTarget
 from lbmgmt.management import notifications as note
@@ -46,6 +46,7 @@ class Sender(Protocol):
     monitor: LoadMonitor
     reports_sent: int
     send_errors: int
+    quick_reports: int
     listeners: list[Callable[[str], None]]
     clock: Callable[[], float]
 
@@ -53,6 +54,7 @@ class Sender(Protocol):
     def links(self) -> Sequence[Link]: ...
     def uptime(self) -> float: ...
     def set_message_interval(self, ms: int) -> None: ...
+    def set_load_sample(self, ms: int) -> None: ...
     async def pause(self) -> None: ...
     async def unpause(self) -> None: ...
     def reload_targets(self) -> None: ...
@@ -104,6 +106,20 @@ class SenderMBean(MBean):
     @MessageInterval.setter
     def _set_message_interval(self, value: int) -> None:
         self.sender.set_message_interval(value)
+
+    @attribute.of(LOAD_SAMPLE)
+    def LoadSample(self) -> int:
+        return self.sender.config.load_sample_ms
+
+    @LoadSample.setter
+    def _set_load_sample(self, value: int) -> None:
+        self.sender.set_load_sample(value)
+
+    @attribute("integer", "Reports sent between intervals because the load moved by "
+               "max(1, 10 %) or the monitor's health changed (one per round, all targets)",
+               metric="counter")
+    def QuickReports(self) -> int:
+        return self.sender.quick_reports
 
     @attribute("array", "Balancers reported to, with the last send result of each",
                metric=None)

@@ -53,8 +53,8 @@ class DatagramDropped:
     reason: DropReason
     detail: str
     # What the header says, for telling an operator who it was: the GUID is only claimed
-    # (unauthenticated) for BAD_AUTH; ``offset`` is the sender's clock less ours, seconds
-    # (STALE and later reasons).
+    # (unauthenticated) for BAD_AUTH, known for STALE, REPLAY and a payload that does not
+    # decode; ``offset`` is the sender's clock less ours, seconds (STALE).
     guid: uuid.UUID | None = None
     offset: float | None = None
 
@@ -151,13 +151,15 @@ class ReportReceiver:
         if peer is not None:
             if boot_id == peer.boot_id:
                 if seq <= peer.sequence:
-                    return DatagramDropped(DropReason.REPLAY, f"sequence {seq} not newer")
+                    return DatagramDropped(DropReason.REPLAY, f"sequence {seq} not newer",
+                                           guid=uuid.UUID(bytes=guid))
             elif boot_id in peer.retired or ts_ms <= peer.timestamp_ms:
-                return DatagramDropped(DropReason.REPLAY, "older boot of this sender")
+                return DatagramDropped(DropReason.REPLAY, "older boot of this sender",
+                                       guid=uuid.UUID(bytes=guid))
         try:
             report = decode_payload(plaintext)
         except MalformedPayload as exc:
-            return DatagramDropped(DropReason.MALFORMED, str(exc))
+            return DatagramDropped(DropReason.MALFORMED, str(exc), guid=uuid.UUID(bytes=guid))
 
         if peer is None:
             self._peers[guid] = _Peer(boot_id, seq, ts_ms, now)
@@ -181,8 +183,13 @@ class ReportReceiver:
             if peer.last_seen >= horizon:
                 break
             gone.append(guid)
+        ciphers = self._ciphers
         for guid in gone:
-            del self._peers[guid]
+            peer = self._peers.pop(guid)
+            # (their ciphers too: the cache would hold them until 4096 others came)
+            ciphers.pop(guid + peer.boot_id, None)
+            for boot_id in peer.retired:
+                ciphers.pop(guid + boot_id, None)
         return len(gone)
 
     @property

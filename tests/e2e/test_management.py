@@ -89,7 +89,7 @@ async def test_a_script_finds_reads_changes_and_follows_everything(fleet):
         assert set(values) == {a["name"] for a in info["attributes"] if a["readable"]}
         for attr in info["attributes"]:  # (null only where there is nothing to say)
             assert await rpc.ok("getAttribute", name, attr["name"]) is not None \
-                or attr["name"] in ("Capacity", "Unhealthy")
+                or attr["name"] in ("Capacity", "Unhealthy", "LastDrop")
     bal = await rpc.ok("getAttributes", BAL, None)
     assert bal["ServerCount"] == 2 and bal["AvailableServerCount"] == 2
     assert bal["ReportsReceived"] >= 2 and bal["ReportsDropped"]["bad-auth"] == 0

@@ -83,6 +83,10 @@ def _pin(value: Any) -> Any:
                 v = PINNED_TIME
             elif k == "Uptime":
                 v = 12.5
+            elif k in ("clockOffsetMs", "ClockOffsetMs"):
+                v = 3
+            elif k in ("firstSecondsAgo", "lastSecondsAgo"):
+                v = 2.0
             else:
                 v = _pin(v)
             out[k] = v
@@ -107,6 +111,14 @@ async def record() -> dict[str, dict[str, Any]]:
     await edges[2].pause()
     await _until(lambda: balancer.core.registry.get(edges[2].guid).state.name == "PAUSED")
     balancer.core.drain(edges[0].guid, True)
+    # an edge that never joins: its targets file has an old key
+    from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
+    clocks = balancer.clocks
+    balancer.core.receive_datagram(
+        ReportSealer(uuid.UUID(int=0x2000)).seal(
+            Report(EdgeState.RUNNING, "edge4.example.net:1935", 0, 2500),
+            SharedKey("last year's key"), now=clocks.wall()),
+        now=clocks.monotonic(), wall=clocks.wall(), source=("192.0.2.7", 40000))
     for _ in range(5):
         fleet.redirect()
     out: dict[str, dict[str, Any]] = {}
@@ -128,6 +140,7 @@ async def record() -> dict[str, dict[str, Any]]:
                 await ask("getAttributes", [name, None])
             if label == "balancer":
                 await ask("invoke", ["lbmgmt:type=Balancer", "listServers", []])
+                await ask("invoke", ["lbmgmt:type=Balancer", "listDroppedSenders", []])
                 await ask("getAttribute", ["lbmgmt:type=Balancer", "ReportsReceived"])
             else:
                 await ask("getAttribute", ["lbmgmt:type=Sender", "Load"])

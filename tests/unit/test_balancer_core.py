@@ -344,3 +344,30 @@ def test_an_edge_that_reports_less_often_than_it_may_be_silent_is_said_to_flap(c
                            "leave_after_ms": 8000, "held_back": 0}
     [event] = [e for e in events if isinstance(e, ServerCannotStay)]
     assert event.server.guid == slow and (event.interval, event.leave_after) == (9, 8)
+
+
+def test_dropped_senders_say_who_and_why_and_an_edge_in_the_pool_its_last_drop():
+    from lbmgmt.balancer.mbeans import BALANCER_NAME, BalancerBeans, server_name
+    from lbmgmt.clocks import Clocks
+    from lbmgmt.management.notifications import NotificationBuffer
+    from lbmgmt.management.server import MBeanServer
+    core = BalancerCore(KEY, timeout=5.0, grace=0.5, max_clock_skew=30.0)
+    mbeans = MBeanServer(NotificationBuffer(100), clock=lambda: WALL)
+    BalancerBeans(core, Clocks(wall=lambda: WALL, monotonic=lambda: 0.0), mbeans)
+    skewed, member = uuid.UUID(int=1), uuid.UUID(int=2)
+    core.receive_datagram(sealed(skewed, sent=WALL + 40), now=0, wall=WALL, source=("a", 1))
+    for claimed in (uuid.UUID(int=7), uuid.UUID(int=8)):  # one host, two claims: one row
+        core.receive_datagram(sealed(claimed, SharedKey("wrong")), now=0, wall=WALL,
+                              source=("b", 2))
+    first = sealed(member)
+    core.receive_datagram(first, now=0, wall=WALL, source=("c", 3))
+    core.receive_datagram(first, now=0, wall=WALL, source=("c", 3))  # a replay
+    rows = mbeans.lookup(BALANCER_NAME).listDroppedSenders()  # type: ignore[attr-defined]
+    by_reason = {r["reason"]: r for r in rows}
+    assert set(by_reason) == {"stale", "bad-auth", "replay"}
+    assert by_reason["stale"]["guid"] == str(skewed)
+    assert by_reason["stale"]["clockOffsetMs"] == 40000
+    assert by_reason["bad-auth"]["guid"] is None and by_reason["bad-auth"]["count"] == 2
+    assert by_reason["bad-auth"]["source"] == "b:2"
+    last = mbeans.get_attribute(server_name(member), "LastDrop")
+    assert last["reason"] == "replay" and last["count"] == 1

@@ -157,3 +157,32 @@ async def test_a_failing_monitor_takes_its_edge_out_and_back_whatever_it_raises(
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert said.count("monitor failed; taking no new clients until it answers") == 1
     assert said.count("monitor answers again; taking clients") == 1
+
+
+async def test_a_load_move_is_reported_at_once_and_a_small_one_waits(tmp_path):
+    async with InProcessFleet(tmp_path) as fleet:
+        balancer = await fleet.start_balancer(mgmt_port=None, message_timeout_ms=600_000)
+        monitor = ManualMonitor(10)
+        edge = await fleet.add_edge("e", interval_ms=300_000, monitor=monitor, mgmt_port=None)
+        edge.set_load_sample(20)
+        entry = lambda: balancer.core.registry.get(edge.guid)  # noqa: E731
+        await until(lambda: entry() is not None)
+        monitor.set_load(12)  # +2 (20 %): the next sample reports it, not in five minutes
+        await until(lambda: entry().load == 12)  # type: ignore[union-attr]
+        assert edge.quick_reports == 1
+        monitor.set_load(12.5)  # under max(1, 10 %): waits for the interval ...
+        monitor.set_load(13.5)  # ... but the sum is a move of its own
+        await until(lambda: entry().load == 13.5)  # type: ignore[union-attr]
+        assert edge.quick_reports == 2
+
+
+def test_what_counts_as_a_move(tmp_path):
+    from lbmgmt.edge.config import EdgeConfig
+    from lbmgmt.edge.daemon import EdgeDaemon
+    edge = EdgeDaemon(EdgeConfig("e:1", tmp_path / "t", tmp_path / "g"), targets=[])
+    for reported, now, moved in ((0, 0.9, False), (0, 1, True), (50, 54.9, False),
+                                 (50, 55, True), (50, 45, True), (5, 4.2, False)):
+        edge._reported_load, edge.load = reported, now
+        assert edge._moved() is moved, (reported, now)
+    edge.load_error = "monitor: down"  # a health change is a move whatever the load
+    assert edge._moved()

@@ -61,12 +61,15 @@ def test_the_config_loader_takes_the_bounds_and_refuses_past_them(setting: Setti
 def beans() -> dict[str, MBean]:
     core = BalancerCore(SharedKey("k"), timeout=5.0, grace=0.5, max_clock_skew=30.0)
 
-    class Sender:  # what SenderMBean reads for MessageInterval, no more
+    class Sender:  # what SenderMBean reads for its settings, no more
         def __init__(self) -> None:
             self.config = edge_config.EdgeConfig("e:1", Path("t"), Path("g"))
 
         def set_message_interval(self, ms: int) -> None:
             self.config.message_interval_ms = edge_config.MESSAGE_INTERVAL.check(ms)
+
+        def set_load_sample(self, ms: int) -> None:
+            self.config.load_sample_ms = edge_config.LOAD_SAMPLE.check(ms)
 
     return {"balancer": BalancerMBean(core, Clocks()),
             "edge": SenderMBean(Sender())}  # type: ignore[arg-type]
