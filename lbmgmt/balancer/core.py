@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -35,12 +35,16 @@ log = logging.getLogger("lbmgmt.balancer")
 # What a client is told when no edge would take it, in every protocol's own wrapping.
 NO_SERVER = "no available server"
 WARN_INTERVAL = 60.0  # seconds between two warnings of one cause (a sender's key or clock)
+BAD_AUTH_HOSTS_SAID = 10  # hosts whose wrong key is said per WARN_INTERVAL, at most
 CLOCK_CHECK_INTERVAL = 10.0  # seconds between two looks at whether our own clock is off
 # The report port is overloaded when the kernel dropped datagrams since the last sweep, or
-# datagrams that fail to open (or are throttled) come faster than this a second; then no
-# edge leaves the pool, until it has been quiet for OVERLOAD_HOLD seconds.
+# datagrams that fail to open (after the gate: crypto spent on them) come faster than this
+# a second; then no edge leaves the pool, until it has been quiet for OVERLOAD_HOLD
+# seconds, or for MAX_FREEZE at most in one overload (past that, an edge that died during
+# it must go: silence counts again until the overload has ended once).
 OVERLOAD_BAD_RATE = 1000.0
 OVERLOAD_HOLD = 2.0
+MAX_FREEZE = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +197,22 @@ class BalancerCore:
         self.addresses: dict[str, str] = {}
         self.listeners: list[Callable[[RegistryEvent], None]] = []
         self.warnings = Throttle(WARN_INTERVAL)  # rejected reports an operator must hear of
+        self._bad_auth_said: deque[float] = deque()
+        self._bad_auth_unsaid = 0
         self.dropped_senders = DroppedSenders()
         self._next_clock_check = float("-inf")
         # Grows with every change of what a state file keeps (reports taken, edges
         # joining, leaving, drained): the daemon saves only when it moved.
         self.revision = 0
         self.gate = ReportGate()
-        self.forgotten = 0  # senders whose state was let go (replay marks, departed entries)
+        self._pruned = 0  # senders whose replay state was let go
         self.overload = OverloadStats()
         self._bad_since_sweep = 0
         self._last_sweep: float | None = None
         self._kernel_drops: int | None = None
         self._overloaded_until = float("-inf")
+        self._frozen_since: float | None = None
+        self._freeze_spent = False  # this overload froze for MAX_FREEZE: no more
 
     # -- reports in -------------------------------------------------------------------
     def receive_datagram(self, data: bytes, *, now: float, wall: float,
@@ -213,9 +221,9 @@ class BalancerCore:
         if it is a good report, else counted, and said if an operator must act (a wrong
         key, a skewed clock). A source that is flooding gets no crypto work at all."""
         receiver = self.receiver
-        if not self.gate.admit(source, now):
+        if not self.gate.admit(source, now) and not receiver.knows(data):
+            # (no genuine report was lost for it: not a sign of overload by itself)
             receiver.drops[DropReason.THROTTLED] += 1
-            self._bad_since_sweep += 1
             return
         event = receiver.receive(data, wall)
         if isinstance(event, ReportAccepted):
@@ -226,13 +234,11 @@ class BalancerCore:
             if entry is not None and entry.interval >= entry.leave_after:
                 self._cannot_stay(entry, source, now)
         else:
-            if event.guid is not None:  # (not a datagram that is not ours at all)
+            if event.guid is not None:  # it cost crypto: charged to its source
                 self.dropped_senders.heard(event, source, now)
-            if event.reason is DropReason.BAD_AUTH:
                 self.gate.bad(source, now)
                 self._bad_since_sweep += 1
-                self._say_why(event, source, now)
-            elif event.reason is DropReason.STALE:
+            if event.reason is DropReason.BAD_AUTH or event.reason is DropReason.STALE:
                 self._say_why(event, source, now)
 
     def _cannot_stay(self, entry: ServerEntry, source: tuple[str, int], now: float) -> None:
@@ -256,11 +262,20 @@ class BalancerCore:
         host, source = address[0], join_host_port(*address)
         if drop.reason is DropReason.BAD_AUTH:
             held_back = self.warnings.allow((drop.reason, host), now)
-            if held_back is not None:
-                log.warning("report dropped: it does not open with this balancer's key "
-                            "(a wrong key in the edge's targets file?)", extra=fields(
-                                source=source, claimed_guid=str(drop.guid),
-                                held_back=held_back))
+            if held_back is None:
+                return
+            said = self._bad_auth_said  # many hosts at once (a flood): a few a minute
+            while said and now - said[0] > WARN_INTERVAL:
+                said.popleft()
+            if len(said) >= BAD_AUTH_HOSTS_SAID:
+                self._bad_auth_unsaid += 1
+                return
+            said.append(now)
+            log.warning("report dropped: it does not open with this balancer's key "
+                        "(a wrong key in the edge's targets file?)", extra=fields(
+                            source=source, claimed_guid=str(drop.guid),
+                            held_back=held_back, other_hosts_unsaid=self._bad_auth_unsaid))
+            self._bad_auth_unsaid = 0
             return
         held_back = self.warnings.allow((drop.reason, drop.guid), now)
         if held_back is not None:
@@ -284,12 +299,15 @@ class BalancerCore:
         balancer cannot tell a silent edge from one whose reports it lost (fail static).
         """
         self._check_overload(now, kernel_drops)
-        departed = self.registry.departed_count
         self._emit(self.registry.expire(now))
-        self.forgotten += self.receiver.prune(wall)
-        self.forgotten += max(0, departed - self.registry.departed_count)
+        self._pruned += self.receiver.prune(wall)
         self.gate.prune(now)
         self._check_own_clock(now)
+
+    @property
+    def forgotten(self) -> int:
+        """Senders whose state was let go, in all (replay state, departed entries)."""
+        return self._pruned + self.registry.forgotten
 
     def _check_overload(self, now: float, kernel_drops: int | None) -> None:
         last, self._last_sweep = self._last_sweep, now
@@ -316,13 +334,24 @@ class BalancerCore:
             self._overloaded_until = now + OVERLOAD_HOLD
         registry = self.registry
         if now < self._overloaded_until:
-            if last is not None and registry.frozen:
-                stats.seconds += now - last
-            registry.freeze(now)
-        elif registry.frozen:
-            registry.thaw(now)
-            log.info("report port no longer overloaded: silence counts again",
-                     extra=fields(kernel_drops=stats.kernel_drops))
+            if registry.frozen:
+                if last is not None:
+                    stats.seconds += now - last
+                if self._frozen_since is not None and now - self._frozen_since >= MAX_FREEZE:
+                    registry.thaw(now)
+                    self._freeze_spent = True
+                    log.warning("report port overloaded for longer than an edge may be "
+                                "kept: silence counts again (edges that died meanwhile "
+                                "leave)", extra=fields(max_freeze_s=MAX_FREEZE))
+            elif not self._freeze_spent:
+                registry.freeze(now)
+                self._frozen_since = now
+        else:
+            self._freeze_spent = False
+            if registry.frozen:
+                registry.thaw(now)
+                log.info("report port no longer overloaded: silence counts again",
+                         extra=fields(kernel_drops=stats.kernel_drops))
 
     def _check_own_clock(self, now: float) -> None:
         """Most edges' clocks agree with each other and not with ours: ours is off."""

@@ -152,6 +152,7 @@ class BalancerDaemon:
         self._state_lock = threading.Lock()
         self._state_packed = self._state_written = 0
         self._forgotten_at_trim = 0
+        self._trim: asyncio.Future[None] | None = None  # (a trim in a thread: it may take ms)
         self._trimmed_at = float("-inf")
         self.beans = BalancerBeans(self.core, self.clocks, self.mbeans, state=self.state)
         self.management: ManagementServer | None = (
@@ -378,5 +379,10 @@ class BalancerDaemon:
         if (core.forgotten - self._forgotten_at_trim >= TRIM_AFTER_FORGOTTEN
                 and now - self._trimmed_at >= TRIM_INTERVAL):
             self._forgotten_at_trim, self._trimmed_at = core.forgotten, now
-            release_free_memory()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # (driven by hand, as bench.churn does)
+                release_free_memory()
+            else:
+                self._trim = loop.run_in_executor(None, release_free_memory)
 

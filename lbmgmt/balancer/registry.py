@@ -207,6 +207,7 @@ class ServerRegistry:
         self._by_report_unordered = False  # a report came with an earlier ``now`` (tests)
         # Timed-out entries, oldest first, kept for their return (``REJOIN_WINDOW``).
         self._departed: dict[uuid.UUID, ServerEntry] = {}
+        self.forgotten = 0  # departed entries let go, in all
         # The liveness clock: the monotonic clock less the time the balancer could not hear
         # its edges (an overloaded report port, ``freeze``): no edge leaves for that time.
         self.excused = 0.0
@@ -453,6 +454,7 @@ class ServerRegistry:
             forget.append(guid)
         for guid in forget:
             del departed[guid]
+        self.forgotten += len(forget)
         return [ServerLeft(entry, LeaveReason.TIMED_OUT) for entry in gone]
 
     @property

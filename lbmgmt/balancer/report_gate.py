@@ -15,8 +15,14 @@ address alone:
 - and all such hosts share one more bucket (``SHARED_RATE``), so that many flooding
   hosts cost no more than a few.
 
-Memory is bounded: at most ``MAX_HOSTS`` sources and hosts, the least recently seen
-forgotten first. ``now`` is passed in (monotonic seconds).
+A datagram whose header names a sender the receiver has opened lately (its cipher is
+cached) is let through too (``ReportReceiver.knows``): it costs one AES-GCM check and no
+key derivation, so an edge whose source changed (a restart of its socket) is not locked
+out by a flood. Any datagram that costs crypto and is then dropped (bad-auth, stale,
+replay, a payload that does not decode) is charged to its host.
+
+Memory is bounded: at most ``MAX_TRUSTED`` sources and ``MAX_HOSTS`` hosts, the least
+recently seen forgotten first. ``now`` is passed in (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ RATE = 5.0  # failed datagrams a second one untrusted host may cost
 BURST = 20.0
 SHARED_RATE = 200.0  # ... and all untrusted hosts together
 SHARED_BURST = 400.0
-MAX_HOSTS = 4096
+MAX_HOSTS = 4096  # flooding hosts remembered
+MAX_TRUSTED = 65_536  # edges' sources remembered (a fleet's worth, and more)
 
 
 class _Bucket:
@@ -71,7 +78,7 @@ class ReportGate:
         if source in trusted:
             trusted.move_to_end(source)
         trusted[source] = now
-        if len(trusted) > MAX_HOSTS:
+        if len(trusted) > MAX_TRUSTED:
             trusted.popitem(last=False)
 
     def prune(self, now: float) -> None:

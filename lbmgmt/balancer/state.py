@@ -68,32 +68,35 @@ def state_steps(core: BalancerCore, *, now: float, wall: float,
     ``per_step`` records at a time (a generator for ``steps.finish[_between_turns]``).
     ``now`` is the monotonic clock the registry's times are on, ``wall`` the wall clock
     at the same instant."""
-    parts: list[bytes] = []
-    marks = list(core.receiver.marks())
+    # The servers first, the replay marks last: a report taken between two slices may put
+    # a newer payload in the file, but never a mark older than what the file holds (marks
+    # only move forward), so no report in the file can be taken again after a restart.
+    server_parts: list[bytes] = []
     servers = list(core.registry)
-    drained = list(core.registry.drained)
-    parts.append(HEADER.pack(MAGIC, round(wall * 1000), len(marks), len(servers),
-                             len(drained)))
     pack_mark, pack_server = MARK.pack, SERVER.pack
-    for start in range(0, len(marks), per_step):
-        for m in marks[start:start + per_step]:
-            parts.append(pack_mark(m.guid, m.boot_id, m.sequence, m.timestamp_ms,
-                                   round(m.last_seen * 1000), len(m.retired)))
-            parts.extend(m.retired)
-        yield
     to_wall = wall - now
     for start in range(0, len(servers), per_step):
         for e in servers[start:start + per_step]:
             payload = e.payload
-            parts.append(pack_server(
+            server_parts.append(pack_server(
                 e.guid.bytes, e.boot_id, round((e.last_report + to_wall) * 1000),
                 round((e.first_seen + to_wall) * 1000), round(e.sent_at * 1000),
                 min(e.reports_received, 0xFFFFFFFF), min(e.redirects_total, 0xFFFFFFFF),
                 FLAG_DRAINED if e.drained else 0, len(payload)))
-            parts.append(payload)
+            server_parts.append(payload)
         yield
-    parts.extend(guid.bytes for guid in drained)
-    body = b"".join(parts)
+    marks = list(core.receiver.marks())
+    mark_parts: list[bytes] = []
+    for start in range(0, len(marks), per_step):
+        for m in marks[start:start + per_step]:
+            mark_parts.append(pack_mark(m.guid, m.boot_id, m.sequence, m.timestamp_ms,
+                                        round(m.last_seen * 1000), len(m.retired)))
+            mark_parts.extend(m.retired)
+        yield
+    drained = list(core.registry.drained)
+    body = b"".join([HEADER.pack(MAGIC, round(wall * 1000), len(marks), len(servers),
+                                 len(drained)), *mark_parts, *server_parts,
+                     *(guid.bytes for guid in drained)])
     return body + _mac(core.receiver.master_key, body)
 
 
@@ -119,7 +122,8 @@ class _Reader:
 def restore(core: BalancerCore, data: bytes, *, now: float, wall: float) -> Restored:
     """Take a state file's marks and pool into ``core`` (a fresh one, before its first
     datagram): marks whose senders are silent past twice the skew window are left (their
-    datagrams are stale anyway), and servers past their time by ``now``. Raises
+    datagrams are stale anyway), and servers past their time by ``now``, or all of them if
+    ``wall`` is before the save (the clock went back: their age is unknown). Raises
     StateFileError, having taken nothing, if the bytes are not a state file written under
     this core's key."""
     if len(data) < HEADER.size + MAC_SIZE:
@@ -152,6 +156,11 @@ def restore(core: BalancerCore, data: bytes, *, now: float, wall: float) -> Rest
     registry.drained.update(drained)
     events: list[RegistryEvent] = []
     too_old = 0
+    if wall < saved_ms / 1000:
+        # The clock went back past the save: how long the balancer was down is unknown,
+        # and the pool may be any age. The marks still hold (they never let more in).
+        saved_pool, saved = saved, []
+        too_old = len(saved_pool)
     saved.sort(key=lambda s: s[0][2])  # least recently heard first, as the registry files
     for (guid, boot, last_ms, first_ms, sent_ms, received, redirects, _flags, _n), payload \
             in saved:
@@ -160,7 +169,7 @@ def restore(core: BalancerCore, data: bytes, *, now: float, wall: float) -> Rest
         except MalformedPayload:
             too_old += 1
             continue
-        age = max(0.0, wall - last_ms / 1000)  # (a clock stepped back: as if just heard)
+        age = max(0.0, wall - last_ms / 1000)
         if age > registry.leave_after(report.interval_ms / 1000):
             too_old += 1
             continue

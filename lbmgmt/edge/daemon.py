@@ -386,8 +386,8 @@ class EdgeDaemon:
 
     def _moved(self) -> bool:
         """The load moved by max(1, 10 %) since the last report, or its health changed."""
-        if self.load_error != self._reported_error:
-            return True
+        if (self.load_error is None) != (self._reported_error is None):
+            return True  # (healthy or not: a failure whose words change is no move)
         last = self._reported_load
         return abs(self.load - last) >= max(MOVE_ABSOLUTE, MOVE_RELATIVE * last)
 

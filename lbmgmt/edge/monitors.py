@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import errno
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -127,10 +128,14 @@ class TcpConnectionsMonitor(LoadMonitor):
         if self.netlink:
             try:
                 return sockdiag.port_states(self.ports)
-            except sockdiag.SockDiagError as exc:
-                raise MonitorError(str(exc)) from None
-            except OSError:  # no sock_diag here (not Linux, or netlink refused): /proc
+            except sockdiag.SockDiagUnavailable:  # not Linux, netlink refused: /proc
                 self.netlink = False
+            except sockdiag.SockDiagError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise MonitorError(str(exc)) from None
+                self.netlink = False  # the kernel refused the filter: /proc from now on
+            except OSError as exc:  # a passing error (timeout, no buffer): this read only
+                raise MonitorError(f"sock_diag: {exc.strerror or exc}") from None
         counts: Counter[tuple[int, int]] = Counter()
         found = False
         for path in self.proc_files:

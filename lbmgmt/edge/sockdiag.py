@@ -26,7 +26,8 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_JMP = 1
-INET_DIAG_BC_S_EQ = 11
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
 
 TCP_ESTABLISHED = 1
 TCP_LISTEN = 10
@@ -43,12 +44,17 @@ class SockDiagError(OSError):
     """The kernel refused or cut short the dump."""
 
 
+class SockDiagUnavailable(OSError):
+    """This host has no sock_diag for us (not Linux, or netlink refused)."""
+
+
 def port_filter(ports: Iterable[int]) -> bytes:
     """Bytecode the kernel runs on each socket: its local port is one of ``ports``.
 
-    As ss compiles ``sport = :A or sport = :B``: each port is a test (an S_EQ op, then an
-    op whose ``no`` holds the port) that goes on to the next op when it matches and skips
-    past the next op and 4 bytes more when not. Between two tests a JMP (which always
+    Each port is a test of two comparisons, ``sport >= p`` then ``sport <= p`` (each an
+    op, then an op whose ``no`` holds the port), as older ss compiles ``sport = :p``: the
+    equality op (S_EQ) came only with Linux 4.16. A comparison that holds goes on to the
+    next op; one that fails skips to the next test. Between two tests a JMP (which always
     takes its ``no``) carries a match to the end; a miss of the last test jumps past the
     end (reject). The kernel checks that every jump lands on an op reached by ``yes``.
     """
@@ -57,10 +63,11 @@ def port_filter(ports: Iterable[int]) -> bytes:
         raise ValueError(f"between 1 and {MAX_PORTS} ports, not {len(ports)}")
     ops = []
     for i, port in enumerate(ports):
-        ops.append(BC_OP.pack(INET_DIAG_BC_S_EQ, 8, 12) + BC_OP.pack(0, 0, port))
+        ops.append(BC_OP.pack(INET_DIAG_BC_S_GE, 8, 20) + BC_OP.pack(0, 0, port)
+                   + BC_OP.pack(INET_DIAG_BC_S_LE, 8, 12) + BC_OP.pack(0, 0, port))
         rest = len(ports) - 1 - i  # tests after this one
         if rest:
-            ops.append(BC_OP.pack(INET_DIAG_BC_JMP, 4, 4 + rest * 8 + (rest - 1) * 4))
+            ops.append(BC_OP.pack(INET_DIAG_BC_JMP, 4, 4 + rest * 16 + (rest - 1) * 4))
     return b"".join(ops)
 
 
@@ -105,11 +112,15 @@ def port_states(ports: Iterable[int], *, states: int = (1 << TCP_ESTABLISHED) | 
                 families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
                 ) -> Counter[tuple[int, int]]:
     """The host's TCP sockets on ``ports`` (IPv4 and IPv6), counted by (state, port).
-    Blocking: a few milliseconds whatever the host's socket count. OSError if this host
-    has no sock_diag (not Linux, or netlink refused)."""
+    Blocking: a few milliseconds on a quiet host. SockDiagUnavailable if this host has no
+    sock_diag (not Linux, or netlink refused); SockDiagError if the kernel said no."""
     ports = list(ports)
     counts: Counter[tuple[int, int]] = Counter()
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    except (OSError, AttributeError) as exc:  # (no AF_NETLINK off Linux)
+        raise SockDiagUnavailable(getattr(exc, "errno", None) or 0, str(exc)) from None
+    with sock:
         sock.settimeout(5.0)
         for seq, family in enumerate(families, 1):
             sock.send(dump_request(family, ports, states=states, seq=seq))

@@ -267,7 +267,7 @@ def test_a_wrong_key_is_said_once_a_minute_per_sender_with_its_address(caplog):
     [first] = warnings_of(caplog)
     assert "key" in first.getMessage()
     assert first.fields == {"source": "10.0.0.9:40000", "claimed_guid": str(guid),  # type: ignore[attr-defined]
-                            "held_back": 0}
+                            "held_back": 0, "other_hosts_unsaid": 0}
     core.receive_datagram(sealed(guid, wrong, sent=WALL + 61), now=61, wall=WALL + 61,
                           source=("10.0.0.9", 40001))  # same host, another port: same cause
     assert [r.fields["held_back"] for r in warnings_of(caplog)] == [0, 4]  # type: ignore[attr-defined]

@@ -69,13 +69,16 @@ LISTEN, ESTAB = sockdiag.TCP_LISTEN, sockdiag.TCP_ESTABLISHED
 
 
 def test_the_port_filter_is_what_ss_compiles():
-    # ss -tan '( sport = :1935 or sport = :8080 )': S_EQ, port, JMP over the rest, S_EQ, port
+    # ss -tan '( sport = :1935 or sport = :8080 )', as ss compiled it before Linux 4.16's
+    # S_EQ: each port a >= and a <= test, a JMP to the end between two
     def op(code: int, yes: int, no: int) -> bytes:  # (the kernel's byte order)
         return struct.pack("=BBH", code, yes, no)
     assert sockdiag.port_filter([8080, 1935]) == (
-        op(11, 8, 12) + op(0, 0, 1935)  # S_EQ: match, on to the next op; else skip 12
-        + op(1, 4, 12)  # JMP: a match goes to the end
-        + op(11, 8, 12) + op(0, 0, 8080))  # the last: a miss jumps past the end
+        op(2, 8, 20) + op(0, 0, 1935)  # S_GE: holds, on to the next op; else the next test
+        + op(3, 8, 12) + op(0, 0, 1935)  # S_LE
+        + op(1, 4, 20)  # JMP: a match goes to the end
+        + op(2, 8, 20) + op(0, 0, 8080)  # the last: a miss jumps past the end (reject)
+        + op(3, 8, 12) + op(0, 0, 8080))
     with pytest.raises(ValueError):
         sockdiag.port_filter([])
 
@@ -86,6 +89,28 @@ def test_a_refusal_from_the_kernel_is_an_error_not_an_empty_answer():
         sockdiag.parse_dump(header + (-22).to_bytes(4, sys.byteorder, signed=True), Counter())
     with pytest.raises(sockdiag.SockDiagError, match="truncated"):
         sockdiag.parse_dump(sockdiag.NLMSGHDR.pack(99, 20, 0, 1, 0), Counter())
+
+
+async def test_a_kernel_that_refuses_the_filter_sends_the_monitor_to_proc(monkeypatch):
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        monitor = TcpConnectionsMonitor([port])
+
+        def refused(ports):
+            raise sockdiag.SockDiagError(22, "sock_diag: Invalid argument")
+        monkeypatch.setattr(sockdiag, "port_states", refused)
+        assert await monitor.read() == 0 and not monitor.netlink  # read from /proc
+
+        def passing(ports):
+            raise TimeoutError("timed out")
+        again = TcpConnectionsMonitor([port])
+        monkeypatch.setattr(sockdiag, "port_states", passing)
+        with pytest.raises(MonitorError, match="sock_diag"):
+            await again.read()
+        assert again.netlink  # a passing error: netlink still next time
+    finally:
+        server.close()
 
 
 def test_the_kernel_answers_for_the_watched_ports_only_ipv4_and_ipv6():

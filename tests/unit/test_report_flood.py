@@ -7,7 +7,7 @@ import logging
 import os
 import uuid
 
-from lbmgmt.balancer.core import BalancerCore
+from lbmgmt.balancer.core import MAX_FREEZE, BalancerCore
 from lbmgmt.balancer.report_gate import BURST, RATE
 from lbmgmt.status import DropReason, EdgeState, Report, ReportSealer, SharedKey
 
@@ -75,32 +75,94 @@ def sweep(core: BalancerCore, t: float, **kw) -> None:
     core.handle_timer(now=t, wall=WALL + t, **kw)
 
 
-def test_no_edge_leaves_while_bad_datagrams_flood_and_silence_counts_after(caplog):
+def test_no_edge_leaves_while_the_kernel_drops_reports_and_silence_counts_after(caplog):
     core = new_core()
     edge = ReportSealer(uuid.UUID(int=1))
     core.receive_datagram(good(edge, 0), now=0, wall=WALL, source=EDGE)
-    sweep(core, 0)
+    sweep(core, 0, kernel_drops=0)
     flood = keyless(20)
-    t = 0.0
-    while t < 30:  # 30 s of flood at 4000 a second; every one of the edge's reports lost
+    t, dropped = 0.0, 0
+    while t < 30:  # 30 s of flood, the kernel dropping; every one of the edge's reports lost
         t = round(t + 0.25, 2)
         for i in range(1000):
             core.receive_datagram(flood[i % 20], now=t, wall=WALL + t,
                                   source=(f"10.1.{i % 250}.{i // 250}", 1))
-        sweep(core, t)
+        dropped += 500
+        sweep(core, t, kernel_drops=dropped)
         assert core.redirect("http", t) is not None, f"pool empty at {t} s"
     assert len(core.registry) == 1 and core.registry.frozen
     assert core.overload.episodes == 1 and core.overload.seconds >= 29
     [said] = [r for r in caplog.records if r.getMessage().startswith("report port overloaded")]
     assert said.levelname == "WARNING"
     # the flood ends: after OVERLOAD_HOLD silence counts again, from where it stood
-    sweep(core, 30.25)
-    sweep(core, 32.5)
+    sweep(core, 30.25, kernel_drops=dropped)
+    sweep(core, 32.5, kernel_drops=dropped)
     assert not core.registry.frozen and len(core.registry) == 1
     entry = core.registry.get(edge.guid)
     assert entry is not None and core.registry.is_available(entry, 32.5)
-    sweep(core, 32.5 + 1.05)  # counted silence past the 1 s floor: it leaves now
+    sweep(core, 32.5 + 1.05, kernel_drops=dropped)  # counted silence past the 1 s floor
     assert len(core.registry) == 0
+
+
+def test_a_flood_the_gate_turns_away_costs_no_report_and_freezes_nothing():
+    core = new_core()
+    edge = ReportSealer(uuid.UUID(int=1))
+    core.receive_datagram(good(edge, 0), now=0, wall=WALL, source=EDGE)
+    flood = keyless(20)
+    for step in range(1, 9):  # 4000 a second, turned away before any crypto
+        t = step * 0.25
+        for i in range(1000):
+            core.receive_datagram(flood[i % 20], now=t, wall=WALL + t, source=FLOODER)
+        sweep(core, t, kernel_drops=0)
+    assert core.receiver.drops[DropReason.THROTTLED] > 7000
+    assert not core.registry.frozen and len(core.registry) == 0  # the dead edge went
+
+
+def test_no_overload_keeps_a_dead_edge_for_more_than_max_freeze(caplog):
+    core = new_core()
+    edge = ReportSealer(uuid.UUID(int=1))
+    core.receive_datagram(good(edge, 0), now=0, wall=WALL, source=EDGE)
+    t, dropped = 0.0, 0
+    while t < MAX_FREEZE + 5:  # the kernel drops for ever; the edge is dead
+        t = round(t + 0.25, 2)
+        dropped += 100
+        sweep(core, t, kernel_drops=dropped)
+    assert len(core.registry) == 0
+    assert any(r.getMessage().startswith("report port overloaded for longer")
+               for r in caplog.records)
+
+
+def test_replays_cost_no_crypto_at_all():
+    core = new_core()
+    edge = ReportSealer(uuid.UUID(int=1))
+    captured = good(edge, 0)
+    core.receive_datagram(captured, now=0, wall=WALL, source=EDGE)
+    opened = []
+
+    class Counting:  # the edge's cached cipher, counting what it is asked to open
+        def __init__(self, cipher) -> None:
+            self.cipher = cipher
+
+        def decrypt(self, *args):
+            opened.append(1)
+            return self.cipher.decrypt(*args)
+    ciphers = core.receiver._ciphers
+    [key] = list(ciphers)
+    ciphers[key] = Counting(ciphers[key])  # type: ignore[assignment]
+    for _ in range(200):  # one captured report, replayed from elsewhere at line rate
+        core.receive_datagram(captured, now=0.1, wall=WALL, source=FLOODER)
+    assert core.receiver.drops[DropReason.REPLAY] == 200 and opened == []
+
+
+def test_an_edge_whose_source_changed_is_let_through_by_its_known_header():
+    core = new_core()
+    edge = ReportSealer(uuid.UUID(int=1))
+    core.receive_datagram(good(edge, 0), now=0, wall=WALL, source=EDGE)
+    moved = (EDGE[0], 50000)  # its socket was made anew; its host floods meanwhile
+    for datagram in keyless(100):
+        core.receive_datagram(datagram, now=0.1, wall=WALL, source=(EDGE[0], 6666))
+    core.receive_datagram(good(edge, 0.2), now=0.2, wall=WALL, source=moved)
+    assert core.receiver.accepted == 2
 
 
 def test_kernel_drops_on_the_report_socket_also_hold_the_pool():
@@ -127,6 +189,6 @@ def test_a_quiet_report_port_lets_silent_edges_leave_as_ever():
 
 def test_logs_name_the_flood_once(caplog):
     caplog.set_level(logging.INFO)
-    test_no_edge_leaves_while_bad_datagrams_flood_and_silence_counts_after(caplog)
+    test_no_edge_leaves_while_the_kernel_drops_reports_and_silence_counts_after(caplog)
     assert any(r.getMessage().startswith("report port no longer overloaded")
                for r in caplog.records)

@@ -94,6 +94,29 @@ def test_edges_past_their_time_and_senders_past_the_skew_window_are_left():
     assert restored.marks == 2 and later.receiver.peer_count == 2
 
 
+def test_a_clock_gone_back_past_the_save_keeps_the_marks_not_the_pool():
+    old, _, taken = a_pool()
+    data = finish(state_steps(old, now=103, wall=WALL + 3))
+    new = new_core()
+    restored = restore(new, data, now=0, wall=WALL + 1)  # before the save: age unknown
+    assert (restored.servers, restored.too_old, restored.marks) == (0, 3, 3)
+    new.receive_datagram(taken[0], now=0, wall=WALL + 1)
+    assert new.receiver.drops[DropReason.REPLAY] == 1
+
+
+def test_a_report_taken_while_the_file_is_packed_is_never_taken_again():
+    old, sealers, _ = a_pool()
+    steps = state_steps(old, now=103, wall=WALL + 3, per_step=1)
+    next(steps)  # the first server packed; then a new report of "a" arrives
+    late = report(sealers["a"], "a:1935", 9, at=3)
+    old.receive_datagram(late, now=103, wall=WALL + 3)
+    data = finish(steps)
+    new = new_core()
+    restore(new, data, now=0, wall=WALL + 4)
+    new.receive_datagram(late, now=0, wall=WALL + 4)  # replayed after a crash
+    assert new.receiver.drops[DropReason.REPLAY] == 1 and new.receiver.accepted == 0
+
+
 def test_packing_a_slice_at_a_time_gives_the_same_bytes():
     old, _, _ = a_pool()
     steps = state_steps(old, now=103, wall=WALL + 3, per_step=1)
