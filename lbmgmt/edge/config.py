@@ -18,9 +18,9 @@ MESSAGE_INTERVAL = Setting(
     "Time between two reports to every balancer")
 LOAD_SAMPLE = Setting(
     "edge", "load_sample_ms", "LoadSample", 50, 0, 60_000, "ms",
-    "How often the load is read between reports (less often if a read takes over a tenth "
-    "of it): a change of max(1, 10 %) since the last report, or the monitor failing or "
-    "answering again, is reported at once, at most every 100 ms (0: only at each report)")
+    "How often the load is read between reports: a change of max(1, 10 %) since the last "
+    "report, or the monitor failing or answering again, is reported at once, at most every "
+    "100 ms (0: only at each report)")
 SETTINGS = (MESSAGE_INTERVAL, LOAD_SAMPLE)
 
 

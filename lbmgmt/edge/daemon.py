@@ -47,7 +47,6 @@ STOP_COPY_GAP = 0.02
 MOVE_ABSOLUTE = 1.0
 MOVE_RELATIVE = 0.10
 QUICK_REPORT_GAP = 0.1  # ... and no sooner than this after the last report
-SAMPLE_BUDGET = 0.1  # the load is read between reports at most this share of the time
 
 
 @dataclass(slots=True)
@@ -107,7 +106,6 @@ class EdgeDaemon:
         self._reported_error: str | None = None
         self._reported_at = float("-inf")
         self.quick_reports = 0  # reports sent between intervals for a load move
-        self._read_cost = 0.0  # seconds the monitor's last read took
         self._loop_failures = Throttle(60.0)  # one traceback a minute per kind of failure
         self.reports_sent = 0
         self.send_errors = 0
@@ -361,12 +359,8 @@ class EdgeDaemon:
             # answers (current_report): a media server too slow to say its load is not
             # one to send viewers to.
             timeout = min(MONITOR_TIMEOUT, max(0.05, self.message_interval / 2))
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(timeout):
-                    load = await self.monitor.read()
-            finally:
-                self._read_cost = time.monotonic() - started
+            async with asyncio.timeout(timeout):
+                load = await self.monitor.read()
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)
@@ -399,8 +393,8 @@ class EdgeDaemon:
             # Until the next report, or the next load sample if sooner.
             wait = next_report - loop.time()
             sample = self.config.load_sample_ms / 1000
-            if sample > 0:  # (a costly monitor is read less often: SAMPLE_BUDGET)
-                wait = min(wait, max(sample, self._read_cost / SAMPLE_BUDGET))
+            if sample > 0:
+                wait = min(wait, sample)
             # asyncio.timeout, not wait_for (here, in _refresh_load and _connect): on 3.11
             # wait_for drops a cancel that arrives as what it awaits completes, and stop()
             # would wait a whole interval for this task. _stopped is checked for the same.
