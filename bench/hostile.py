@@ -199,7 +199,9 @@ def run(name: str, attack: Attack | None, seconds: float, edges: int,
     big = name in ("server-info", "none-10k")  # 10 000 edges: server-info's baseline
     lb = ProcessFleet(tmp, verbose=False).balancer(
         f"lb-{name}", cpu=0, timeout_ms=600_000 if big else 2500,
-        config={"rtmp": {"apps": {"redirect": {"mode": "redirect"},
+        # (out after 2.5 s unread, as before missed_reports: the probe stays as sharp)
+        config={"balancer": {"max_silence_ms": 600_000 if big else 2500},
+                "rtmp": {"apps": {"redirect": {"mode": "redirect"},
                                   "live": {"mode": "proxy"}}}}).wait_ready()
     try:
         wait_port(lb.http_port)
