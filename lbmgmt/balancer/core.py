@@ -189,6 +189,7 @@ class BalancerCore:
                                        missed_reports=missed_reports, max_silence=max_silence)
         self.receiver = ReportReceiver(key, max_age=max_clock_skew)
         self.redirector_spec = redirector
+        self.configured_redirector = redirector  # the one a config file named (may be a plug-in)
         self.redirector: Redirector = redirector_class(redirector)()
         self.redirector.attach(self.registry)
         self.redirects_served: Counter[str] = Counter()

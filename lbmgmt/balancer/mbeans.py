@@ -89,12 +89,18 @@ class BalancerMBean(MBean):
         self.core.registry.timeout = value / 1000
 
     @attribute("string", "Strategy choosing the edge for each new client: "
-                         + ", ".join(BUILTIN_REDIRECTORS) + " or module:Class", metric=None)
+                         + ", ".join(BUILTIN_REDIRECTORS) + ", or the module:Class the "
+                         "config file named (no other code is loaded over management)",
+               metric=None)
     def Redirector(self) -> str:
         return self.core.redirector_spec
 
     @Redirector.setter
     def _set_redirector(self, value: str) -> None:
+        if value not in BUILTIN_REDIRECTORS and value != self.core.configured_redirector:
+            raise ValueError("Redirector over management takes "
+                             + ", ".join(BUILTIN_REDIRECTORS) + " or the one the config file "
+                             "names: a module:Class is named only in the config file")
         try:
             self.core.set_redirector(value)
         except PluginError as exc:

@@ -22,6 +22,11 @@ class ManagementConfig:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     notification_buffer: int = 1000
+    # Names a request's Host may carry besides IP addresses and localhost (a page on
+    # another name that resolves here is DNS rebinding), and origins a browser may call
+    # from besides the port's own.
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
 
 def is_loopback(host: str) -> bool:
@@ -55,9 +60,15 @@ def load_management(cfg: ConfigFile, default_port: int) -> ManagementConfig:
     if (cert is None) != (key is None):
         section.fail("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")
     buffer = section.get_int("notification_buffer", 1000, min=10, max=1_000_000)
+    hosts = tuple(h.lower() for h in section.get_str_list("allowed_hosts", []))
+    origins = tuple(o.rstrip("/").lower() for o in section.get_str_list("allowed_origins", []))
+    for origin in origins:
+        if "://" not in origin:
+            section.fail("allowed_origins", f"{origin!r} is not an origin (scheme://host[:port])")
     section.finish()
     base = cfg.path.parent
     return ManagementConfig(listen=listen, enabled=enabled, credentials=credentials,
                             tls_cert_file=base / cert if cert else None,
                             tls_key_file=base / key if key else None,
-                            notification_buffer=buffer)
+                            notification_buffer=buffer, allowed_hosts=hosts,
+                            allowed_origins=origins)

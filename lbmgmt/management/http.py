@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +27,7 @@ from lbmgmt.management.jsonrpc import JsonRpcDispatcher
 from lbmgmt.management.mbean import MBean, attribute
 from lbmgmt.management.metrics import Metrics
 from lbmgmt.management.server import MBeanServer, Role
+from lbmgmt.throttle import Throttle
 
 log = logging.getLogger("lbmgmt.management")
 
@@ -66,6 +69,13 @@ class ManagementMBean(MBean):
     def RefusedLogins(self) -> int:
         return self.port.limiter.refused_total
 
+    @attribute("object", "Requests refused before any login, by why: host (a name that is "
+               "not this port's: DNS rebinding), origin (a page elsewhere), content_type "
+               "(not application/json: a form or a no-preflight fetch)", metric="counter",
+               metric_label="reason")
+    def RefusedRequests(self) -> dict[str, int]:
+        return dict(self.port.refused)
+
     @attribute("integer", "Long polls (pollNotifications) waiting for a notification now")
     def ParkedPolls(self) -> int:
         return self.port.parked_polls
@@ -94,6 +104,8 @@ class ManagementServer:
         self.pulse: NotificationPulse | None = None
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
+        self.refused: Counter[str] = Counter({"host": 0, "origin": 0, "content_type": 0})
+        self._said = Throttle(60.0)
         server.register("lbmgmt:type=Management", ManagementMBean(self))
 
     @property
@@ -113,7 +125,8 @@ class ManagementServer:
 
     async def start(self) -> None:
         self.pulse = NotificationPulse(self.server.notifications)
-        app = web.Application(client_max_size=MAX_REQUEST, middlewares=[self._authenticate])
+        app = web.Application(client_max_size=MAX_REQUEST,
+                              middlewares=[self._guard, self._authenticate])
         app.router.add_post("/jsonrpc", self._jsonrpc)
         app.router.add_get("/metrics", self._metrics)
         self._runner, self.address = await serve_app(app, self.config.listen,
@@ -135,6 +148,60 @@ class ManagementServer:
         if self.pulse is not None:
             self.pulse.close()
         await close_runner(runner, log=log, name="management port")
+
+    # -- what a browser could forge ----------------------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Refuse what a web page could make a browser send, before any login: a Host
+        that names another site (DNS rebinding), an Origin that is not this port's, a
+        POST that is not application/json (forms and simple requests skip CORS)."""
+        refusal = self._refusal(request)
+        if refusal is None:
+            return await handler(request)
+        status, reason, message = refusal
+        self.refused[reason] += 1
+        client = request.remote or "?"
+        held_back = self._said.allow((reason, client), self.monotonic())
+        if held_back is not None:
+            log.warning("management request refused", extra=fields(
+                client=client, reason=reason, detail=message, held_back=held_back))
+        return web.json_response({"error": message}, status=status)
+
+    def _refusal(self, request: web.Request) -> tuple[int, str, str] | None:
+        host = request.headers.get("Host")
+        if host is not None and not self._host_allowed(host):
+            return (421, "host", f"Host {host[:100]!r} is not this port's address "
+                                 "(an IP address, localhost, or [management] allowed_hosts)")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin, host, request.secure):
+            return (403, "origin", f"Origin {origin[:100]!r} may not call this port "
+                                   "([management] allowed_origins)")
+        if request.method == "POST" and request.content_type != "application/json":
+            return (415, "content_type", "POST /jsonrpc takes Content-Type: application/json")
+        return None
+
+    def _host_allowed(self, host: str) -> bool:
+        name = host.strip().lower()
+        if name.startswith("["):  # [v6]:port
+            name = name[1:name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        if name == "localhost" or name in self.config.allowed_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def _origin_allowed(self, origin: str, host: str | None, secure: bool) -> bool:
+        origin = origin.strip().rstrip("/").lower()
+        if origin in self.config.allowed_origins:
+            return True
+        scheme = "https" if secure else "http"
+        return host is not None and origin == f"{scheme}://{host.strip().lower()}"
 
     # -- auth ------------------------------------------------------------------
     @web.middleware

@@ -61,7 +61,8 @@ def test_demo_prints_urls_that_work_with_curl(tmp_path, daemon_loop):
         assert f"lbmgmt get {mgmt} lbmgmt:type=Balancer" in text
         r = curl(f"http://{mgmt}/metrics")
         assert "lbmgmt_balancer_server_count 3.0" in r.stdout
-        r = curl("-d", '{"jsonrpc":"2.0","id":1,"method":"getAttribute",'
+        r = curl("-H", "Content-Type: application/json",
+                 "-d", '{"jsonrpc":"2.0","id":1,"method":"getAttribute",'
                  '"params":["lbmgmt:type=Balancer","ServerCount"]}', f"http://{mgmt}/jsonrpc")
         assert json.loads(r.stdout) == {"jsonrpc": "2.0", "id": 1, "result": 3}
     finally:

@@ -23,6 +23,7 @@ from tests.e2e.fleet import DEADLINE, HOST, Fleet, free_port, wait_until
 pytestmark = pytest.mark.e2e
 BAL = "lbmgmt:type=Balancer"
 SENDER = "lbmgmt:type=Sender"
+JSON = {"Content-Type": "application/json"}
 
 
 class Rpc:
@@ -34,7 +35,8 @@ class Rpc:
 
     async def raw(self, payload, timeout=10.0):
         async with self.session.post(f"{self.url}/jsonrpc", data=json.dumps(payload),
-                                     headers=self.headers, ssl=self.ssl,
+                                     headers={"Content-Type": "application/json",
+                                              **self.headers}, ssl=self.ssl,
                                      timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             return r.status, (await r.json() if r.status in (200, 401, 429) else None)
 
@@ -54,6 +56,11 @@ class Rpc:
         answer = await self.call(method, *params)
         assert "error" in answer, answer
         return answer["error"]["code"]
+
+    async def error(self, method, *params):
+        answer = await self.call(method, *params)
+        assert "error" in answer, answer
+        return answer["error"]
 
 
 async def up(fleet: Fleet, rpc: Rpc) -> None:
@@ -144,11 +151,11 @@ async def test_every_error_code_over_http(fleet):
                           ["00000000-0000-0000-0000-000000000001"]) == -32007
     assert await rpc.code("getAttribute", BAL) == -32602
     assert await rpc.code("nope") == -32601
-    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"{oops") as r:
+    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"{oops", headers=JSON) as r:
         assert r.status == 200 and (await r.json())["error"]["code"] == -32700
-    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"\xff\xfe") as r:
+    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"\xff\xfe", headers=JSON) as r:
         assert (await r.json())["error"]["code"] == -32700
-    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"x" * 300_000) as r:
+    async with fleet.session.post(f"{lb.mgmt_url}/jsonrpc", data=b"x" * 300_000, headers=JSON) as r:
         assert r.status == 413
     status, answer = await rpc.raw({"jsonrpc": "2.0", "method": "version"})  # notification
     assert status == 204
@@ -467,3 +474,70 @@ async def test_stdlib_example_script_reads_everything_and_follows(fleet):
     assert f"lbmgmt:type=Server,guid={edge.guid}" in text
     assert "rw MessageTimeout" in text and "op drainServer(guid: string)" in text
     assert "lbmgmt.server.left" in text
+
+
+# -- what a web page could make a browser send (issue 13) -------------------------------
+SET_GRACE = json.dumps({"jsonrpc": "2.0", "method": "setAttribute",
+                        "params": [BAL, "Grace", 501], "id": 1})
+
+
+async def post(fleet: Fleet, port: int, headers: dict[str, str]) -> int:
+    async with fleet.session.post(f"http://{HOST}:{port}/jsonrpc", data=SET_GRACE,
+                                  headers=headers) as r:
+        return r.status
+
+
+@pytest.mark.parametrize(("headers", "status", "reason"), [
+    # the attack as found: a page on attacker.example, DNS-rebound to the loopback port
+    ({"Host": "attacker.example:8084", "Origin": "http://attacker.example",
+      "Content-Type": "text/plain"}, 421, "host"),
+    # the same page without rebinding: a cross-origin "simple" request, no preflight
+    ({"Origin": "http://attacker.example", "Content-Type": "text/plain"}, 403, "origin"),
+    # a form post from a page the browser opened from disk, or a sandboxed frame
+    ({"Origin": "null", "Content-Type": "application/json"}, 403, "origin"),
+    # no Origin (curl, an old browser's form): still not JSON
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "content_type"),
+    ({"Content-Type": "text/plain"}, 415, "content_type"),
+])
+async def test_requests_a_web_page_could_forge_are_refused_and_counted(fleet, headers, status,
+                                                                      reason):
+    lb = fleet.balancer()
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    assert await post(fleet, lb.mgmt_port, headers) == status
+    assert await rpc.ok("getAttribute", BAL, "Grace") == 500  # nothing changed
+    refused = await rpc.ok("getAttribute", "lbmgmt:type=Management", "RefusedRequests")
+    assert refused[reason] == 1 and sum(refused.values()) == 1
+    # and the port's own page, curl and scripts still answer
+    same_origin = {"Origin": f"http://{HOST}:{lb.mgmt_port}", "Content-Type": "application/json"}
+    assert await post(fleet, lb.mgmt_port, same_origin) == 200
+    assert await rpc.ok("getAttribute", BAL, "Grace") == 501
+
+
+async def test_names_and_origins_the_operator_lists_are_taken(fleet):
+    lb = fleet.balancer(config={"management": {
+        "allowed_hosts": ["lb.example.net"], "allowed_origins": ["https://ops.example.net"]}})
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    json_type = {"Content-Type": "application/json"}
+    assert await post(fleet, lb.mgmt_port, {"Host": "LB.example.net:8084", **json_type}) == 200
+    assert await post(fleet, lb.mgmt_port, {"Host": "other.example.net", **json_type}) == 421
+    assert await post(fleet, lb.mgmt_port, {"Origin": "https://ops.example.net",
+                                            **json_type}) == 200
+    assert await post(fleet, lb.mgmt_port, {"Origin": "https://evil.example.net",
+                                            **json_type}) == 403
+
+
+async def test_no_code_is_loaded_from_a_management_call(fleet):
+    plugin = "lbmgmt.balancer.redirectors:RoundRobin"  # a module:Class the config names
+    lb = fleet.balancer(config={"balancer": {"redirector": plugin}})
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    error = await rpc.error("setAttribute", BAL, "Redirector", "this:X")
+    assert error["code"] == -32005 and "config file" in error["message"]  # BAD_PARAMETER
+    assert "Zen of Python" not in lb.stderr and "Beautiful is better" not in lb.stderr
+    assert await rpc.ok("setAttribute", BAL, "Redirector", "p2c") == "p2c"  # a built-in
+    assert await rpc.ok("setAttribute", BAL, "Redirector", plugin) == plugin  # the config's
+    error = await rpc.error("setAttribute", BAL, "Redirector",
+                            "lbmgmt.balancer.redirectors:Weighted")
+    assert error["code"] == -32005

@@ -478,3 +478,17 @@ def test_basic_login_cache_is_touched_on_the_loop_only():
     assert creds.cached("ops", "pw") is None
     creds.remember("ops", "pw", creds.users["ops"])
     assert creds.cached("ops", "pw").name == "ops" and creds.cached("ops", "x") is None
+
+
+def test_allowed_origins_must_be_origins(tmp_path):
+    from lbmgmt.configfile import ConfigError, ConfigFile
+    from lbmgmt.management.config import load_management
+    path = tmp_path / "lb.toml"
+    path.write_text('[management]\nallowed_hosts = ["LB.example.net"]\n'
+                    'allowed_origins = ["https://ops.example.net/"]\n')
+    config = load_management(ConfigFile.load(path), 8084)
+    assert config.allowed_hosts == ("lb.example.net",)
+    assert config.allowed_origins == ("https://ops.example.net",)
+    path.write_text('[management]\nallowed_origins = ["ops.example.net"]\n')
+    with pytest.raises(ConfigError, match="allowed_origins"):
+        load_management(ConfigFile.load(path), 8084)
