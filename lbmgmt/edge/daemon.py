@@ -47,6 +47,9 @@ STOP_COPY_GAP = 0.02
 MOVE_ABSOLUTE = 1.0
 MOVE_RELATIVE = 0.10
 QUICK_REPORT_GAP = 0.1  # ... and no sooner than this after the last report
+# Between reports the load is sampled; this many failed reads in a row take the edge out
+# (one read only, when it is read at each report alone).
+FAILED_SAMPLES = 2
 
 
 @dataclass(slots=True)
@@ -106,6 +109,7 @@ class EdgeDaemon:
         self._reported_error: str | None = None
         self._reported_at = float("-inf")
         self.quick_reports = 0  # reports sent between intervals for a load move
+        self._failed_reads = 0  # monitor reads failed in a row
         self._loop_failures = Throttle(60.0)  # one traceback a minute per kind of failure
         self.reports_sent = 0
         self.send_errors = 0
@@ -368,11 +372,15 @@ class EdgeDaemon:
             message = str(exc) or type(exc).__name__
             if not isinstance(exc, (MonitorError, OSError, ValueError, TimeoutError)):
                 message = f"{type(exc).__name__}: {message}"
-            if message != self.load_error:
+            self._failed_reads += 1
+            if self.config.load_sample_ms > 0 and self._failed_reads < FAILED_SAMPLES:
+                return  # (one slow or failed sample on a busy host is not a dead server)
+            if self.load_error is None:
                 log.warning("monitor failed; taking no new clients until it answers",
                             extra=fields(monitor=self.monitor.describe(), error=message))
             self.load_error = message
             return
+        self._failed_reads = 0
         if self.load_error is not None:
             log.warning("monitor answers again; taking clients",
                         extra=fields(monitor=self.monitor.describe()))

@@ -75,8 +75,10 @@ class Listener:
 
 
 async def test_redirects_follow_real_load(fleet):
-    lb = fleet.balancer()
+    # the listeners bind first: a port the kernel hands them can then not be one the
+    # balancer was given (free_port) and has not bound yet
     listeners = {name: Listener() for name in "abc"}
+    lb = fleet.balancer()
     try:
         edges = {name: fleet.edge(name, [lb], monitor={"type": "tcp-connections",
                                                        "ports": [lis.port]})
@@ -453,8 +455,8 @@ async def test_a_keyless_flood_empties_nothing_and_costs_no_crypto(fleet):
 
 
 async def test_a_media_server_that_stops_listening_takes_its_edge_out_until_it_is_back(fleet):
+    listeners = {name: Listener() for name in "ab"}  # (before the balancer: as above)
     lb = fleet.balancer()
-    listeners = {name: Listener() for name in "ab"}
     try:
         edges = {name: fleet.edge(name, [lb], monitor={"type": "tcp-connections",
                                                        "ports": [lis.port]})
@@ -469,10 +471,13 @@ async def test_a_media_server_that_stops_listening_takes_its_edge_out_until_it_i
         await wait_until(lambda: available({"a": "true", "b": "true"}), what="both in")
         port = listeners["a"].port
         listeners["a"].server.close()  # the media server stops listening
+        async def said_why() -> bool:
+            row = (await fleet.servers(lb)).get(edges["a"].address, {})
+            return (row.get("state") == "PAUSED"
+                    and f"nothing listens on port {port}" in row.get("unhealthy", ""))
         await wait_until(lambda: available({"a": "false", "b": "true"}),
                          what="edge a out once nothing listens on its port")
-        row = (await fleet.servers(lb))[edges["a"].address]
-        assert row["state"] == "PAUSED" and f"nothing listens on port {port}" in row["unhealthy"]
+        await wait_until(said_why, what="edge a saying nothing listens on its port")
         assert {await fleet.redirect(lb) for _ in range(10)} == {edges["b"].address}
         again = socket.create_server((HOST, port))  # back on the same port
         try:
