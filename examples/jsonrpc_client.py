@@ -76,15 +76,17 @@ def main():
                 print(f"  op {op['name']}({params}) -> {op['returnType']} "
                       f"[{op['impact']}]{allowed}")
         if args.follow:
-            since, polls = None, 0
+            since, epoch, polls = None, None, 0
             while not args.polls or polls < args.polls:
-                batch = port.call("pollNotifications", since, 25, timeout=25)
+                batch = port.call("pollNotifications", since, 25, None, epoch, timeout=25)
                 polls += 1
+                if batch.get("reset"):
+                    print("(the daemon restarted: its notifications since)")
                 if batch["lost"]:
                     print(f"({batch['lost']} notifications lost)")
                 for n in batch["notifications"]:
                     print(f"{n['sequence']:>6} {n['type']:<28} {n['message']}", flush=True)
-                since = batch["next"]
+                since, epoch = batch["next"], batch.get("epoch")
     except (urllib.error.URLError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

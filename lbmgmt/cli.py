@@ -91,7 +91,8 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token"):
+    if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token",
+                        "new-key"):
         setup_logging(0)
         return script.run(args)
     if args.command == "resolve":

@@ -116,7 +116,8 @@ class Section:
         line = self.file.line_of(self.name, key) or self.file.line_of(self.name, None)
         raise ConfigError(self.file.path, message, line=line, field=f"{self.name}.{key}")
 
-    def _get(self, key: str, default: Any, types: tuple[type, ...], kind: str) -> Any:
+    def _get(self, key: str, default: Any, types: tuple[type, ...], kind: str, *,
+             secret: bool = False) -> Any:
         self._seen.add(key)
         if key not in self.data:
             if default is _REQUIRED:
@@ -127,11 +128,14 @@ class Section:
         value = self.data[key]
         # bool is an int subclass in Python; TOML keeps them apart, so do we.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            self.fail(key, f"must be {kind}, not {type(value).__name__} {value!r}")
+            shown = "" if secret else f" {value!r}"  # a secret is never echoed
+            self.fail(key, f"must be {kind}, not {type(value).__name__}{shown}")
         return value
 
-    def get_str(self, key: str, default: Any = _REQUIRED, *, nonempty: bool = True) -> Any:
-        value = self._get(key, default, (str,), "a string")
+    def get_str(self, key: str, default: Any = _REQUIRED, *, nonempty: bool = True,
+                secret: bool = False) -> Any:
+        """A string; ``secret``: errors name the key and the type, never the value."""
+        value = self._get(key, default, (str,), "a string", secret=secret)
         if nonempty and isinstance(value, str) and key in self.data and not value.strip():
             self.fail(key, "must not be empty")
         return value

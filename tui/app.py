@@ -39,9 +39,12 @@ HELP = """\
 
 | key | does |
 |---|---|
-| `1` `2` `3` `4` | Overview, MBeans, Charts, Notifications |
+| `1` `2` `3` `4` | Overview, MBeans, Charts, Notifications (focus goes into the tab) |
+| `tab` `shift+tab` | the next / previous control in the tab |
+| `escape` | leave a filter or a form |
 | `c` | next connection (when several `HOST:PORT` were given) |
-| `s` | sort the edge table by the next column (or select a column header) |
+| `s` | sort the edge table: again for the other direction, then the next column |
+| `/` | filter the edge table by address, state or GUID (Notifications: by type) |
 | `d` | drain / undrain the selected edge on this balancer |
 | `p` | pause / unpause: this edge, or the selected edge through its own connection |
 | `enter` | MBeans: open the MBean, edit the attribute, or invoke the operation |
@@ -51,8 +54,10 @@ HELP = """\
 | `ctrl+p` | command palette: pause, drain, switch redirector, switch connection |
 | `?` | this help; `q` quits |
 
-ACTION operations ask for confirmation. A `readonly` user sees write controls dimmed, with
-the reason. A lost daemon is retried with backoff; the header says when.
+ACTION operations, drains, pauses and redirector switches ask for confirmation, naming the
+edge's address. While a text field has focus, keys type into it: none runs an action. A
+`readonly` user sees write controls dimmed, with the reason. A lost daemon is retried with
+backoff; the header says when, and its last values are greyed with their age.
 """
 
 
@@ -74,6 +79,11 @@ def widgets_may_be_gone() -> contextlib.AbstractContextManager[None]:
     torn down, its widgets already removed, and then there is nothing to show it in."""
     return contextlib.suppress(NoMatches)
 
+# What a number key focuses: the tab's own control, so arrows and enter act at once.
+TAB_FOCUS = {"overview": "#servers", "mbeans": "#tree", "charts": "Charts",
+             "notifications": "#log"}
+
+
 class LbConsole(App[None]):
     TITLE = "lb-console"
     CSS = """
@@ -86,6 +96,7 @@ class LbConsole(App[None]):
         Binding("4", "tab('notifications')", "Events"),
         Binding("c", "next_connection", "Conn", show=False),
         Binding("s", "sort", "Sort"),
+        Binding("slash", "filter", "Filter"),
         Binding("d", "drain", "Drain"),
         Binding("p", "pause", "Pause"),
         Binding("g", "chart", "Chart"),
@@ -114,6 +125,7 @@ class LbConsole(App[None]):
                             for t in targets]
         self.index = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._status_text = ""
 
     @property
     def current(self) -> Connection:
@@ -187,10 +199,14 @@ class LbConsole(App[None]):
                 state = "[yellow]… connecting[/]"
             parts.append(f"{mark}[{i + 1}] {conn.address} {state}")
         interval = self.current.interval
+        text = f"[b]lb-console {__version__}[/]  every {interval:g}s   " + "   ".join(parts)
         status = self.query("#status")  # empty while the app shuts down: a timer may fire
-        if status:
-            status.first(Static).update(
-                f"[b]lb-console {__version__}[/]  every {interval:g}s   " + "   ".join(parts))
+        if status and text != self._status_text:  # unchanged: nothing to redraw
+            self._status_text = text
+            status.first(Static).update(text)
+        if self.current.state is not LinkState.CONNECTED and self.current.answered_at:
+            with widgets_may_be_gone():  # the stale values' age goes on counting
+                self.query_one(Overview).show(self.current)
 
     def _tab(self) -> str:
         return self.query_one(TabbedContent).active
@@ -214,16 +230,24 @@ class LbConsole(App[None]):
             self._refresh_mbeans()
         elif tab == "notifications":
             self.query_one(Notifications).show(self.current)
+        # Into the tab, not left on the tab bar: arrows and enter work on what it shows.
+        self.query_one(TAB_FOCUS[tab]).focus()
+
+    def action_filter(self) -> None:
+        """``/``: the Notifications tab's type filter there, else the edge table's."""
+        if self._tab() == "notifications":
+            self.query_one("#filter").focus()
+            return
+        if self._tab() != "overview":
+            self.action_tab("overview")
+        self.query_one(Overview).open_filter()
 
     def action_next_connection(self) -> None:
         self.index = (self.index + 1) % len(self.connections)
         self.query_one(Overview).show(self.current)
         self.query_one(Charts).show(self.current)
         self.query_one(Notifications).show(self.current)
-        browser = self.query_one(MBeanBrowser)
-        browser._tree_nodes.clear()
-        browser.query_one(Tree).root.remove_children()
-        browser.info = browser.selected = None
+        self.query_one(MBeanBrowser).clear()  # the next refresh fills it from this daemon
         self._render_status()
         self.refresh_bindings()
         if self._tab() == "mbeans":
@@ -267,15 +291,18 @@ class LbConsole(App[None]):
             self.notify("select an edge in the Overview table first", severity="warning")
             return
         undrain = server["drained"]
-        self.drain(server["guid"], not undrain)
+        self.drain(server, not undrain)
 
-    def drain(self, guid: str, drained: bool) -> None:
+    def drain(self, server: dict[str, Any], drained: bool) -> None:
         conn = self.current
         if conn.readonly:
             self.notify(f"cannot drain: {READONLY_REASON}", severity="warning")
             return
         op = "drainServer" if drained else "undrainServer"
-        self.confirm_invoke(conn, BALANCER, op, [guid], f"{op} {guid}?")
+        verb = "Drain" if drained else "Undrain"
+        self.confirm_invoke(conn, BALANCER, op, [server["guid"]],
+                            f"{verb} {server['redirectAddress']} on {conn.address}?\n"
+                            f"(edge {server['guid']})")
 
     def action_pause(self) -> None:
         conn = self.current
@@ -305,7 +332,9 @@ class LbConsole(App[None]):
             self.notify(f"cannot pause: {READONLY_REASON}", severity="warning")
             return
         op = "pause" if paused else "unpause"
-        self.confirm_invoke(conn, SENDER, op, [], f"{op} edge {conn.address}?")
+        address = conn.overview.get("RedirectAddress") or "this edge"
+        self.confirm_invoke(conn, SENDER, op, [], f"{op.capitalize()} {address} "
+                            f"(management {conn.address})?")
 
     def confirm_invoke(self, conn: Connection, mbean: str, op: str, args: list[Any],
                        question: str) -> None:
@@ -384,12 +413,21 @@ class LbConsole(App[None]):
         if not attr["canWrite"]:
             self.notify(f"cannot set {attr['name']}: {READONLY_REASON}", severity="warning")
             return
-        mbean, conn = browser.selected, self.current
+        mbean, conn, name = browser.selected, self.current, attr["name"]
 
-        def entered(value: Any) -> None:
-            if value is not None:
-                self.set_attribute(conn, mbean, attr["name"], value)
-        self.push_screen(EditScreen(mbean, attr, browser.values.get(attr["name"])), entered)
+        async def apply(value: Any) -> str | None:
+            """Set it; None, or the daemon's refusal (the form stays open with it)."""
+            try:
+                new = await conn.call("setAttribute", [mbean, name, value])
+            except RpcError as exc:
+                return exc.message + (f" {exc.data}" if exc.data else "")
+            except ManagementUnavailable as exc:
+                return str(exc)
+            with widgets_may_be_gone():
+                self.query_one(MBeanBrowser).show_result(f"{name} = {format_value(new)}")
+            self._refresh_mbeans()
+            return None
+        self.push_screen(EditScreen(mbean, attr, browser.values.get(name), apply))
 
     @work(group="calls")
     async def set_attribute(self, conn: Connection, mbean: str, attribute: str,
@@ -488,12 +526,12 @@ class LbConsole(App[None]):
     def action_drain_on(self) -> None:
         server = self._selected_server()
         if server:
-            self.drain(server["guid"], True)
+            self.drain(server, True)
 
     def action_undrain(self) -> None:
         server = self._selected_server()
         if server:
-            self.drain(server["guid"], False)
+            self.drain(server, False)
 
     def _pause_selected(self, paused: bool) -> None:
         server = self._selected_server()
@@ -505,8 +543,14 @@ class LbConsole(App[None]):
         if conn.readonly:
             self.notify(f"cannot switch the redirector: {READONLY_REASON}", severity="warning")
             return
-        self.set_attribute(conn, BALANCER, "Redirector", name)
-        self.notify(f"redirector → {name}", timeout=2)
+        now = conn.overview.get("Redirector", "?")
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.set_attribute(conn, BALANCER, "Redirector", name)
+                self.notify(f"redirector → {name}", timeout=2)
+        self.push_screen(ConfirmScreen(f"Switch the redirector of {conn.address} from {now} "
+                                       f"to {name}?"), answered)
 
 
 def _secret(path: str | None) -> str | None:

@@ -21,6 +21,7 @@ from tui.history import History
 
 BALANCER = "lbmgmt:type=Balancer"
 SENDER = "lbmgmt:type=Sender"
+RUNTIME = "lbmgmt:type=Runtime"
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
 POLL_WAIT = 20.0
 
@@ -61,6 +62,8 @@ class Connection:
     role: str = ""  # "readonly" or "readwrite"
     user: str | None = None
     overview: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)  # lbmgmt:type=Runtime's attributes
+    answered_at: float | None = None  # clock() at the last refresh that answered
     servers: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)  # listDroppedSenders
     history: History = field(default_factory=History)
@@ -68,7 +71,6 @@ class Connection:
     interval: float = 1.0
     watched: list[tuple[str, str]] = field(default_factory=list)  # charted (mbean, attribute)
     client: ManagementClient | None = None
-    generation: int = 0  # one more at every (re)connect: a restarted daemon numbers anew
 
     @property
     def address(self) -> str:
@@ -103,8 +105,8 @@ class Connection:
                     version = await self.call("version")
                     self.daemon, self.role = version["daemon"], version["role"]
                     self.user = version.get("user")
-                    self.generation += 1
                 await self.refresh()
+                self.answered_at = self.clock()
                 self.state, self.error, self.retry_at = LinkState.CONNECTED, "", None
                 backoff = BACKOFF_START
                 self.on_change(self)
@@ -129,6 +131,7 @@ class Connection:
                      ("invoke", [BALANCER, "listDroppedSenders", []])]
         else:
             calls = [("getAttributes", [SENDER, None])]
+        calls.append(("getAttributes", [RUNTIME, None]))
         calls += [("getAttribute", [name, attr]) for name, attr in self.watched]
         results = await self._client().batch(calls)
         for result in results:
@@ -147,6 +150,9 @@ class Connection:
                 self.history.add("load", now, self.overview["Load"])
             if isinstance(self.overview.get("ReportsSent"), int | float):
                 self.history.add("reports_sent", now, self.overview["ReportsSent"])
+        self.runtime = rest[0] if isinstance(rest[0], dict) else {}  # (an older daemon: {})
+        rest = rest[1:]
+        self._record_runtime(now)
         for (name, attr), value in zip(self.watched, rest, strict=True):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.history.add(f"chart:{name}:{attr}", now, value)
@@ -157,6 +163,14 @@ class Connection:
         present = {s.get("guid") for s in self.servers}
         return sum(1 for d in self.dropped
                    if d.get("guid") not in present and (d.get("lastSecondsAgo") or 0) <= within)
+
+    def _record_runtime(self, now: float) -> None:
+        r = self.runtime
+        for key, value in (("cpu", r.get("CpuPercent")), ("rss", r.get("Rss")),
+                           ("lag", (r.get("LoopLag") or {}).get("p99")),
+                           ("tasks", r.get("Tasks"))):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.history.add(f"runtime:{key}", now, value)
 
     def _record_balancer(self, now: float) -> None:
         o = self.overview
@@ -172,25 +186,30 @@ class Connection:
         self.history.keep_only(keys, "load:")
 
     async def follow_notifications(self) -> None:
+        # Kept across reconnections: the same daemon answers what was missed meanwhile,
+        # a restarted one (another epoch) everything it still has, saying so.
         since: int | None = None
-        generation = self.generation
+        epoch: str | None = None
         backoff = BACKOFF_START
         while True:
             if self.state is not LinkState.CONNECTED:
                 await asyncio.sleep(0.2)
                 continue
-            if generation != self.generation:  # reconnected: maybe to a restarted daemon,
-                since, generation = None, self.generation  # whose numbers start again
             try:
-                batch = await self.call("pollNotifications", [since, POLL_WAIT],
+                batch = await self.call("pollNotifications", [since, POLL_WAIT, None, epoch],
                                         timeout=POLL_WAIT + 10)
             except (ManagementUnavailable, RpcError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
-            since = batch["next"]
+            since, epoch = batch["next"], batch.get("epoch")
             items = batch["notifications"]
+            if batch.get("reset"):
+                items = [{"type": "lb-console.restarted", "sequence": 0,
+                          "timestamp": time.time(), "source": "",
+                          "message": "the daemon restarted: its notifications since",
+                          "data": None}, *items]
             if batch.get("lost"):
                 items = [{"type": "lb-console.lost", "sequence": since, "timestamp": time.time(),
                           "source": "", "message": f"{batch['lost']} notifications lost",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from textual.app import ComposeResult
@@ -83,11 +84,13 @@ class FormScreen(ModalScreen[T]):
 
 
 class EditScreen(FormScreen[Any]):
-    """Set a writable attribute; dismisses with the typed value (or None on cancel)."""
+    """Set a writable attribute: ``apply`` sets it, answering None or why it was refused;
+    a refusal stays on the form (fix it or escape), a success dismisses with the value."""
 
-    def __init__(self, mbean: str, attribute: dict[str, Any], value: Any) -> None:
+    def __init__(self, mbean: str, attribute: dict[str, Any], value: Any,
+                 apply: Callable[[Any], Awaitable[str | None]]) -> None:
         super().__init__()
-        self.mbean, self.attribute, self.value = mbean, attribute, value
+        self.mbean, self.attribute, self.value, self.apply = mbean, attribute, value, apply
 
     def compose(self) -> ComposeResult:
         a = self.attribute
@@ -104,9 +107,20 @@ class EditScreen(FormScreen[Any]):
     def _submit(self) -> None:
         text = self.query_one("#value", Input).value
         try:
-            self.dismiss(parse_value(text, self.attribute["type"]))
+            value = parse_value(text, self.attribute["type"])
         except TypedInputError as exc:
             self.query_one("#error", Static).update(str(exc))
+            return
+        self.query_one("#error", Static).update("setting…")
+        self.run_worker(self._apply(value), group="apply", exclusive=True)
+
+    async def _apply(self, value: Any) -> None:
+        refused = await self.apply(value)
+        if refused is None:
+            self.dismiss(value)
+            return
+        self.query_one("#error", Static).update(f"refused: {refused}")
+        self.query_one("#value", Input).focus()
 
 
 class InvokeScreen(FormScreen[list[Any] | None]):

@@ -147,6 +147,17 @@ class MBeanBrowser(Horizontal):
         key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return next((item for item in self.info[kind] if item["name"] == key.value), None)
 
+    def clear(self) -> None:
+        """Forget everything shown: another daemon's tree and details are coming."""
+        self._tree_nodes.clear()
+        self.query_one("#tree", Tree).root.remove_children()
+        self.info = self.selected = None
+        self.values = {}
+        self.query_one("#mbean-title", Static).update("select an MBean (enter)")
+        self.query_one("#attributes", DataTable).clear()
+        self.query_one("#operations", DataTable).clear()
+        self.query_one("#result", Static).update("")
+
     def show_result(self, text: str, *, error: bool = False) -> None:
         self.query_one("#result", Static).update(
             Text(text, style="bold red" if error else "green"))

@@ -7,10 +7,12 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog
 
 from tui.connection import Connection
+from tui.typed_input import format_value
 
 STYLES = {"joined": "green", "left": "red", "paused": "yellow", "unpaused": "green",
           "drained": "magenta", "undrained": "green", "dropped": "red", "change": "cyan"}
@@ -24,12 +26,18 @@ def line(n: dict[str, Any]) -> Text:
     text.append(f"{kind:<30}", style=style)
     text.append(f" {n.get('message', '')}")
     data = n.get("data")
+    if kind == "jmx.attribute.change" and isinstance(data, dict) and "attribute" in data:
+        text.append(f"  {data['attribute']}: ", style="bold")
+        text.append(format_value(data.get("oldValue")), style="red")
+        text.append(" → ")
+        text.append(format_value(data.get("newValue")), style="green")
     if isinstance(data, dict) and "guid" in data:
         text.append(f"  {data['guid']}", style="dim")
     return text
 
 
 class Notifications(Vertical):
+    BINDINGS = [Binding("escape", "leave_filter", "To the events", show=False)]
     DEFAULT_CSS = """
     Notifications { height: 1fr; }
     Notifications RichLog { height: 1fr; }
@@ -59,6 +67,12 @@ class Notifications(Vertical):
         log.clear()
         if conn is not None:
             self.append(list(conn.notifications))
+
+    def action_leave_filter(self) -> None:
+        self.query_one("#log", RichLog).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#log", RichLog).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.app.call_later(self._refilter)

@@ -7,9 +7,10 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.binding import Binding
+from textual.widgets import DataTable, Input, Static
 
-from tui.connection import Connection
+from tui.connection import Connection, LinkState
 from tui.history import bar, sparkline
 from tui.typed_input import format_value
 
@@ -42,23 +43,93 @@ def _note(server: dict[str, Any]) -> Text | str:
     return ""
 
 
+def _mib(value: Any) -> str:
+    return f"{value / (1 << 20):.0f} MiB" if isinstance(value, int | float) else "—"
+
+
+def _uptime(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "—"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    return (f"{days}d " if days else "") + f"{s // 3600:d}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
+def runtime_line(conn: Connection) -> str:
+    """The daemon's process (lbmgmt:type=Runtime), JConsole's Overview in one line."""
+    r, h = conn.runtime, conn.history
+    if not r:
+        return ""
+    lag = r.get("LoopLag") or {}
+    gc = r.get("GcCollections") or {}
+    return (f"process [b]{r.get('EventLoop', '?')}[/] {r.get('Python', '')}  up "
+            f"{_uptime(r.get('Uptime'))}   CPU [b]{r.get('CpuPercent', 0):.1f}%[/] "
+            f"{sparkline(h.get('runtime:cpu').values, 12)}   RSS [b]{_mib(r.get('Rss'))}[/] "
+            f"{sparkline(h.get('runtime:rss').values, 12)}   loop lag p50 "
+            f"{lag.get('p50', 0):.1f} p99 [b]{lag.get('p99', 0):.1f}[/] ms "
+            f"{sparkline(h.get('runtime:lag').values, 12)}   tasks {r.get('Tasks', '?')}   "
+            f"fds {r.get('OpenFileDescriptors', '?')}   gc "
+            + "/".join(str(gc.get(g, 0)) for g in ("0", "1", "2")))
+
+
 class Overview(Vertical):
     DEFAULT_CSS = """
     Overview { height: 1fr; }
     Overview #totals { height: auto; padding: 0 1; background: $boost; }
+    Overview #runtime { height: auto; padding: 0 1; color: $text-muted; }
+    Overview #server-filter { display: none; }
+    Overview #server-filter.shown { display: block; }
+    Overview.stale DataTable { color: $text-disabled; }
     Overview DataTable { height: 1fr; }
     """
+
+    BINDINGS = [Binding("escape", "close_filter", "Clear filter", show=False)]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sort_column = "load"
         self.sort_reverse = False
         self._mode = ""
+        self._shown: Connection | None = None
+        self._note = ""  # above the totals: why the values may be old
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the daemon…", id="totals")
+        yield Static("", id="runtime")
+        yield Input(placeholder="filter edges by address, state or GUID (enter: to the "
+                    "table, esc: clear)", id="server-filter")
         table: DataTable[Any] = DataTable(id="servers", cursor_type="row", zebra_stripes=True)
         yield table
+
+    # -- the filter (/) ---------------------------------------------------------------
+    @property
+    def filter_text(self) -> str:
+        return self.query_one("#server-filter", Input).value.strip().lower()
+
+    def open_filter(self) -> None:
+        box = self.query_one("#server-filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def action_close_filter(self) -> None:
+        box = self.query_one("#server-filter", Input)
+        box.value = ""
+        box.remove_class("shown")
+        self.table.focus()
+        self.show(self._shown)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "server-filter":
+            self.show(self._shown)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "server-filter":
+            self.table.focus()
+
+    def _wanted(self, server: dict[str, Any]) -> bool:
+        text = self.filter_text
+        return not text or any(text in str(server.get(k, "")).lower()
+                               for k in ("redirectAddress", "state", "guid"))
 
     @property
     def table(self) -> DataTable[Any]:
@@ -72,9 +143,13 @@ class Overview(Vertical):
         return str(row_key.value)
 
     def cycle_sort(self) -> str:
-        i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
-        self.sort_column = SORTABLE[(i + 1) % len(SORTABLE)]
-        return self.sort_column
+        """``s``: the same column reversed, then the next column ascending."""
+        if not self.sort_reverse and self.sort_column in SORTABLE:
+            self.sort_reverse = True
+        else:
+            i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
+            self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
+        return self.sort_column + (" ↓" if self.sort_reverse else " ↑")
 
     def sort_by(self, column: str) -> None:
         if column == self.sort_column:
@@ -83,11 +158,21 @@ class Overview(Vertical):
             self.sort_column, self.sort_reverse = column, False
 
     def show(self, conn: Connection | None) -> None:
+        self._shown = conn
         totals = self.query_one("#totals", Static)
         if conn is None or not conn.daemon:
             totals.update("waiting for the daemon…" if conn is None or not conn.error
                           else f"[b red]{conn.error}[/]")
             return
+        stale = conn.state is not LinkState.CONNECTED and conn.answered_at is not None
+        self.set_class(stale, "stale")
+        self._note = ""
+        if stale:
+            assert conn.answered_at is not None
+            age = max(0.0, conn.clock() - conn.answered_at)
+            self._note = (f"[b red]STALE: values from {age:.0f} s ago, when {conn.address} "
+                          f"last answered[/]\n")
+        self.query_one("#runtime", Static).update(runtime_line(conn))
         if conn.daemon == "balancer":
             self._show_balancer(conn, totals)
         else:
@@ -107,28 +192,35 @@ class Overview(Vertical):
         drops = sum((o.get("ReportsDropped") or {}).values())
         outside = conn.dropped_outside()
         totals.update(
-            f"[b]{o.get('ServerCount', 0)}[/] servers, [b]{o.get('AvailableServerCount', 0)}"
-            f"[/] available   redirects/s [b]{_rate(h.get('redirects').rate())}[/]   "
+            self._note + f"[b]{o.get('ServerCount', 0)}[/] servers, "
+            f"[b]{o.get('AvailableServerCount', 0)}[/] available   "
+            f"redirects/s [b]{_rate(h.get('redirects').rate())}[/]   "
             f"reports/s [b]{_rate(h.get('reports').rate())}[/]   drops [b]{drops}[/]   "
             + (f"[yellow]not joining: {outside}[/]   " if outside else "")
             + f"redirector [b]{o.get('Redirector', '?')}[/]   timeout "
             f"{o.get('MessageTimeout', '?')} ms   sort: {self.sort_column}"
-            f"{' ↓' if self.sort_reverse else ''}")
+            f"{' ↓' if self.sort_reverse else ' ↑'}"
+            + (f"   [b]filter: {self.filter_text}[/]" if self.filter_text else ""))
         table = self._columns("balancer", SERVER_COLUMNS)
+        self._label_sorted(table)
         selected = self.selected_guid()  # the cursor follows its edge, not its row number
         top = max((s.get("load") or 0 for s in conn.servers), default=0)
         seen = set()
         for s in conn.servers:
+            if not self._wanted(s):
+                continue
             guid = s["guid"]
             seen.add(guid)
             load = s.get("load") or 0
+            capacity = s.get("capacity")  # reported: the bar is against it, else the busiest
             state = Text(s["state"], style="yellow" if s["state"] != "RUNNING" else "green")
             cells = {
                 "address": s["redirectAddress"], "state": state,
                 "available": Text("yes" if s["available"] else "no",
                                   style="green" if s["available"] else "red"),
                 "drained": Text("drained", style="magenta") if s["drained"] else "",
-                "load": f"{bar(load, top, 8)} {format_value(load)}",
+                "load": (f"{bar(load, capacity, 8)} {format_value(load)}/{format_value(capacity)}"
+                         if capacity else f"{bar(load, top, 8)} {format_value(load)}"),
                 "trend": sparkline(conn.history.get(f"load:{guid}").values, 16),
                 "redirects": str(s["redirectsSinceReport"]),
                 "age": f"{s['secondsSinceReport']:.1f}",
@@ -136,8 +228,10 @@ class Overview(Vertical):
                 "note": _note(s), "guid": guid,
             }
             if guid in table.rows:
-                for key, value in cells.items():
-                    table.update_cell(guid, key, value)
+                row = table.get_row(guid)
+                for (key, _), old in zip(SERVER_COLUMNS, row, strict=True):
+                    if cells[key] != old:  # unchanged cells are not redrawn
+                        table.update_cell(guid, key, cells[key])
             else:
                 table.add_row(*(cells[k] for k, _ in SERVER_COLUMNS), key=guid)
         for row_key in [k for k in table.rows if k.value not in seen]:
@@ -152,13 +246,23 @@ class Overview(Vertical):
             if selected is not None and selected in seen:
                 table.move_cursor(row=table.get_row_index(selected), animate=False)
 
+    def _label_sorted(self, table: DataTable[Any]) -> None:
+        """The sorted column's header says so, with its direction."""
+        for key, label in SERVER_COLUMNS:
+            if key == self.sort_column:
+                label = f"{label} {'▼' if self.sort_reverse else '▲'}"
+            column = table.columns.get(key)  # type: ignore[call-overload]
+            if column is not None and str(column.label) != label:
+                column.label = Text(label)
+                table.refresh()
+
     def _show_edge(self, conn: Connection, totals: Static) -> None:
         o = conn.overview
         state = o.get("State", "?")
         colour = "green" if state == "RUNNING" else "yellow"
         monitor_error = o.get("MonitorError")
         totals.update(
-            f"edge [b]{o.get('RedirectAddress', '?')}[/]  [{colour}]{state}[/]  load "
+            self._note + f"edge [b]{o.get('RedirectAddress', '?')}[/]  [{colour}]{state}[/]  load "
             f"[b]{format_value(o.get('Load'))}[/] {sparkline(conn.history.get('load').values, 20)}"
             f"   reports sent [b]{o.get('ReportsSent', 0)}[/]   send errors "
             f"{o.get('SendErrors', 0)}   every {o.get('MessageInterval', '?')} ms\n"

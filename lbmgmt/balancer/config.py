@@ -13,6 +13,7 @@ from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
 from lbmgmt.settings import Setting
 from lbmgmt.status import SharedKey
+from lbmgmt.status.keys import key_problem
 
 DEFAULT_UDP_PORT = 1934
 DEFAULT_HTTP_PORT = 1935
@@ -108,7 +109,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg.check_tables(["balancer", "http", "clients", "management", "rtmp"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
-    key_text = bal.get_str("key", None)
+    key_text = bal.get_str("key", None, secret=True)
     key_file = bal.get_str("key_file", None)
     if (key_text is None) == (key_file is None):
         bal.fail("key", "set exactly one of key or key_file")
@@ -120,6 +121,10 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
             bal.fail("key_file", f"cannot read {key_path}: {getattr(exc, 'strerror', exc)}")
         if not key_text:
             bal.fail("key_file", f"{key_path} is empty")
+    assert key_text is not None
+    problem = key_problem(key_text)
+    if problem is not None:
+        bal.fail("key_file" if key_file is not None else "key", f"the key {problem}")
     timeout = MESSAGE_TIMEOUT.read(bal)
     missed = MISSED_REPORTS.read(bal)
     max_silence = MAX_SILENCE.read(bal)
@@ -155,7 +160,6 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     clients = cfg.section("clients")
     clients_cfg = ClientsConfig(MAX_CLIENTS.read(clients), MAX_CLIENTS_PER_ADDRESS.read(clients))
     clients.finish()
-    assert key_text is not None
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
                           missed_reports=missed, max_silence_ms=max_silence,
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,

@@ -191,6 +191,10 @@ class BalancerDaemon:
         addresses["http"] = format_address(self.http_address)
         if self.rtmp_address is not None:
             addresses["rtmp"] = format_address(self.rtmp_address)
+        if self.config.key.is_placeholder:
+            log.warning("the shared key is the examples' placeholder: anyone can forge "
+                        "reports to this balancer; put one from 'lbmgmt new-key' in its "
+                        "config and its edges' targets files")
         log.info("balancer started", extra=fields(
             udp=addresses["udp"], http=addresses["http"], rtmp=addresses.get("rtmp", "off"),
             management=self.management.url if self.management else "off",

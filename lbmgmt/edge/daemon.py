@@ -134,8 +134,17 @@ class EdgeDaemon:
         self._started_mono = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
+    def _warn_placeholder_keys(self) -> None:
+        for link in self.links:
+            if link.target.key.is_placeholder:
+                log.warning("a target's key is the examples' placeholder: anyone can forge "
+                            "this edge's reports; put one from 'lbmgmt new-key' in both files",
+                            extra=fields(file=str(self.config.targets_file),
+                                         line=link.target.line, target=str(link.target)))
+
     async def start(self) -> None:
         """Open the management port and send the first report; on failure undo, re-raise."""
+        self._warn_placeholder_keys()
         if not self.links:
             log.warning("no targets: this edge reports to no balancer",
                         extra=fields(file=str(self.config.targets_file)))
@@ -248,6 +257,7 @@ class EdgeDaemon:
         for gone in old.values():
             gone.drop()  # a connect still resolving is cancelled, not left to finish
         self.links = links
+        self._warn_placeholder_keys()
         self._wake.set()  # report to new targets now, not at the next tick
         self._tell("targets-reloaded")
 

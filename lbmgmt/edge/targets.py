@@ -16,6 +16,7 @@ from pathlib import Path
 from lbmgmt.configfile import ConfigError, read_text
 from lbmgmt.endpoints import join_host_port
 from lbmgmt.status import SharedKey
+from lbmgmt.status.keys import key_problem
 
 DEFAULT_PORT = 1934
 _COMMENT = re.compile(r"(^|\s)#.*$")
@@ -51,6 +52,9 @@ def parse_targets(text: str, path: str | Path = "<targets>") -> list[ReportTarge
                               field="port")
         if not key:
             raise ConfigError(path, "empty key", line=number, field="key")
+        problem = key_problem(key)
+        if problem is not None:
+            raise ConfigError(path, f"the key {problem}", line=number, field="key")
         targets.append(ReportTarget(host, int(port_text), SharedKey(key), number))
     return targets
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,39 +23,74 @@ MAX_POLL_TIMEOUT = 60.0
 
 
 class NotificationPulse:
-    """Wakes every long-poll waiter when a notification is emitted.
+    """Wakes every long-poll waiter when a notification is emitted; bounds how many wait.
 
-    ``parked`` holds the tasks waiting now, so a stopping port can end them at once.
+    At most ``max_parked`` polls wait at once, ``max_per_address`` of them from one
+    client address: one more makes room by answering the oldest (that client's own
+    when it is over its share) at once, empty, counted in ``released`` by limit.
+    ``parked`` maps each waiting task to its client, so a stopping port can end
+    them at once.
     """
 
-    def __init__(self, buffer: NotificationBuffer) -> None:
-        self._event = asyncio.Event()
+    def __init__(self, buffer: NotificationBuffer, *, max_parked: int = 256,
+                 max_per_address: int = 16) -> None:
         self._buffer = buffer
-        self.parked: set[asyncio.Task[Any]] = set()
+        self.max_parked = max_parked
+        self.max_per_address = max_per_address
+        # Each waiter's own future, oldest first, with its client and task.
+        self._waiters: dict[asyncio.Future[bool], tuple[str, asyncio.Task[Any] | None]] = {}
+        self._by_address: Counter[str] = Counter()
+        self.released: Counter[str] = Counter({"polls": 0, "polls_per_address": 0})
         buffer.listeners.append(self._on_emit)
 
-    def _on_emit(self, _: Notification) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+    @property
+    def parked(self) -> dict[asyncio.Task[Any] | None, str]:
+        return {task: client for client, task in self._waiters.values()}
 
-    async def wait(self, timeout: float) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.parked.add(task)
+    def _on_emit(self, _: Notification) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(False)
+
+    def _release_oldest(self, client: str | None, limit: str) -> None:
+        for waiter, (owner, _) in self._waiters.items():
+            if not waiter.done() and (client is None or owner == client):
+                waiter.set_result(True)
+                self._forget(waiter)
+                self.released[limit] += 1
+                return
+
+    def _forget(self, waiter: asyncio.Future[bool]) -> None:
+        entry = self._waiters.pop(waiter, None)
+        if entry is not None:
+            self._by_address[entry[0]] -= 1
+            if self._by_address[entry[0]] <= 0:
+                del self._by_address[entry[0]]
+
+    async def wait(self, timeout: float, client: str = "?") -> bool:
+        """Wait for the next notification or ``timeout``; True if released to make room."""
+        if self._by_address[client] >= self.max_per_address:
+            self._release_oldest(client, "polls_per_address")
+        elif len(self._waiters) >= self.max_parked:
+            self._release_oldest(None, "polls")
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters[waiter] = (client, asyncio.current_task())
+        self._by_address[client] += 1
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await self._event.wait()
+                    return await waiter
+            return False
         finally:
-            if task is not None:
-                self.parked.discard(task)
+            self._forget(waiter)
 
     def close(self) -> None:
         """Stop listening to the buffer and cancel every parked wait."""
         if self._on_emit in self._buffer.listeners:
             self._buffer.listeners.remove(self._on_emit)
-        for task in list(self.parked):
-            task.cancel()
+        for _, task in list(self._waiters.values()):
+            if task is not None:
+                task.cancel()
 
 
 @dataclass(slots=True)
@@ -64,6 +100,7 @@ class CallContext:
     pulse: NotificationPulse
     daemon: str  # "balancer" or "edge"
     user: str | None = None
+    client: str = "?"  # the caller's address
 
 
 def _str(value: Any, what: str) -> str:
@@ -110,18 +147,30 @@ async def invoke(ctx: CallContext, name: Any, operation: Any, params: Any = None
 
 
 async def pollNotifications(ctx: CallContext, since: Any = None, timeout: Any = 0,
-                            types: Any = None) -> dict[str, Any]:
-    """Notifications after ``since`` (null: from now on), waiting up to ``timeout`` s."""
+                            types: Any = None, epoch: Any = None) -> dict[str, Any]:
+    """Notifications after ``since`` (null: from now on), waiting up to ``timeout`` s.
+
+    ``epoch``: the one the last answer carried. A ``since`` from another epoch (the
+    daemon restarted) or beyond the last notification (a restart the caller did not
+    say) starts again from the oldest still buffered: ``reset`` is true and ``lost``
+    counts this epoch's notifications that fell out of the buffer before it.
+    """
     buffer = ctx.server.notifications
-    if since is None:
-        since = buffer.last_sequence
-    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool)
+                              or since < 0):
         raise InvalidParams("since must be a sequence number >= 0 or null")
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
         raise InvalidParams("timeout must be a number of seconds >= 0")
     if types is not None and not (isinstance(types, list)
                                   and all(isinstance(t, str) for t in types)):
         raise InvalidParams("types must be an array of strings or null")
+    if epoch is not None and not isinstance(epoch, str):
+        raise InvalidParams("epoch must be a string (from an earlier answer) or null")
+    reset = False
+    if since is None:
+        since = buffer.last_sequence
+    elif since > buffer.last_sequence or (epoch is not None and epoch != buffer.epoch):
+        since, reset = 0, True
     wanted = set(types) if types else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(float(timeout), MAX_POLL_TIMEOUT)
@@ -131,17 +180,20 @@ async def pollNotifications(ctx: CallContext, since: Any = None, timeout: Any = 
         if wanted is not None:
             items = [n for n in items if n.type in wanted]
         remaining = deadline - loop.time()
-        if items or lost or remaining <= 0:
+        if items or lost or reset or remaining <= 0:
             return {"notifications": [n.to_json() for n in items], "next": next_seq,
-                    "lost": lost}
+                    "lost": lost, "epoch": buffer.epoch, "reset": reset}
         since = next_seq  # filtered-out ones are consumed
-        await ctx.pulse.wait(remaining)
+        if await ctx.pulse.wait(remaining, ctx.client):  # made room for a newer poll
+            return {"notifications": [], "next": since, "lost": 0, "epoch": buffer.epoch,
+                    "reset": False}
 
 
 async def version(ctx: CallContext) -> dict[str, Any]:
     return {"product": "lbmgmt", "version": __version__, "api": API_VERSION,
             "daemon": ctx.daemon, "role": str(ctx.role), "user": ctx.user,
-            "lastNotification": ctx.server.notifications.last_sequence}
+            "lastNotification": ctx.server.notifications.last_sequence,
+            "epoch": ctx.server.notifications.epoch}
 
 
 async def rpc_discover(ctx: CallContext) -> dict[str, Any]:
@@ -205,11 +257,15 @@ OPENRPC: dict[str, Any] = {
                        "last sequence seen; null: only new ones", False),
                     _p("timeout", {"type": "number", "maximum": MAX_POLL_TIMEOUT},
                        "seconds to wait when there is none yet", False),
-                    _p("types", {"type": ["array", "null"]}, "only these types", False)],
+                    _p("types", {"type": ["array", "null"]}, "only these types", False),
+                    _p("epoch", {"type": ["string", "null"]},
+                       "the epoch the last answer carried: a since from another one "
+                       "(the daemon restarted) starts again from the oldest buffered", False)],
          "result": {"name": "batch", "schema": {
              "type": "object", "properties": {
                  "notifications": {"type": "array"}, "next": {"type": "integer"},
-                 "lost": {"type": "integer"}}}}},
+                 "lost": {"type": "integer"}, "epoch": {"type": "string"},
+                 "reset": {"type": "boolean"}}}}},
         {"name": "version", "summary": "Product, API version, daemon role, caller's role",
          "params": [], "result": {"name": "version", "schema": {"type": "object"}}},
         {"name": "rpc.discover", "summary": "This document", "params": [],

@@ -44,6 +44,19 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+def _decoy_hash(hashes: list[str]) -> str:
+    """A hash of a random password, with the scrypt parameters of the first of ``hashes``."""
+    n, r, p = SCRYPT_N, SCRYPT_R, SCRYPT_P
+    if hashes:
+        _, n_text, r_text, p_text, _, _ = hashes[0].split("$")
+        n, r, p = int(n_text), int(r_text), int(p_text)
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secrets.token_bytes(16), salt=salt, n=n, r=r, p=p, dklen=32,
+                            maxmem=256 * 1024 * 1024)
+    b64 = base64.b64encode
+    return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(digest).decode()}"
+
+
 def _check_hash_format(encoded: str) -> bool:
     parts = encoded.split("$")
     return len(parts) == 6 and parts[0] == "scrypt" and all(x.isdigit() for x in parts[1:4])
@@ -77,6 +90,10 @@ class Credentials:
         self.users = {u.name: u for u in users}
         self._tokens = {u.token_sha256: u for u in users if u.token_sha256}
         self._verified: OrderedDict[bytes, User] = OrderedDict()
+        # What an unknown user's password is checked against: a hash with the cost
+        # of the real ones (the first user's parameters), made once, so a login for
+        # a name that does not exist costs one scrypt like any other.
+        self._decoy = _decoy_hash([u.password_hash for u in users if u.password_hash])
 
     @classmethod
     def load(cls, path: str | Path) -> Credentials:
@@ -129,8 +146,8 @@ class Credentials:
         """The slow scrypt check; touches no shared state, so it may run in a thread."""
         found = self.users.get(user)
         if found is None or found.password_hash is None:
-            verify_password(password, hash_password("x", salt=b"0" * 16))  # same cost: no
-            return None                                                    # user probing
+            verify_password(password, self._decoy)  # the same one scrypt: no user probing
+            return None
         return found if verify_password(password, found.password_hash) else None
 
     async def check_basic(self, user: str, password: str) -> User | None:
@@ -149,41 +166,59 @@ class Credentials:
 
 @dataclass(slots=True)
 class LoginLimiter:
-    """Failed logins per client address; sans-IO (``now`` passed in).
+    """Failed logins per (address, user) and per address; sans-IO (``now`` passed in).
 
-    After ``max_failures`` failures within ``window`` seconds a client is
-    refused for ``lockout`` seconds without its credentials being checked.
+    After ``max_failures`` failures for one user from one address within
+    ``window`` seconds, that user is refused from that address for ``lockout``
+    seconds without its credentials being checked; after ``max_address_failures``
+    from one address, whatever the users, the whole address is. A success clears
+    that user's own count from that address only: a valid login between guesses
+    at other accounts resets nothing the guesses added up.
     """
 
     max_failures: int = 5
+    max_address_failures: int = 20
     window: float = 60.0
     lockout: float = 60.0
     failed_total: int = 0
     refused_total: int = 0
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
-    _blocked_until: dict[str, float] = field(default_factory=dict)
+    # keyed (address, user) and (address, None): the address's own count
+    _failures: dict[tuple[str, str | None], deque[float]] = field(default_factory=dict)
+    _blocked_until: dict[tuple[str, str | None], float] = field(default_factory=dict)
 
-    def retry_after(self, client: str, now: float) -> float:
-        """Seconds this client must wait, 0 if it may try."""
-        until = self._blocked_until.get(client, 0.0)
-        if until > now:
+    def retry_after(self, client: str, user: str | None, now: float) -> float:
+        """Seconds this user must wait before trying from this address, 0 if it may try."""
+        wait = 0.0
+        for key in ((client, None), (client, user)):
+            until = self._blocked_until.get(key, 0.0)
+            if until > now:
+                wait = max(wait, until - now)
+            elif key in self._blocked_until:
+                del self._blocked_until[key]
+        if wait > 0:
             self.refused_total += 1
-            return until - now
-        self._blocked_until.pop(client, None)
-        return 0.0
+        return wait
 
-    def failure(self, client: str, now: float) -> None:
+    def failure(self, client: str, user: str | None, now: float) -> None:
         self.failed_total += 1
-        times = self._failures.setdefault(client, deque())
-        times.append(now)
-        while times and times[0] < now - self.window:
-            times.popleft()
-        if len(times) >= self.max_failures:
-            self._blocked_until[client] = now + self.lockout
-            times.clear()
-        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+        for key, limit in (((client, user), self.max_failures),
+                           ((client, None), self.max_address_failures)):
+            times = self._failures.setdefault(key, deque())
+            times.append(now)
+            while times and times[0] < now - self.window:
+                times.popleft()
+            if len(times) >= limit:
+                self._blocked_until[key] = now + self.lockout
+                times.clear()
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses/names
             for key in [k for k, v in self._failures.items() if not v or v[-1] < now - self.window]:
                 del self._failures[key]
+            if len(self._failures) > 10_000:  # a spray within one window: oldest first
+                for key in sorted(self._failures, key=lambda k: self._failures[k][-1])[:5_000]:
+                    del self._failures[key]
+        if len(self._blocked_until) > 10_000:
+            for key in [k for k, until in self._blocked_until.items() if until <= now]:
+                del self._blocked_until[key]
 
-    def success(self, client: str) -> None:
-        self._failures.pop(client, None)
+    def success(self, client: str, user: str | None) -> None:
+        self._failures.pop((client, user), None)

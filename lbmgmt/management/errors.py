@@ -15,6 +15,9 @@ NOT_WRITABLE = -32004
 BAD_PARAMETER = -32005
 FORBIDDEN = -32006
 OPERATION_FAILED = -32007
+RESPONSE_TOO_LARGE = -32008
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
 INTERNAL = -32603
 
@@ -76,6 +79,12 @@ ERROR_TABLE: list[tuple[int, str, str]] = [
                                  "no ACTION operations)"),
     (OPERATION_FAILED, OperationFailed.title, "the operation ran and refused (e.g. unknown "
                                               "server GUID)"),
+    (RESPONSE_TOO_LARGE, "Response too large", "the answer would pass [management] "
+                                                "max_response_bytes: ask for less at a time"),
+    (PARSE_ERROR, "Parse error", "the body is not JSON as RFC 8259 has it (NaN, Infinity, "
+                                 "numbers out of range, nesting deeper than 32, bad UTF-8)"),
+    (INVALID_REQUEST, "Invalid Request", "not a JSON-RPC 2.0 request, or a batch longer than "
+                                         "[management] max_batch"),
     (INVALID_PARAMS, InvalidParams.title, "the method's own arguments are missing or of the "
                                           "wrong type"),
     (INTERNAL, "Internal error", "a bug: logged on the daemon, no details sent"),

@@ -6,19 +6,17 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-import json
 import logging
 import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
 from lbmgmt import __version__
 from lbmgmt.endpoints import format_address
-from lbmgmt.httpserve import close_runner, serve_app, stop_listening
+from lbmgmt.httpserve import ConnectionGate, close_runner, serve_app, stop_listening
 from lbmgmt.logs import fields
 from lbmgmt.management.api import METHODS, CallContext, NotificationPulse
 from lbmgmt.management.auth import Credentials, LoginLimiter, User
@@ -26,6 +24,7 @@ from lbmgmt.management.config import ManagementConfig
 from lbmgmt.management.jsonrpc import JsonRpcDispatcher
 from lbmgmt.management.mbean import MBean, attribute
 from lbmgmt.management.metrics import Metrics
+from lbmgmt.management.runtime import RuntimeMBean, RuntimeWatch
 from lbmgmt.management.server import MBeanServer, Role
 from lbmgmt.throttle import Throttle
 
@@ -34,7 +33,6 @@ log = logging.getLogger("lbmgmt.management")
 METRICS_HEADERS = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 WRITE_SLICE = 256 * 1024  # bytes of a big /metrics answer written per loop turn
 
-MAX_REQUEST = 256 * 1024
 CALLER = web.RequestKey("caller", tuple[Role, str | None])
 CHALLENGE = 'Basic realm="lbmgmt", charset="UTF-8", Bearer realm="lbmgmt"'
 
@@ -80,6 +78,38 @@ class ManagementMBean(MBean):
     def ParkedPolls(self) -> int:
         return self.port.parked_polls
 
+    @attribute("integer", "Connections open to the management port now")
+    def Connections(self) -> int:
+        return self.port.gate.active
+
+    @attribute("object", "Budgets hit since start, by limit: connections, "
+               "connections_per_address (a new connection closed at once), request_timeout "
+               "(no complete head or body in time), request_bytes (413), bad_json (-32700), "
+               "batch (over max_batch), response_bytes (an answer over max_response_bytes), "
+               "polls, polls_per_address (the oldest long poll answered to make room)",
+               metric="counter", metric_label="limit")
+    def LimitsHit(self) -> dict[str, int]:
+        return self.port.limits_hit()
+
+
+def _basic(value: str) -> tuple[str, str] | None:
+    """(user, password) of a Basic credential, or None if it is not one."""
+    try:
+        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def _claimed_user(header: str) -> str | None:
+    """The user name an Authorization header claims (cut to 64 characters), None for a
+    bearer token or anything else: failures are counted per address and this name."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    basic = _basic(value.strip())
+    return basic[0][:64] if basic is not None else None
+
 
 def _tls_context(config: ManagementConfig) -> ssl.SSLContext | None:
     if config.tls_cert_file is None or config.tls_key_file is None:
@@ -100,13 +130,22 @@ class ManagementServer:
         self.limiter = LoginLimiter()
         self.monotonic = monotonic
         self.ssl_context = _tls_context(config)
-        self.dispatcher = JsonRpcDispatcher(dict(METHODS))
+        limits = config.limits
+        self.dispatcher = JsonRpcDispatcher(dict(METHODS), max_batch=limits.max_batch,
+                                            max_response_bytes=limits.max_response_bytes)
+        self.gate = ConnectionGate(max_connections=limits.max_connections,
+                                   max_connections_per_address=limits.max_connections_per_address,
+                                   request_timeout=limits.request_timeout, log=log,
+                                   name=f"{daemon} management")
+        self.hits: Counter[str] = Counter({"request_bytes": 0})
         self.pulse: NotificationPulse | None = None
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self.refused: Counter[str] = Counter({"host": 0, "origin": 0, "content_type": 0})
         self._said = Throttle(60.0)
+        self.runtime = RuntimeWatch(monotonic)
         server.register("lbmgmt:type=Management", ManagementMBean(self))
+        server.register("lbmgmt:type=Runtime", RuntimeMBean(self.runtime))
 
     @property
     def address_text(self) -> str:
@@ -123,14 +162,27 @@ class ManagementServer:
         """Long polls (pollNotifications) waiting for a notification right now."""
         return len(self.pulse.parked) if self.pulse is not None else 0
 
+    def limits_hit(self) -> dict[str, int]:
+        hits = Counter(self.gate.hits)
+        hits.update(self.hits)
+        hits.update(self.dispatcher.hits)
+        if self.pulse is not None:
+            hits.update(self.pulse.released)
+        return dict(hits)
+
     async def start(self) -> None:
-        self.pulse = NotificationPulse(self.server.notifications)
-        app = web.Application(client_max_size=MAX_REQUEST,
-                              middlewares=[self._guard, self._authenticate])
+        limits = self.config.limits
+        self.pulse = NotificationPulse(self.server.notifications, max_parked=limits.max_polls,
+                                       max_per_address=limits.max_polls_per_address)
+        app = web.Application(client_max_size=limits.max_request_bytes,
+                              middlewares=[self.gate.middleware, self._guard,
+                                           self._authenticate])
         app.router.add_post("/jsonrpc", self._jsonrpc)
         app.router.add_get("/metrics", self._metrics)
         self._runner, self.address = await serve_app(app, self.config.listen,
-                                                     ssl_context=self.ssl_context)
+                                                     ssl_context=self.ssl_context,
+                                                     gate=self.gate)
+        self.runtime.start()
         log.info("management port open", extra=fields(url=self.url,
                                                        auth=self.credentials is not None))
 
@@ -144,6 +196,7 @@ class ManagementServer:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        await self.runtime.stop()
         await stop_listening(runner, log=log, name="management port")
         if self.pulse is not None:
             self.pulse.close()
@@ -213,18 +266,24 @@ class ManagementServer:
             return await handler(request)
         client = request.remote or "?"
         now = self.monotonic()
-        wait = self.limiter.retry_after(client, now)
+        header = request.headers.get("Authorization")
+        claimed = _claimed_user(header) if header is not None else None
+        wait = self.limiter.retry_after(client, claimed, now)
         if wait > 0:
             return web.json_response({"error": "too many failed logins; try later"},
                                      status=429, headers={"Retry-After": str(int(wait) + 1)})
-        user = await self._check(request.headers.get("Authorization", ""))
+        user = await self._check(header or "")
         if user is None:
-            if "Authorization" in request.headers:
-                self.limiter.failure(client, now)
-                log.warning("management login failed", extra=fields(client=client))
+            if header is not None:
+                self.limiter.failure(client, claimed, now)
+                held_back = self._said.allow(("login", client), now)
+                if held_back is not None:
+                    log.warning("management login failed", extra=fields(
+                        client=client, user=claimed if claimed is not None else "(bearer)",
+                        held_back=held_back))
             return web.json_response({"error": "authentication required"}, status=401,
                                      headers={"WWW-Authenticate": CHALLENGE})
-        self.limiter.success(client)
+        self.limiter.success(client, claimed)
         request[CALLER] = (user.role, user.name)
         return await handler(request)
 
@@ -234,30 +293,34 @@ class ManagementServer:
         if scheme.lower() == "bearer" and value:
             return self.credentials.check_bearer(value.strip())
         if scheme.lower() == "basic" and value:
-            try:
-                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            basic = _basic(value)
+            if basic is None:
                 return None
-            if not sep:
-                return None
-            return await self.credentials.check_basic(user, password)
+            return await self.credentials.check_basic(*basic)
         return None
 
     # -- handlers --------------------------------------------------------------
     async def _jsonrpc(self, request: web.Request) -> web.Response:
         role, user = request[CALLER]
         assert self.pulse is not None
-        body = await request.read()
+        client = request.remote or "?"
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            text = "\ufffd"  # not JSON either: answered as a parse error
-        context = CallContext(self.server, role, self.pulse, self.daemon, user)
-        answer: Any = await self.dispatcher.dispatch(text, context)
+            async with asyncio.timeout(self.config.limits.request_timeout):
+                body = await request.read()
+        except TimeoutError:
+            self.gate.hit("request_timeout", client)
+            raise web.HTTPRequestTimeout(text="the request body came too slowly") from None
+        except web.HTTPRequestEntityTooLarge:
+            self.hits["request_bytes"] += 1
+            raise
+        except ConnectionError:  # the client went away mid-body: nothing to answer
+            log.debug("management client closed mid-request", extra=fields(client=client))
+            raise web.HTTPBadRequest() from None
+        context = CallContext(self.server, role, self.pulse, self.daemon, user, client)
+        answer = await self.dispatcher.answer(body, context)
         if answer is None:
             return web.Response(status=204)
-        return web.Response(text=json.dumps(answer, default=str),
-                            content_type="application/json")
+        return web.Response(body=answer, content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         text = await self.metrics.text()

@@ -1,12 +1,14 @@
 """Notifications: what happened, in order, in a bounded buffer.
 
-Clients poll with the last sequence number they saw; a client that falls
-more than the buffer behind is told how many it lost instead of silently
-missing them. Pure: ``now`` is passed in, waiting is the caller's business.
+Clients poll with the last sequence number they saw (and the epoch it came
+from: numbers start again with every process); a client that falls more than
+the buffer behind is told how many it lost instead of silently missing them.
+Pure: ``now`` is passed in, waiting is the caller's business.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,9 @@ class Notification:
 @dataclass(slots=True)
 class NotificationBuffer:
     capacity: int = DEFAULT_CAPACITY
+    # Which numbering the sequence numbers belong to: new with each process, so a client
+    # that polls across a restart is told its numbers mean nothing here any more.
+    epoch: str = field(default_factory=lambda: secrets.token_hex(8))
     _items: deque[Notification] = field(default_factory=deque)
     _sequence: int = 0
     listeners: list[Callable[[Notification], None]] = field(default_factory=list)

@@ -19,6 +19,7 @@ from typing import Any
 
 from lbmgmt.management.auth import hash_password, hash_token, new_token
 from lbmgmt.management.client import ManagementClient, ManagementUnavailable, RpcError
+from lbmgmt.status.keys import new_key
 
 EXIT_RPC_ERROR = 1
 EXIT_UNAVAILABLE = 3
@@ -72,6 +73,10 @@ def add_parsers(sub: Any) -> None:
     sub.add_parser("hash-password", help="hash a password for a credentials file",
                    description="Reads a password (prompted, or one line on stdin) and prints "
                                "the scrypt hash for a [users.NAME] password entry.")
+    sub.add_parser("new-key", help="print a strong shared key for balancers and edges",
+                   description="Prints a new random shared key (32 characters, 192 bits): "
+                               "the balancer's [balancer] key (or its key_file) and the third "
+                               "field of the edges' targets-file line for it.")
     sub.add_parser("new-token", help="make a bearer token for a credentials file",
                    description="Prints a new random token (give it to the client) and the "
                                "token_sha256 line for the credentials file.")
@@ -96,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
             print("lbmgmt: empty password", file=sys.stderr)
             return 2
         print(f'password = "{hash_password(typed)}"')
+        return 0
+    if args.command == "new-key":
+        print(new_key())
         return 0
     if args.command == "new-token":
         fresh = new_token()

@@ -10,6 +10,7 @@ AES-GCM nonce without any coordination, and nonce limits are per sender.
 from __future__ import annotations
 
 import functools
+import secrets
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -22,6 +23,25 @@ SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
 HKDF_INFO = b"lbmgmt/status/v1/sender"
+
+# A shared key is typed into two files by hand; shorter than this it is guessable
+# offline from one captured report however slow the stretch.
+MIN_KEY_CHARS = 16
+# Keys printed in examples/: accepted (the demo runs on them) but warned about at start.
+PLACEHOLDER_KEYS = frozenset({"change-me-to-a-long-random-string", "another-balancers-key"})
+
+
+def key_problem(text: str) -> str | None:
+    """Why this key text may not be used (never quoting it), or None."""
+    if len(text) < MIN_KEY_CHARS:
+        return (f"is {len(text)} characters long; a shared key needs at least "
+                f"{MIN_KEY_CHARS} ('lbmgmt new-key' prints a strong one)")
+    return None
+
+
+def new_key() -> str:
+    """A fresh shared key: 32 URL-safe characters, 192 random bits."""
+    return secrets.token_urlsafe(24)
 
 
 class SharedKey:
@@ -44,6 +64,11 @@ class SharedKey:
 
     def __hash__(self) -> int:
         return hash(("SharedKey", self._secret))
+
+    @property
+    def is_placeholder(self) -> bool:
+        """Whether this is a key printed in the examples (public: anyone can forge with it)."""
+        return self._secret in PLACEHOLDER_KEYS
 
     def master(self) -> bytes:
         """The stretched 32-byte master key (cached: scrypt runs once per key string)."""

@@ -31,7 +31,7 @@ class Fleet(ProcessFleet):
     session: aiohttp.ClientSession | None = None
     interval_ms: int = 200
     timeout_ms: int = 1000
-    key: str = "e2e-shared-key"
+    key: str = "e2e-shared-key-0123"
 
     @property
     def http(self) -> aiohttp.ClientSession:

@@ -72,7 +72,8 @@ def test_demo_prints_urls_that_work_with_curl(tmp_path, daemon_loop):
 
 
 @pytest.mark.parametrize("role, text, where", [
-    ("balancer", '[balancer]\nkey = "k"\nlisten = "*:notaport"\n', ":3: balancer.listen: "),
+    ("balancer", '[balancer]\nkey = "k-0123456789abcdef"\nlisten = "*:notaport"\n',
+     ":3: balancer.listen: "),
     ("edge", '[edge]\nredirect_address = "a"\nmessage_interval_ms = "x"\n',
      ":3: edge.message_interval_ms: "),
     ("edge", '[edge]\nredirect_address = "a"\ntargets_file = "t.txt"\n', "t.txt: cannot read"),
@@ -96,7 +97,7 @@ def test_bad_targets_line_exits_2(tmp_path):
     assert f"{tmp_path / 'targets.txt'}:2: line: expected 'host,port,key'" in r.stderr
 
 
-def balancer_config(path, key: str = "k", udp: str = f"{HOST}:0"):
+def balancer_config(path, key: str = "k-0123456789abcdef", udp: str = f"{HOST}:0"):
     """A balancer config on loopback ports the kernel picks."""
     path.write_text(tomli_w.dumps({"balancer": {"key": key, "listen": udp},
                                    "http": {"listen": f"{HOST}:0"},
@@ -137,3 +138,66 @@ async def test_shared_key_is_never_logged(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert secret not in log.read_text()
+
+
+@pytest.mark.parametrize("config, files, where", [
+    ('[balancer]\nkey = 123456789\n', {}, ":2: balancer.key: must be a string, not int"),
+    ('[balancer]\nkey = "short-s3cret"\n', {},
+     ":2: balancer.key: the key is 12 characters long; a shared key needs at least 16"),
+    ('[balancer]\nkey_file = "k.txt"\n', {"k.txt": "short-s3cret\n"},
+     ":2: balancer.key_file: the key is 12 characters long"),
+    ('[edge]\nredirect_address = "a"\n', {"targets.txt": "# lb\n127.0.0.1,1934,short-s3cret\n"},
+     "targets.txt:2: key: the key is 12 characters long"),
+], ids=["not-a-string", "short", "short-in-key-file", "short-in-targets"])
+def test_key_errors_name_the_place_never_the_key(tmp_path, config, files, where):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    daemon = config[1:config.index("]")]
+    path = tmp_path / f"{daemon}.toml"
+    path.write_text(config)
+    r = subprocess.run([*LBMGMT, daemon, "-c", str(path)], capture_output=True, text=True,
+                       timeout=DEADLINE)
+    assert r.returncode == 2 and where in r.stderr, r.stderr
+    assert "123456789" not in r.stderr and "s3cret" not in r.stderr
+
+
+async def test_the_examples_placeholder_key_is_warned_about_at_start(tmp_path):
+    placeholder = "change-me-to-a-long-random-string"  # examples/balancer.toml's
+    path = balancer_config(tmp_path / "b.toml", key=placeholder)
+    (tmp_path / "targets.txt").write_text(f"# lb\n{HOST},9,{placeholder}\n")
+    (tmp_path / "edge.toml").write_text(tomli_w.dumps({
+        "edge": {"redirect_address": "e:1"}, "monitor": {"type": "manual"},
+        "management": {"enabled": False}}))
+    for daemon, config, said in (("balancer", path, "balancer started"),
+                                 ("edge", tmp_path / "edge.toml", "edge started")):
+        log = tmp_path / f"{daemon}.err"
+        with open(log, "w") as err:
+            proc = subprocess.Popen([*LBMGMT, daemon, "-c", str(config), "-v"], stderr=err,
+                                    stdin=subprocess.DEVNULL)
+        try:
+            await wait_for_text(log, said)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(DEADLINE) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        text = log.read_text()
+        warning = [line for line in text.splitlines() if "examples' placeholder" in line]
+        assert len(warning) == 1 and "level=warning" in warning[0], text
+        assert "lbmgmt new-key" in warning[0] and placeholder not in warning[0]
+        if daemon == "edge":
+            assert "targets.txt" in warning[0] and "line=2" in warning[0]
+
+
+def test_new_key_prints_a_strong_key_both_daemons_take(tmp_path):
+    from lbmgmt.balancer.config import load_balancer_config
+    from lbmgmt.edge.targets import load_targets
+
+    keys = [subprocess.run([*LBMGMT, "new-key"], capture_output=True, text=True,
+                           timeout=DEADLINE, check=True).stdout for _ in range(2)]
+    assert keys[0] != keys[1]
+    key = keys[0].strip()
+    assert keys[0] == key + "\n" and len(key) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", key)
+    config = load_balancer_config(balancer_config(tmp_path / "b.toml", key=key))
+    (tmp_path / "targets.txt").write_text(f"{HOST},1934,{key}\n")
+    assert load_targets(tmp_path / "targets.txt")[0].key == config.key

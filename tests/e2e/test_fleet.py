@@ -209,7 +209,7 @@ async def message_count(fleet: Fleet, lb: Balancer, address: str) -> int:
 
 
 async def test_two_targets_two_balancers_one_down(fleet):
-    lb1, lb2 = fleet.balancer("lb1"), fleet.balancer("lb2", key="another key")
+    lb1, lb2 = fleet.balancer("lb1"), fleet.balancer("lb2", key="another shared key")
     edge = fleet.edge("both", [lb1, lb2])
     await ready(fleet, lb1)
     await ready(fleet, lb2)
@@ -230,7 +230,7 @@ async def test_two_targets_two_balancers_one_down(fleet):
 
 async def test_unreachable_and_unresolvable_targets_do_not_stop_the_others(fleet):
     lb = fleet.balancer()
-    edge = fleet.edge("e", [("no-such-host.invalid", 1934, "k"), (HOST, 9, "k"), lb])
+    edge = fleet.edge("e", [("no-such-host.invalid", 1934, lb.key), (HOST, 9, lb.key), lb])
     await ready(fleet, lb)
 
     async def listed():
@@ -319,7 +319,7 @@ async def test_restarted_edge_replaces_its_own_entry(fleet):
 
 async def test_sighup_reloads_targets_and_reports_to_new_ones_at_once(fleet):
     lb1 = fleet.balancer("lb1", timeout_ms=2 * MINUTES)
-    lb2 = fleet.balancer("lb2", key="second key", timeout_ms=2 * MINUTES)
+    lb2 = fleet.balancer("lb2", key="second shared key", timeout_ms=2 * MINUTES)
     await ready(fleet, lb1)
     await ready(fleet, lb2)
     edge = fleet.edge("e", [lb1], interval_ms=MINUTES)  # after lb1 is up: one report is enough

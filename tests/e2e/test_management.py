@@ -10,6 +10,7 @@ import asyncio
 import base64
 import datetime
 import json
+import signal
 import subprocess
 import sys
 
@@ -83,7 +84,8 @@ async def test_a_script_finds_reads_changes_and_follows_everything(fleet):
         return len(await rpc.ok("queryNames", "lbmgmt:type=Server,*")) == 2
     await wait_until(two_servers, what="two Server MBeans")
     names = await rpc.ok("queryNames", "*:*")
-    assert {BAL, "lbmgmt:type=Management"} <= set(names) and len(names) == 4
+    assert {BAL, "lbmgmt:type=Management", "lbmgmt:type=Runtime"} <= set(names)
+    assert len(names) == 5
 
     version = await rpc.ok("version")
     assert (version["product"], version["daemon"], version["role"]) == (
@@ -135,6 +137,33 @@ async def test_a_script_finds_reads_changes_and_follows_everything(fleet):
     assert "lbmgmt_balancer_server_count 2.0" in metrics
     assert f'lbmgmt_server_load{{guid="{guid}"}}' in metrics
     assert 'lbmgmt_balancer_reports_dropped_total{reason="bad-auth"} 0.0' in metrics
+
+
+async def test_the_runtime_mbean_describes_each_daemons_process(fleet, daemon_loop):
+    lb = fleet.balancer()
+    edge = fleet.edge("e", [lb])
+    for url, proc in ((lb.mgmt_url, lb), (edge.mgmt_url, edge)):
+        rpc = Rpc(fleet.session, url)
+        await up(fleet, rpc)
+
+        async def sampled(rpc: Rpc = rpc) -> bool:  # a second of lag samples (4 a second)
+            return (await rpc.ok("getAttribute", "lbmgmt:type=Runtime", "Uptime")) > 1.0
+        await wait_until(sampled, what="a second of runtime samples")
+        runtime = await rpc.ok("getAttributes", "lbmgmt:type=Runtime", None)
+        assert runtime["Pid"] == proc.popen.pid
+        assert runtime["Python"].startswith("CPython 3.")
+        assert runtime["EventLoop"].startswith(daemon_loop)  # uvloop or asyncio, as run
+        assert 10 << 20 < runtime["Rss"] < 2 << 30
+        assert runtime["OpenFileDescriptors"] >= 3 and runtime["Tasks"] >= 2
+        lag = runtime["LoopLag"]
+        assert set(lag) == {"p50", "p99", "max"} and 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+        assert 0 <= runtime["CpuPercent"] <= 200 and runtime["CpuSeconds"] > 0
+        assert set(runtime["GcCollections"]) == {"0", "1", "2"}
+        async with fleet.session.get(f"{url}/metrics") as r:
+            metrics = await r.text()
+        assert 'lbmgmt_runtime_loop_lag{quantile="p99"}' in metrics
+        assert "# TYPE lbmgmt_runtime_rss gauge" in metrics
+        assert "# TYPE lbmgmt_runtime_cpu_seconds_total counter" in metrics
 
 
 async def test_every_error_code_over_http(fleet):
@@ -198,6 +227,39 @@ async def test_long_poll_waits_then_wakes_on_an_event(fleet):
     joined = await asyncio.wait_for(poll, DEADLINE)
     assert joined["notifications"][0]["type"] == "lbmgmt.server.joined"
     assert joined["notifications"][0]["data"]["redirectAddress"] == edge.address
+
+
+async def test_a_poll_across_a_restart_is_told_and_gets_everything_buffered(fleet):
+    lb = fleet.balancer()
+    rpc = Rpc(fleet.session, lb.mgmt_url)
+    await up(fleet, rpc)
+    for grace in (501, 502, 503):
+        await rpc.ok("setAttribute", BAL, "Grace", grace)
+    before = await rpc.ok("pollNotifications", 0, 0)
+    assert (before["next"], before["reset"]) == (3, False)
+    assert (await rpc.ok("version"))["epoch"] == before["epoch"]
+
+    lb.signal(signal.SIGTERM)
+    assert lb.wait() == 0
+    again = fleet.balancer("lb2", udp_port=lb.udp_port, http_port=lb.http_port,
+                           mgmt_port=lb.mgmt_port,
+                           config={"management": {"notification_buffer": 10}})
+    await up(fleet, rpc)
+    for grace in range(600, 612):  # 12 in the new numbering, 10 kept: past the old 3
+        await rpc.ok("setAttribute", BAL, "Grace", grace)
+
+    # The script's next poll, as it would send it: its since and epoch from before.
+    after = await rpc.ok("pollNotifications", before["next"], 0, None, before["epoch"])
+    assert after["reset"] is True and after["epoch"] != before["epoch"]
+    assert [n["sequence"] for n in after["notifications"]] == list(range(3, 13))
+    assert after["lost"] == 2 and after["next"] == 12  # the two that fell out, said
+    # A since beyond the last (a script that does not pass the epoch): told too.
+    beyond = await rpc.ok("pollNotifications", 50, 0)
+    assert beyond["reset"] is True and len(beyond["notifications"]) == 10
+    # and the same epoch goes on as ever
+    same = await rpc.ok("pollNotifications", after["next"], 0, None, after["epoch"])
+    assert (same["notifications"], same["lost"], same["reset"]) == ([], 0, False)
+    assert again.running
 
 
 async def test_pause_unpause_and_set_load_through_invoke_are_reported_at_once(fleet):
@@ -302,6 +364,32 @@ async def test_roles_readonly_cannot_change_anything(fleet, tmp_path):
     assert await Rpc(fleet.session, edge.mgmt_url).ok("getAttribute", SENDER, "State")
 
 
+async def test_a_valid_login_between_guesses_resets_nothing(fleet, tmp_path):
+    """The attack found: four guesses at another account, one good login of one's own."""
+    lb = fleet.balancer(config={"management": credentials(tmp_path, "t" * 40)})
+    viewer = Rpc(fleet.session, lb.mgmt_url, basic("viewer", "view-pw"))
+    guess = Rpc(fleet.session, lb.mgmt_url, basic("ops", "guess"))
+    await up(fleet, viewer)
+    version = {"jsonrpc": "2.0", "id": 1, "method": "version"}
+    guesses = []
+    for _ in range(3):
+        guesses += [(await guess.raw(version))[0] for _ in range(4)]
+        assert (await viewer.raw(version))[0] == 200  # the attacker's own account
+    assert guesses == [401] * 5 + [429] * 7  # five guesses at ops from here, as ever
+    # Guesses spread over names: the address's own count (20 a minute) stops them all.
+    statuses = []
+    for i in range(20):
+        statuses.append((await Rpc(fleet.session, lb.mgmt_url, basic(f"user{i}", "x")
+                                   ).raw(version))[0])
+    assert statuses[:15] == [401] * 15 and set(statuses[15:]) == {429}
+    assert (await viewer.raw(version))[0] == 429  # the whole address waits now
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            local_addr=("127.0.0.2", 0))) as elsewhere:  # another address does not
+        assert (await Rpc(elsewhere, lb.mgmt_url, basic("viewer", "view-pw")).raw(version)
+                )[0] == 200
+    assert lb.stderr.count("management login failed") == 1  # said once a minute, not 20 times
+
+
 async def test_shared_keys_are_never_readable(fleet):
     lb = fleet.balancer(key="very-secret-shared-key-1")
     edge = fleet.edge("e", [lb])
@@ -320,7 +408,8 @@ async def test_shared_keys_are_never_readable(fleet):
 
 def test_non_loopback_management_without_credentials_refuses_to_start(tmp_path):
     path = tmp_path / "b.toml"
-    path.write_text(f'[balancer]\nkey = "k"\nlisten = "{HOST}:0"\n[http]\nlisten = "{HOST}:0"\n'
+    path.write_text(f'[balancer]\nkey = "k-0123456789abcdef"\nlisten = "{HOST}:0"\n'
+                    f'[http]\nlisten = "{HOST}:0"\n'
                     '[management]\nlisten = "*:8084"\n')
     r = subprocess.run([sys.executable, "-m", "lbmgmt", "balancer", "-c", str(path)],
                        capture_output=True, text=True, timeout=20)

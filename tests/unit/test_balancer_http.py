@@ -206,7 +206,7 @@ def write(tmp_path, text):
 
 
 def test_balancer_config_full(tmp_path):
-    (tmp_path / "key").write_text("s3cret\n")
+    (tmp_path / "key").write_text("s3cret-s3cret-s3cret\n")
     cfg = load_balancer_config(write(tmp_path, """
 [balancer]
 listen = "127.0.0.1:11934"
@@ -219,14 +219,15 @@ enable_server_info_xml = false
 redirect_scheme = "https"
 redirect_port = 443
 """))
-    assert cfg.key == SharedKey("s3cret") and cfg.listen == Endpoint("127.0.0.1", 11934)
+    assert cfg.key == SharedKey("s3cret-s3cret-s3cret")
+    assert cfg.listen == Endpoint("127.0.0.1", 11934)
     assert cfg.message_timeout_ms == 3000 and cfg.redirector == "round-robin"
     assert cfg.http.listen == Endpoint("::1", 8080) and not cfg.http.enable_server_info_xml
     assert (cfg.http.redirect_scheme, cfg.http.redirect_port) == ("https", 443)
 
 
 def test_balancer_config_defaults(tmp_path):
-    cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k"\n'))
+    cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k-0123456789abcdef"\n'))
     assert cfg.listen == Endpoint("", 1934) and cfg.http.listen == Endpoint("", 1935)
     assert cfg.message_timeout_ms == 5000 and cfg.redirector == "concurrent-connects"
     assert "k" not in repr(cfg.key)
@@ -236,17 +237,19 @@ def test_balancer_config_defaults(tmp_path):
     ('[balancer]\nlisten = "*:1934"\n', 1, "balancer.key", "exactly one of key or key_file"),
     ('[balancer]\nkey = "a"\nkey_file = "b"\n', 2, "balancer.key", "exactly one"),
     ('[balancer]\nkey_file = "missing"\n', 2, "balancer.key_file", "cannot read"),
-    ('[balancer]\nkey = "k"\nlisten = "1.2.3.4:99999"\n', 3, "balancer.listen", "bad port"),
-    ('[balancer]\nkey = "k"\nlisten = "::1:1934"\n', 3, "balancer.listen", "[addr]:port"),
-    ('[balancer]\nkey = "k"\nredirector = "fastest"\n', 3, "balancer.redirector",
-     "unknown redirector"),
-    ('[balancer]\nkey = "k"\n[http]\nenable_server_info_xml = "yes"\n', 4,
+    ('[balancer]\nkey = "k-0123456789abcdef"\nlisten = "1.2.3.4:99999"\n', 3,
+     "balancer.listen", "bad port"),
+    ('[balancer]\nkey = "k-0123456789abcdef"\nlisten = "::1:1934"\n', 3,
+     "balancer.listen", "[addr]:port"),
+    ('[balancer]\nkey = "k-0123456789abcdef"\nredirector = "fastest"\n', 3,
+     "balancer.redirector", "unknown redirector"),
+    ('[balancer]\nkey = "k-0123456789abcdef"\n[http]\nenable_server_info_xml = "yes"\n', 4,
      "http.enable_server_info_xml", "true or false"),
-    ('[balancer]\nkey = "k"\n[http]\nredirect_scheme = "rtmp"\n', 4, "http.redirect_scheme",
-     "http or https"),
-    ('[balancer]\nkey = "k"\nmessage_timeout = 5\n', 3, "balancer.message_timeout",
-     "unknown key"),
-    ('key = "k"\n', 1, "key", "unknown table or key"),
+    ('[balancer]\nkey = "k-0123456789abcdef"\n[http]\nredirect_scheme = "rtmp"\n', 4,
+     "http.redirect_scheme", "http or https"),
+    ('[balancer]\nkey = "k-0123456789abcdef"\nmessage_timeout = 5\n', 3,
+     "balancer.message_timeout", "unknown key"),
+    ('key = "k-0123456789abcdef"\n', 1, "key", "unknown table or key"),
 ])
 def test_balancer_config_errors_name_file_line_field(tmp_path, text, line, field, message):
     assert_config_error(tmp_path, text, line, field, message)
@@ -271,11 +274,11 @@ def test_shipped_balancer_example_has_the_default_rtmp_app():
 
 
 def test_rtmp_config_apps_and_defaults(tmp_path):
-    cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k"\n'))
+    cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k-0123456789abcdef"\n'))
     assert list(cfg.rtmp.apps) == ["redirect"] and cfg.rtmp.max_message_size == 65536
     cfg = load_balancer_config(write(tmp_path, """
 [balancer]
-key = "k"
+key = "k-0123456789abcdef"
 [rtmp]
 listen = "127.0.0.1:1936"
 [rtmp.apps.tv]
@@ -302,7 +305,8 @@ mode = "proxy"
     ('[rtmp]\nlisten = "x:y"\n', 2, "rtmp.listen", "bad port"),
 ])
 def test_rtmp_config_errors_name_file_line_field(tmp_path, text, line, field, message):
-    assert_config_error(tmp_path, '[balancer]\nkey = "k"\n' + text, line + 2, field, message)
+    assert_config_error(tmp_path, '[balancer]\nkey = "k-0123456789abcdef"\n' + text, line + 2,
+                        field, message)
 
 
 # -- a closed connection is freed at once ----------------------------------------------

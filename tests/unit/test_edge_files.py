@@ -19,29 +19,30 @@ def test_targets_classic_format():
     targets = parse_targets(
         "# balancers\n"
         "\n"
-        "10.0.0.1,1934,023D4FB4F5E4\n"
-        "  lb2.example.net , 1935 , key,with,commas   # prod\n"
-        "[::1],1934,k#notacomment\n"
-        "::1,1934,v6key\n")
+        "10.0.0.1,1934,023D4FB4F5E4A1B2C3\n"
+        "  lb2.example.net , 1935 , key,with,commas,too   # prod\n"
+        "[::1],1934,k#notacomment-either\n"
+        "::1,1934,v6key-0123456789ab\n")
     assert [(t.host, t.port, t.line) for t in targets] == [
         ("10.0.0.1", 1934, 3), ("lb2.example.net", 1935, 4), ("::1", 1934, 5), ("::1", 1934, 6)]
-    assert targets[0].key == SharedKey("023D4FB4F5E4")
-    assert targets[1].key == SharedKey("key,with,commas")
-    assert targets[2].key == SharedKey("k#notacomment")
+    assert targets[0].key == SharedKey("023D4FB4F5E4A1B2C3")
+    assert targets[1].key == SharedKey("key,with,commas,too")
+    assert targets[2].key == SharedKey("k#notacomment-either")
     assert str(targets[3]) == "[::1]:1934"
 
 
 @pytest.mark.parametrize("line, field", [
     ("10.0.0.1,1934", "line"),
     ("10.0.0.1", "line"),
-    (",1934,key", "host"),
-    ("10.0.0.1,port,key", "port"),
-    ("10.0.0.1,70000,key", "port"),
+    (",1934,key-0123456789abcdef", "host"),
+    ("10.0.0.1,port,key-0123456789abcdef", "port"),
+    ("10.0.0.1,70000,key-0123456789abcdef", "port"),
     ("10.0.0.1,1934,", "key"),
+    ("10.0.0.1,1934,fifteen-chars!!", "key"),
 ])
 def test_targets_bad_line_names_file_line_and_field(line, field, tmp_path):
     path = tmp_path / "targets.txt"
-    path.write_text(f"# ok\n10.0.0.2,1934,k\n{line}\n")
+    path.write_text(f"# ok\n10.0.0.2,1934,k-0123456789abcdef\n{line}\n")
     with pytest.raises(ConfigError) as err:
         load_targets(path)
     assert err.value.line == 3 and err.value.field == field

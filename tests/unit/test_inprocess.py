@@ -76,15 +76,15 @@ async def test_reload_targets_keeps_counters_and_reports_to_new_ones(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
     targets = tmp_path / "targets.txt"
-    targets.write_text(f"127.0.0.1,{rx[0].getsockname()[1]},k\n")
+    targets.write_text(f"127.0.0.1,{rx[0].getsockname()[1]},k-0123456789abcdef\n")
     edge = EdgeDaemon(EdgeConfig(redirect_address="a", targets_file=targets,
                                  guid_file=tmp_path / "g", message_interval_ms=60_000))
     await edge.start()
     try:
         await until(lambda: edge.links[0].reports_sent == 1)
         first = edge.links[0]
-        targets.write_text(f"127.0.0.1,{rx[0].getsockname()[1]},k\n"
-                           f"127.0.0.1,{rx[1].getsockname()[1]},k2\n")
+        targets.write_text(f"127.0.0.1,{rx[0].getsockname()[1]},k-0123456789abcdef\n"
+                           f"127.0.0.1,{rx[1].getsockname()[1]},k2-0123456789abcdef\n")
         edge.reload_targets()
         assert edge.links[0] is first and len(edge.links) == 2
         await until(lambda: edge.links[1].reports_sent == 1)  # at once, not in 60 s
@@ -106,7 +106,7 @@ async def test_reload_targets_through_management_reports_file_and_line(tmp_path)
     from lbmgmt.management.server import Role
 
     targets = tmp_path / "targets.txt"
-    targets.write_text("127.0.0.1,9,k\n")
+    targets.write_text("127.0.0.1,9,k-0123456789abcdef\n")
     edge = EdgeDaemon(EdgeConfig(redirect_address="a", targets_file=targets,
                                  guid_file=tmp_path / "g", message_interval_ms=60_000))
     targets.write_text("# ok\nnot a target\n")

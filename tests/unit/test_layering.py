@@ -84,7 +84,7 @@ CODECS = [n for n in MODULES if n.startswith(("lbmgmt.status", "lbmgmt.rtmp"))]
 SANS_IO = CODECS + [
     "lbmgmt.balancer.core", "lbmgmt.balancer.registry", "lbmgmt.balancer.redirectors",
     "lbmgmt.balancer.serverinfo", "lbmgmt.balancer.front.http",
-    "lbmgmt.balancer.front.answers", "lbmgmt.balancer.front.admission",
+    "lbmgmt.balancer.front.answers", "lbmgmt.admission",
     "lbmgmt.balancer.report_gate", "lbmgmt.balancer.state"]
 IO = {"asyncio", "socket", "time", "selectors", "aiohttp", "uvloop", "threading"}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import time
 
 import pytest
 
@@ -280,11 +282,28 @@ async def test_get_attributes_all_and_named(rpc):
     assert answer["result"] == {"Name": "thing"}
 
 
+async def test_a_since_from_another_epoch_or_beyond_the_last_starts_again(rpc, server):
+    buffer = server.notifications
+    buffer.capacity = 3
+    for i in range(5):
+        buffer.emit("t", "test:type=Thing", f"m{i}", now=0)
+    epoch = buffer.epoch
+    same = (await rpc(req("pollNotifications", [4, 0, None, epoch])))["result"]
+    assert [n["sequence"] for n in same["notifications"]] == [5] and same["reset"] is False
+    for since, poll_epoch in ((4, "0123456789abcdef"), (9, None), (9, epoch)):
+        answer = (await rpc(req("pollNotifications", [since, 0, None, poll_epoch])))["result"]
+        assert answer["reset"] is True and answer["epoch"] == epoch
+        assert [n["sequence"] for n in answer["notifications"]] == [3, 4, 5]
+        assert answer["lost"] == 2 and answer["next"] == 5  # 1 and 2 fell out: said
+    assert (await rpc(req("pollNotifications", [0, 0, None, 5])))["error"]["code"] == -32602
+
+
 async def test_long_poll_wakes_at_once_and_times_out(rpc, server):
     loop = asyncio.get_running_loop()
     start = loop.time()
     answer = await rpc(req("pollNotifications", [None, 0.2]))
-    assert answer["result"] == {"notifications": [], "next": 0, "lost": 0}
+    assert answer["result"] == {"notifications": [], "next": 0, "lost": 0, "reset": False,
+                                "epoch": server.notifications.epoch}
     assert loop.time() - start >= 0.19
 
     poll = asyncio.create_task(rpc(req("pollNotifications", {"since": 0, "timeout": 60})))
@@ -419,16 +438,85 @@ def test_credentials_errors_name_file_line_field(tmp_path, text, line, field, me
 def test_login_limiter_locks_out_and_recovers():
     limiter = LoginLimiter(max_failures=3, window=60, lockout=30)
     for t in range(3):
-        assert limiter.retry_after("1.2.3.4", t) == 0
-        limiter.failure("1.2.3.4", t)
-    assert limiter.retry_after("1.2.3.4", 3) == pytest.approx(29)
-    assert limiter.retry_after("5.6.7.8", 3) == 0  # others unaffected
-    assert limiter.retry_after("1.2.3.4", 33) == 0
+        assert limiter.retry_after("1.2.3.4", "ops", t) == 0
+        limiter.failure("1.2.3.4", "ops", t)
+    assert limiter.retry_after("1.2.3.4", "ops", 3) == pytest.approx(29)
+    assert limiter.retry_after("5.6.7.8", "ops", 3) == 0  # other addresses unaffected
+    assert limiter.retry_after("1.2.3.4", "viewer", 3) == 0  # and other users
+    assert limiter.retry_after("1.2.3.4", "ops", 33) == 0
     assert limiter.failed_total == 3 and limiter.refused_total == 1
-    limiter.failure("1.2.3.4", 100)
-    limiter.failure("1.2.3.4", 200)  # outside the window of the first
-    limiter.failure("1.2.3.4", 201)
-    assert limiter.retry_after("1.2.3.4", 202) == 0
+    limiter.failure("1.2.3.4", "ops", 100)
+    limiter.failure("1.2.3.4", "ops", 200)  # outside the window of the first
+    limiter.failure("1.2.3.4", "ops", 201)
+    assert limiter.retry_after("1.2.3.4", "ops", 202) == 0
+
+
+def test_another_users_success_resets_no_failure_count():
+    """The attack found: four guesses at admin, one good viewer login, again and again."""
+    limiter = LoginLimiter(max_failures=5, max_address_failures=20, window=60, lockout=60)
+    guesses = 0
+    now = 0.0
+    while limiter.retry_after("6.6.6.6", "admin", now) == 0 and guesses < 100:
+        limiter.failure("6.6.6.6", "admin", now)
+        guesses += 1
+        if guesses % 4 == 0:
+            limiter.success("6.6.6.6", "viewer")  # the attacker's own valid account
+        now += 0.5
+    assert guesses == 5  # locked out after max_failures, as if viewer had never logged in
+    # Spread over many user names, the address's own count stops it.
+    limiter = LoginLimiter(max_failures=5, max_address_failures=20, window=60, lockout=60)
+    for i in range(20):
+        assert limiter.retry_after("6.6.6.6", f"user{i}", i) == 0
+        limiter.failure("6.6.6.6", f"user{i}", i)
+        limiter.success("6.6.6.6", "viewer")
+    assert limiter.retry_after("6.6.6.6", "someone-else", 21) > 0
+    assert limiter.retry_after("6.6.6.6", "viewer", 21) > 0  # the whole address waits
+    assert limiter.retry_after("7.7.7.7", "viewer", 21) == 0
+
+
+def test_a_success_clears_only_its_own_users_count():
+    limiter = LoginLimiter(max_failures=3, window=60, lockout=30)
+    for t in range(2):
+        limiter.failure("1.2.3.4", "ops", t)
+    limiter.success("1.2.3.4", "ops")  # the user got its password right at last
+    for t in range(2, 4):
+        limiter.failure("1.2.3.4", "ops", t)
+    assert limiter.retry_after("1.2.3.4", "ops", 5) == 0
+
+
+def creds_with(*names: str) -> Credentials:
+    return Credentials([User(n, Role.READONLY, password_hash=hash_password("right"))
+                        for n in names])
+
+
+def test_unknown_and_known_users_cost_the_same_one_scrypt(monkeypatch):
+    creds = creds_with("ops")
+    calls = []
+    real = hashlib.scrypt
+
+    def counted(password, **kwargs):
+        calls.append((kwargs["n"], kwargs["r"], kwargs["p"]))
+        return real(password, **kwargs)
+    monkeypatch.setattr(hashlib, "scrypt", counted)
+    assert creds.verify("ops", "wrong") is None
+    known = list(calls)
+    calls.clear()
+    assert creds.verify("nobody", "wrong") is None
+    assert calls == known and len(known) == 1  # one scrypt, the same parameters
+
+
+def test_unknown_and_known_users_take_the_same_time_within_10_percent():
+    """CPU time of this thread (other processes' load does not count): the best of 9
+    rounds each, the two interleaved so both meet the same machine."""
+    creds = creds_with("ops")
+    best = {"ops": float("inf"), "nobody": float("inf")}
+    for _ in range(9):
+        for user in best:
+            start = time.thread_time()
+            creds.verify(user, "wrong")
+            best[user] = min(best[user], time.thread_time() - start)
+    known, unknown = best["ops"], best["nobody"]
+    assert abs(unknown - known) <= 0.10 * known, (known, unknown)
 
 
 # -- config ----------------------------------------------------------------------

@@ -15,12 +15,14 @@ from lbmgmt.clocks import Clocks
 from lbmgmt.configfile import ConfigError
 from lbmgmt.edge import config as edge_config
 from lbmgmt.edge.mbeans import SenderMBean
+from lbmgmt.management import config as management_config
 from lbmgmt.management.mbean import MBean
 from lbmgmt.settings import Setting, markdown_table
 from lbmgmt.status import SharedKey
 
 DOCS = Path(__file__).parents[2] / "docs" / "management.md"
-ALL = balancer_config.SETTINGS + rtmp_config.SETTINGS + edge_config.SETTINGS
+ALL = (balancer_config.SETTINGS + rtmp_config.SETTINGS + edge_config.SETTINGS
+       + management_config.SETTINGS)
 
 
 def test_the_docs_table_is_the_declarations():
@@ -43,10 +45,13 @@ def test_the_config_loader_takes_the_bounds_and_refuses_past_them(setting: Setti
             path.write_text(f'[edge]\nredirect_address = "e:1"\n{setting.key} = {value}\n')
             return getattr(edge_config.load_edge_config(path), setting.key)
         if setting.section == "balancer":
-            path.write_text(f'[balancer]\nkey = "k"\n{setting.key} = {value}\n')
+            path.write_text(f'[balancer]\nkey = "k-0123456789abcdef"\n{setting.key} = {value}\n')
             return getattr(balancer_config.load_balancer_config(path), setting.key)
-        path.write_text(f'[{setting.section}]\n\n{setting.key} = {value}\n[balancer]\nkey = "k"\n')
+        path.write_text(f'[{setting.section}]\n\n{setting.key} = {value}\n'
+                        '[balancer]\nkey = "k-0123456789abcdef"\n')
         loaded = balancer_config.load_balancer_config(path)
+        if setting.section == "management":
+            return getattr(loaded.management.limits, setting.key)
         return getattr(getattr(loaded, setting.section), setting.key)
 
     assert load(setting.minimum) == setting.minimum

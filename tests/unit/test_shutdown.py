@@ -392,7 +392,7 @@ def test_failed_edge_start_leaves_no_port_open(run, tmp_path):
 # -- reload ----------------------------------------------------------------------------------
 async def test_reload_cancels_a_removed_targets_pending_connect(tmp_path, caplog):
     targets = tmp_path / "targets"
-    targets.write_text("kept.example,1934,shutdown\ngone.example,1934,shutdown\n")
+    targets.write_text("kept.example,1934,shutdown-test-key\ngone.example,1934,shutdown-test-key\n")
     config = edge_config(tmp_path)
     config.management = None
     edge = EdgeDaemon(config)
@@ -408,7 +408,7 @@ async def test_reload_cancels_a_removed_targets_pending_connect(tmp_path, caplog
     await edge.start()
     try:
         await until(lambda: len(started) == 2, "both targets connecting")
-        targets.write_text("kept.example,1934,shutdown\n")
+        targets.write_text("kept.example,1934,shutdown-test-key\n")
         edge.reload_targets()
         await asyncio.wait({started["gone.example"]}, timeout=HANG)
         assert started["gone.example"].cancelled(), "the removed target's connect goes on"

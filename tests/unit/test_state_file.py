@@ -238,6 +238,6 @@ async def test_a_state_file_that_cannot_be_written_is_counted_and_said(tmp_path,
 def test_the_state_file_is_beside_the_config_unless_set(tmp_path, line, expected):
     from lbmgmt.balancer.config import load_balancer_config
     config = tmp_path / "lb.toml"
-    config.write_text(f'[balancer]\nkey = "k"\n{line}')
+    config.write_text(f'[balancer]\nkey = "k-0123456789abcdef"\n{line}')
     got = load_balancer_config(config).state_file
     assert got == (None if expected is None else tmp_path / expected)

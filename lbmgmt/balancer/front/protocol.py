@@ -27,7 +27,7 @@ from typing import cast
 
 from lbmgmt.balancer.config import ClientsConfig, HttpConfig
 from lbmgmt.balancer.core import BalancerCore
-from lbmgmt.balancer.front.admission import Admission
+from lbmgmt.admission import Admission
 from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted, http_date
 from lbmgmt.balancer.front.http import (SLICE, Event, HttpConnection, HttpLimits, Refused,
                                         Request)

@@ -1,9 +1,10 @@
-"""Who may open a connection on the client port: caps in total and per address, sans-IO.
+"""Who may open a connection on a port: caps in total and per address, sans-IO.
 
 One flood cannot take every slot: at most ``max_per_address`` connections
-come from one client IP address, and ``max_total`` from all (proxied relays
-hold theirs until they end). A refused connection is dropped at once and
-counted by the reason it was refused.
+come from one client IP address, and ``max_total`` from all (on the client
+port, proxied relays hold theirs until they end). A refused connection is
+dropped at once and counted by the reason it was refused. The client port and
+the management port each keep their own.
 """
 
 from __future__ import annotations
