@@ -126,6 +126,7 @@ class LbConsole(App[None]):
         self.index = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._status_text = ""
+        self._offered: tuple[Any, ...] = ()
 
     @property
     def current(self) -> Connection:
@@ -172,10 +173,18 @@ class LbConsole(App[None]):
             self._render_status()
             if message.conn is not self.current:
                 return  # another connection's news
-            self.query_one(Overview).show(self.current)
-            self.query_one(Charts).show(self.current)
-            self.refresh_bindings()
-            if self.current.state is LinkState.CONNECTED and self._tab() == "mbeans":
+            tab = self._tab()  # only what is on screen is redrawn; a tab shown is brought
+            if tab == "overview":  # up to date then (action_tab)
+                self.query_one(Overview).show(self.current)
+            elif tab == "charts":
+                self.query_one(Charts).show(self.current)
+            # The footer is rebuilt only when what it may offer changed: rebuilding it every
+            # refresh was most of the console's idle CPU.
+            offered = (self.current.state, self.current.daemon, self.current.readonly)
+            if offered != self._offered:
+                self._offered = offered
+                self.refresh_bindings()
+            if self.current.state is LinkState.CONNECTED and tab == "mbeans":
                 self._refresh_mbeans()
 
     def on_lb_console_notified(self, message: Notified) -> None:
@@ -226,7 +235,11 @@ class LbConsole(App[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        if tab == "mbeans":
+        if tab == "overview":
+            self.query_one(Overview).show(self.current)
+        elif tab == "charts":
+            self.query_one(Charts).show(self.current)
+        elif tab == "mbeans":
             self._refresh_mbeans()
         elif tab == "notifications":
             self.query_one(Notifications).show(self.current)
@@ -244,6 +257,7 @@ class LbConsole(App[None]):
 
     def action_next_connection(self) -> None:
         self.index = (self.index + 1) % len(self.connections)
+        self._offered = ()
         self.query_one(Overview).show(self.current)
         self.query_one(Charts).show(self.current)
         self.query_one(Notifications).show(self.current)

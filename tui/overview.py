@@ -43,6 +43,30 @@ def _note(server: dict[str, Any]) -> Text | str:
     return ""
 
 
+class Line(Static):
+    """A few lines of markup, of a fixed height, redrawn alone when their text changes.
+
+    Static.update lays the whole screen out again (its height may change), which redrew
+    the edge table with it every refresh: most of an idle console's CPU.
+    """
+
+    def __init__(self, text: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.text = text
+
+    def render(self) -> Text:
+        return Text.from_markup(self.text)
+
+    def show(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
+
+
+def _set(line: Line, text: str) -> None:
+    line.show(text)
+
+
 def _mib(value: Any) -> str:
     return f"{value / (1 << 20):.0f} MiB" if isinstance(value, int | float) else "—"
 
@@ -75,8 +99,8 @@ def runtime_line(conn: Connection) -> str:
 class Overview(Vertical):
     DEFAULT_CSS = """
     Overview { height: 1fr; }
-    Overview #totals { height: auto; padding: 0 1; background: $boost; }
-    Overview #runtime { height: auto; padding: 0 1; color: $text-muted; }
+    Overview #totals { height: 3; padding: 0 1; background: $boost; }
+    Overview #runtime { height: 2; padding: 0 1; color: $text-muted; }
     Overview #server-filter { display: none; }
     Overview #server-filter.shown { display: block; }
     Overview.stale DataTable { color: $text-disabled; }
@@ -94,8 +118,8 @@ class Overview(Vertical):
         self._note = ""  # above the totals: why the values may be old
 
     def compose(self) -> ComposeResult:
-        yield Static("waiting for the daemon…", id="totals")
-        yield Static("", id="runtime")
+        yield Line("waiting for the daemon…", id="totals")
+        yield Line("", id="runtime")
         yield Input(placeholder="filter edges by address, state or GUID (enter: to the "
                     "table, esc: clear)", id="server-filter")
         table: DataTable[Any] = DataTable(id="servers", cursor_type="row", zebra_stripes=True)
@@ -159,9 +183,9 @@ class Overview(Vertical):
 
     def show(self, conn: Connection | None) -> None:
         self._shown = conn
-        totals = self.query_one("#totals", Static)
+        totals = self.query_one("#totals", Line)
         if conn is None or not conn.daemon:
-            totals.update("waiting for the daemon…" if conn is None or not conn.error
+            _set(totals, "waiting for the daemon…" if conn is None or not conn.error
                           else f"[b red]{conn.error}[/]")
             return
         stale = conn.state is not LinkState.CONNECTED and conn.answered_at is not None
@@ -172,7 +196,7 @@ class Overview(Vertical):
             age = max(0.0, conn.clock() - conn.answered_at)
             self._note = (f"[b red]STALE: values from {age:.0f} s ago, when {conn.address} "
                           f"last answered[/]\n")
-        self.query_one("#runtime", Static).update(runtime_line(conn))
+        _set(self.query_one("#runtime", Line), runtime_line(conn))
         if conn.daemon == "balancer":
             self._show_balancer(conn, totals)
         else:
@@ -187,12 +211,12 @@ class Overview(Vertical):
             self._mode = mode
         return table
 
-    def _show_balancer(self, conn: Connection, totals: Static) -> None:
+    def _show_balancer(self, conn: Connection, totals: Line) -> None:
         o, h = conn.overview, conn.history
         drops = sum((o.get("ReportsDropped") or {}).values())
         outside = conn.dropped_outside()
-        totals.update(
-            self._note + f"[b]{o.get('ServerCount', 0)}[/] servers, "
+        _set(totals,
+             self._note + f"[b]{o.get('ServerCount', 0)}[/] servers, "
             f"[b]{o.get('AvailableServerCount', 0)}[/] available   "
             f"redirects/s [b]{_rate(h.get('redirects').rate())}[/]   "
             f"reports/s [b]{_rate(h.get('reports').rate())}[/]   drops [b]{drops}[/]   "
@@ -241,8 +265,12 @@ class Overview(Vertical):
         field = {"address": "redirectAddress", "redirects": "redirectsSinceReport",
                  "age": "secondsSinceReport"}.get(column, column)
         if table.row_count:
-            table.sort("guid", key=lambda guid: _sort_key(by_guid.get(guid, {}).get(field)),
-                       reverse=self.sort_reverse)
+            shown = [row.key.value for row in table.ordered_rows]
+            order = sorted(shown, key=lambda guid: _sort_key(by_guid.get(guid, {}).get(field)),
+                           reverse=self.sort_reverse)  # (stable: ties keep their places)
+            if shown != order:  # a sort redraws every row: only when the order changed
+                table.sort("guid", key=lambda guid: _sort_key(by_guid.get(guid, {}).get(field)),
+                           reverse=self.sort_reverse)
             if selected is not None and selected in seen:
                 table.move_cursor(row=table.get_row_index(selected), animate=False)
 
@@ -256,13 +284,13 @@ class Overview(Vertical):
                 column.label = Text(label)
                 table.refresh()
 
-    def _show_edge(self, conn: Connection, totals: Static) -> None:
+    def _show_edge(self, conn: Connection, totals: Line) -> None:
         o = conn.overview
         state = o.get("State", "?")
         colour = "green" if state == "RUNNING" else "yellow"
         monitor_error = o.get("MonitorError")
-        totals.update(
-            self._note + f"edge [b]{o.get('RedirectAddress', '?')}[/]  [{colour}]{state}[/]  load "
+        _set(totals,
+             self._note + f"edge [b]{o.get('RedirectAddress', '?')}[/]  [{colour}]{state}[/]  load "
             f"[b]{format_value(o.get('Load'))}[/] {sparkline(conn.history.get('load').values, 20)}"
             f"   reports sent [b]{o.get('ReportsSent', 0)}[/]   send errors "
             f"{o.get('SendErrors', 0)}   every {o.get('MessageInterval', '?')} ms\n"
