@@ -90,6 +90,18 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``lbmgmt call ... | head -1``): nothing more to say, and
+        # no traceback. Python would complain again flushing stdout at exit: point it at
+        # /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE: 128 + 13
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token",
                         "new-key"):

@@ -170,19 +170,19 @@ class BalancerMBean(MBean):
         return self.core.addresses.get("rtmp", "off")
 
     @attribute("object", "RTMP connections: total, active, and how each ended",
-               metric="counter", metric_label="event")
+               metric="counter", metric_label="event", gauges=("active",))
     def RtmpConnections(self) -> dict[str, int]:
         return self._front("rtmp")
 
     @attribute("object", "HTTP on the client port: requests, active connections, and "
                          "what was refused or timed out", metric="counter",
-               metric_label="event")
+               metric_label="event", gauges=("active",))
     def HttpConnections(self) -> dict[str, int]:
         return self._front("http")
 
     @attribute("object", "Every client connection: accepted, active, refused by a cap "
                          "(total or per address), silent ones timed out", metric="counter",
-               metric_label="event")
+               metric_label="event", gauges=("active",))
     def ClientConnections(self) -> dict[str, int]:
         return self._front("clients")
 

@@ -99,9 +99,19 @@ class ManagementClient:
                     raise ManagementUnavailable(f"{self.address}: HTTP {resp.status}")
                 return await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+                raise ManagementUnavailable(
+                    f"{self.address}: TLS failed ({exc}); if the port speaks plain HTTP, "
+                    "leave --tls out") from None
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise ManagementUnavailable(f"cannot connect to {self.address}: "
                                             f"{exc.os_error.strerror or exc}") from None
+            if (isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+                    and self.url.startswith("http://")):
+                raise ManagementUnavailable(
+                    f"{self.address}: {exc or type(exc).__name__}: the port closed the "
+                    "connection without an answer: if it speaks HTTPS (tls_cert_file), "
+                    "add --tls") from None
             raise ManagementUnavailable(f"{self.address}: {type(exc).__name__}: {exc}") from None
 
     @staticmethod

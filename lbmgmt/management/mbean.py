@@ -79,6 +79,9 @@ class AttributeInfo:
     unit: str | None = None
     metric: str | None = "gauge"  # gauge | counter | None (not exported)
     metric_label: str | None = None  # for object-valued attributes: the label of their keys
+    # Keys of a counter object that are levels, not counts ("active"): exported as a gauge
+    # of their own, labelled state="<key>", beside the counter
+    gauges: tuple[str, ...] = ()
     minimum: int | None = None  # bounds of a writable setting (``attribute.of``)
     maximum: int | None = None
 
@@ -107,8 +110,10 @@ class attribute:  # noqa: N801 - used as a decorator, like property
     """
 
     def __init__(self, type_: str, description: str, *, unit: str | None = None,
-                 metric: str | None = "gauge", metric_label: str | None = None) -> None:
+                 metric: str | None = "gauge", metric_label: str | None = None,
+                 gauges: tuple[str, ...] = ()) -> None:
         self.type = type_
+        self.gauges = gauges
         self.description = description
         self.unit = unit
         self.metric = metric if type_ in ("integer", "number", "boolean", "object") else None
@@ -151,7 +156,7 @@ class attribute:  # noqa: N801 - used as a decorator, like property
     def info(self) -> AttributeInfo:
         setting = self.setting
         return AttributeInfo(self.name, self.type, self.description, True, self.fset is not None,
-                             self.unit, self.metric, self.metric_label,
+                             self.unit, self.metric, self.metric_label, self.gauges,
                              setting.minimum if setting else None,
                              setting.maximum if setting else None)
 

@@ -91,27 +91,38 @@ def collect_into(families: Families, beans: Iterable[tuple[Any, Any]]) -> None:
             except Exception:  # an attribute that cannot be read now is left out
                 continue
             samples: list[str] = []
+            levels: list[str] = []  # a counter object's gauge keys ("active")
             if isinstance(value, dict):
                 key = attr.metric_label or "key"
                 for k, v in value.items():
                     number = _number(v)
-                    if number is not None:
+                    if number is None:
+                        continue
+                    if k in attr.gauges:
+                        levels.append(f"{_labels({**base_labels, 'state': str(k)})} "
+                                      f"{floatToGoString(number)}\n")
+                    else:
                         samples.append(f"{_labels({**base_labels, key: str(k)})} "
                                        f"{floatToGoString(number)}\n")
             else:
                 number = _number(value)
                 if number is not None:
                     samples.append(f"{base} {floatToGoString(number)}\n")
-            if not samples:
-                continue
             metric_name = f"{prefix}_{snake(attr.name)}"
-            family = families.get(metric_name)
-            if family is None:
+            if levels:
+                _add(families, metric_name, "gauge", f"{attr.description} (now)", levels)
+            if samples:
                 counter = attr.metric == "counter"
-                family = families[metric_name] = _Family(
-                    metric_name + "_total" if counter else metric_name,
-                    "counter" if counter else "gauge", attr.description)
-            family.lines += [family.name + sample for sample in samples]
+                _add(families, metric_name + "_total" if counter else metric_name,
+                     "counter" if counter else "gauge", attr.description, samples)
+
+
+def _add(families: Families, name: str, kind: str, description: str,
+         samples: list[str]) -> None:
+    family = families.get(name)
+    if family is None:
+        family = families[name] = _Family(name, kind, description)
+    family.lines += [family.name + sample for sample in samples]
 
 
 def metrics_steps(server: MBeanServer, names: list[Any] | None = None, *,

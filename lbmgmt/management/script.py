@@ -13,10 +13,12 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from lbmgmt.endpoints import Endpoint
 from lbmgmt.management.auth import hash_password, hash_token, new_token
 from lbmgmt.management.client import ManagementClient, ManagementUnavailable, RpcError
 from lbmgmt.status.keys import new_key
@@ -32,9 +34,24 @@ def _value(text: str) -> Any:
         return text
 
 
+def _address(text: str) -> str:
+    """HOST:PORT (the port is required: there is no default worth guessing) or a URL."""
+    if text.startswith(("http://", "https://")):
+        return text
+    try:
+        Endpoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{exc}: give HOST:PORT, e.g. 127.0.0.1:8084 (a balancer's default) or "
+            f"127.0.0.1:8085 (an edge's), or a URL") from None
+    return text
+
+
 def _connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("address", metavar="HOST:PORT", help="management port (or its URL)")
-    p.add_argument("--user", "-u", help="user name (HTTP Basic)")
+    p.add_argument("address", metavar="HOST:PORT", type=_address,
+                   help="management port, e.g. 127.0.0.1:8084 (or its URL)")
+    p.add_argument("--user", "-u", help="user name (HTTP Basic); the password is asked "
+                                        "for on a terminal unless given otherwise")
     p.add_argument("--password-file", metavar="F",
                    help="file holding the password (or set LBMGMT_PASSWORD)")
     p.add_argument("--token-file", metavar="F",
@@ -49,26 +66,36 @@ def add_parsers(sub: Any) -> None:
     call = sub.add_parser("call", help="call any management JSON-RPC method",
                           description="Call a JSON-RPC method of a daemon's management port.")
     _connection_args(call)
-    call.add_argument("method", help="e.g. queryNames, getMBeanInfo, pollNotifications")
-    call.add_argument("args", nargs="*", help="positional params (JSON or plain strings)")
+    call.add_argument("method", help="e.g. queryNames, getMBeanInfo, pollNotifications "
+                                     "(rpc.discover lists them all)")
+    call.add_argument("args", nargs="*", metavar="PARAM",
+                      help="params by position (each JSON, or a plain string), or all by "
+                           "name as name=value (e.g. since=0 timeout=30)")
+    call.add_argument("--params", metavar="JSON",
+                      help="the params as one JSON object (by name) or array (by position), "
+                           "instead of PARAM")
 
     get = sub.add_parser("get", help="read attributes of an MBean",
                          description="Read one, several or (none named) all attributes.")
     _connection_args(get)
     get.add_argument("mbean", help="object name, e.g. lbmgmt:type=Balancer")
-    get.add_argument("attributes", nargs="*", metavar="ATTR")
+    get.add_argument("attributes", nargs="*", metavar="ATTR",
+                     help="attribute names, e.g. ServerCount (none: every readable one)")
 
     set_ = sub.add_parser("set", help="set a writable attribute")
     _connection_args(set_)
-    set_.add_argument("mbean")
-    set_.add_argument("attribute")
-    set_.add_argument("value", help="JSON or plain string")
+    set_.add_argument("mbean", help="object name, e.g. lbmgmt:type=Balancer")
+    set_.add_argument("attribute", help="a writable attribute, e.g. MessageTimeout")
+    set_.add_argument("value", help="the new value: JSON (5000, true, \"text\") or a plain "
+                                    "string")
 
     inv = sub.add_parser("invoke", help="invoke an MBean operation")
     _connection_args(inv)
-    inv.add_argument("mbean")
-    inv.add_argument("operation")
-    inv.add_argument("args", nargs="*", help="operation params (JSON or plain strings)")
+    inv.add_argument("mbean", help="object name, e.g. lbmgmt:type=Balancer")
+    inv.add_argument("operation", help="e.g. listServers, drainServer (getMBeanInfo lists "
+                                       "them with their parameters)")
+    inv.add_argument("args", nargs="*", metavar="ARG",
+                     help="the operation's params in order (each JSON, or a plain string)")
 
     sub.add_parser("hash-password", help="hash a password for a credentials file",
                    description="Reads a password (prompted, or one line on stdin) and prints "
@@ -116,14 +143,49 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"lbmgmt: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_call(args, password, token))
+    if args.user is not None and password is None and token is None:
+        if not sys.stdin.isatty():
+            print(f"lbmgmt: --user {args.user} needs a password: --password-file, "
+                  "LBMGMT_PASSWORD, or run it on a terminal to be asked", file=sys.stderr)
+            return 2
+        password = getpass.getpass(f"password for {args.user}: ")
+    try:
+        params = _params(args)
+    except ValueError as exc:
+        print(f"lbmgmt: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_call(args, params, password, token))
 
 
-async def _call(args: argparse.Namespace, password: str | None, token: str | None) -> int:
+NAMED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
+
+
+def _params(args: argparse.Namespace) -> Any:
+    """``call``'s params: --params JSON, all name=value (by name), or by position."""
+    if args.command != "call":
+        return None
+    if getattr(args, "params", None) is not None:
+        if args.args:
+            raise ValueError("give the params either as --params or as PARAMs, not both")
+        try:
+            given = json.loads(args.params)
+        except ValueError as exc:
+            raise ValueError(f"--params is not JSON: {exc}") from None
+        if not isinstance(given, dict | list):
+            raise ValueError("--params must be a JSON object (by name) or array (by position)")
+        return given
+    named = [NAMED.fullmatch(a) for a in args.args]
+    if args.args and all(named):
+        return {m.group(1): _value(m.group(2)) for m in named if m}
+    return [_value(a) for a in args.args] or None
+
+
+async def _call(args: argparse.Namespace, call_params: Any, password: str | None,
+                token: str | None) -> int:
     method: str
-    params: list[Any] | None
+    params: Any
     if args.command == "call":
-        method, params = args.method, [_value(a) for a in args.args] or None
+        method, params = args.method, call_params
     elif args.command == "get":
         if len(args.attributes) == 1:
             method, params = "getAttribute", [args.mbean, args.attributes[0]]

@@ -137,6 +137,11 @@ async def test_a_script_finds_reads_changes_and_follows_everything(fleet):
     assert "lbmgmt_balancer_server_count 2.0" in metrics
     assert f'lbmgmt_server_load{{guid="{guid}"}}' in metrics
     assert 'lbmgmt_balancer_reports_dropped_total{reason="bad-auth"} 0.0' in metrics
+    # Connections now are a gauge, beside the counters of those that came and went.
+    assert "# TYPE lbmgmt_balancer_rtmp_connections gauge" in metrics
+    assert 'lbmgmt_balancer_rtmp_connections{state="active"} ' in metrics
+    assert "# TYPE lbmgmt_balancer_http_connections_total counter" in metrics
+    assert 'lbmgmt_balancer_http_connections_total{event="active"}' not in metrics
 
 
 async def test_the_runtime_mbean_describes_each_daemons_process(fleet, daemon_loop):
@@ -453,6 +458,17 @@ async def test_tls_management_port(fleet, tmp_path):
                         "ServerCount", "--tls", "--cafile", str(tmp_path / "cert.pem")],
                        capture_output=True, text=True, timeout=20)
     assert (r.returncode, r.stdout.strip()) == (0, "0")
+    # Plain HTTP to the TLS port: the hint says --tls (it said only "Server disconnected").
+    r = subprocess.run([sys.executable, "-m", "lbmgmt", "get", f"{HOST}:{lb.mgmt_port}", BAL,
+                        "ServerCount"], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 3 and "add --tls" in r.stderr and "Traceback" not in r.stderr
+    # and --tls to a plain port: leave it out.
+    plain = fleet.balancer("plain")
+    await up(fleet, Rpc(fleet.session, plain.mgmt_url))
+    r = subprocess.run([sys.executable, "-m", "lbmgmt", "get", f"{HOST}:{plain.mgmt_port}",
+                        BAL, "ServerCount", "--tls"], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 3 and "leave --tls out" in r.stderr
 
 
 async def test_server_mbeans_follow_edges_coming_and_going(fleet):
@@ -520,6 +536,68 @@ async def test_scripting_cli(fleet, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith('password = "scrypt$')
     r = lbmgmt("new-token")
     assert "token_sha256 = " in r.stdout
+
+    # Params by name, as name=value or one JSON object; by position as ever.
+    r = lbmgmt("call", addr, "pollNotifications", "since=0", "timeout=0",
+               'types=["lbmgmt.server.drained"]', *auth)
+    assert [n["type"] for n in json.loads(r.stdout)["notifications"]] == [
+        "lbmgmt.server.drained"]
+    r = lbmgmt("call", addr, "getAttribute", "--params",
+               json.dumps({"name": BAL, "attribute": "ServerCount"}), *auth)
+    assert (r.returncode, json.loads(r.stdout)) == (0, 1)
+    r = lbmgmt("call", addr, "getAttribute", "--params", "5", *auth)
+    assert r.returncode == 2 and "JSON object" in r.stderr
+    # HOST:PORT needs its port (it went to port 80).
+    r = lbmgmt("get", HOST, BAL, "ServerCount", *auth)
+    assert r.returncode == 2 and "missing port" in r.stderr and "8084" in r.stderr
+    # --user without a password off a terminal: said, not sent empty.
+    r = lbmgmt("get", addr, BAL, "ServerCount", "--user", "viewer")
+    assert r.returncode == 2 and "needs a password" in r.stderr
+    # A reader that goes away: no traceback (was a BrokenPipeError).
+    with subprocess.Popen([sys.executable, "-m", "lbmgmt", "call", addr, "rpc.discover",
+                           *auth], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # gone before the answer is written, as `| head -0` would be
+        err = proc.stderr.read().decode()
+        assert proc.wait(30) == 141 and "Traceback" not in err and "Broken" not in err
+
+
+async def test_the_cli_asks_for_a_password_on_a_terminal(fleet, tmp_path):
+    import os
+    import pty
+    import select
+
+    lb = fleet.balancer(config={"management": credentials(tmp_path, "t" * 40)})
+    await up(fleet, Rpc(fleet.session, lb.mgmt_url, basic("viewer", "view-pw")))
+    pid, master = pty.fork()
+    if pid == 0:  # the child, on the new terminal: as a person types it
+        os.execv(sys.executable, [sys.executable, "-m", "lbmgmt", "get",
+                                  f"{HOST}:{lb.mgmt_port}", BAL, "ServerCount", "-u",
+                                  "viewer"])
+    seen = b""
+
+    async def read_until(text: bytes) -> None:
+        nonlocal seen
+        async def there() -> bool:
+            nonlocal seen
+            if select.select([master], [], [], 0)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child is gone and its terminal with it
+                    return True
+            return text in seen
+        await wait_until(there, what=f"{text!r} on the terminal")
+        assert text in seen, seen
+
+    try:
+        await read_until(b"password for viewer: ")
+        os.write(master, b"view-pw\n")
+        await read_until(b"\n0")  # the answer: no edges
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert b"view-pw" not in seen  # not echoed
+    finally:
+        os.close(master)
 
 
 async def test_dropped_reports_are_counted_and_notified(fleet):
