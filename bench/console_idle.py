@@ -5,8 +5,9 @@
 A balancer with three edges and one of those edges' own port run as real
 processes; lb-console runs as a real process in a pseudo-terminal (132x40, as
 an operator's terminal would be) attached to both at ``--interval 1``, and its
-screen output is read and thrown away, as a terminal would. After a warm-up,
-its CPU time (user + system, from /proc) is taken over ``--seconds``. The
+screen output is read and thrown away, as a terminal would. After a warm-up (20 s:
+the load-trend sparklines take 16 refreshes to fill, then nothing moves in an idle
+fleet), its CPU time (user + system, from /proc) is taken over ``--seconds``. The
 baseline in the same run is a Python process that imports the console's
 packages and sleeps: what the interpreter alone costs.
 
@@ -83,7 +84,8 @@ def measure(argv: list[str], warmup: float, seconds: float, key: bytes = b""
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=20.0,
+                        help="seconds before measuring: the load-trend sparklines fill in 16")
     parser.add_argument("--tab", choices=["1", "2", "3", "4"], default="1",
                         help="the tab on screen: 1 Overview (the default), 2 MBeans, "
                              "3 Charts, 4 Notifications")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 DEFAULT_POINTS = 120
+RATE_WINDOW = 10.0  # seconds a rate is taken over
 
 
 @dataclass(slots=True)
@@ -25,11 +26,18 @@ class Series:
     def last(self) -> float | None:
         return self.points[-1][1] if self.points else None
 
-    def rate(self) -> float | None:
-        """Per second between the last two points, for counters."""
+    def rate(self, window: float = RATE_WINDOW) -> float | None:
+        """Per second over the last ``window`` seconds, for counters: the delta from the
+        oldest point in the window to the last (one refresh to the next swings with when
+        the polls fell: 0.0, then 1.0, for a true 0.4/s)."""
         if len(self.points) < 2:
             return None
-        (t0, v0), (t1, v1) = self.points[-2], self.points[-1]
+        t1, v1 = self.points[-1]
+        t0, v0 = self.points[-2]
+        for t, v in reversed(self.points):
+            if t < t1 - window:
+                break
+            t0, v0 = t, v
         if t1 <= t0 or v1 < v0:  # a counter reset (daemon restart): no rate this time
             return None
         return (v1 - v0) / (t1 - t0)

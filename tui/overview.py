@@ -16,8 +16,9 @@ from tui.typed_input import format_value
 
 SERVER_COLUMNS = [("address", "Address"), ("state", "State"), ("available", "Avail"),
                   ("drained", "Drained"), ("load", "Load"), ("trend", "Load trend"),
-                  ("redirects", "Redir/rep"), ("age", "Age s"), ("clock", "Clock ms"),
+                  ("redirects", "Redir/rep"), ("age", "Last report"), ("clock", "Clock ms"),
                   ("note", "Why not / last drop"), ("guid", "GUID")]
+RUNTIME_EVERY = 5.0  # seconds between two redraws of the process line
 SORTABLE = ["address", "state", "available", "drained", "load", "redirects", "age"]
 TARGET_COLUMNS = [("address", "Balancer"), ("result", "Last send"), ("sent", "Reports sent"),
                   ("errors", "Errors")]
@@ -28,10 +29,25 @@ def _rate(value: float | None) -> str:
 
 
 def _offset(ms: Any) -> Text | str:
-    """The edge's clock less the balancer's: yellow past a second (NTP is not working)."""
+    """The edge's clock less the balancer's: "ok" within 100 ms (the few ms it moves by
+    with every report would redraw the table every second), yellow past a second (NTP is
+    not working)."""
     if not isinstance(ms, int):
         return "—"
+    if abs(ms) < 100:
+        return Text("ok", style="dim")
     return Text(f"{ms:+d}", style="yellow" if abs(ms) >= 1000 else "")
+
+
+def _report_age(server: dict[str, Any]) -> Text:
+    """"on time" while its reports come as often as it says (the age of a report cycling
+    from 0 to the interval tells nothing, and redrew the table every second); late, with
+    how long, once it missed one."""
+    age = server.get("secondsSinceReport") or 0.0
+    interval = (server.get("intervalMs") or 2500) / 1000
+    if age <= interval * 1.5:  # the balancer's own slack: half an interval
+        return Text("on time", style="dim")
+    return Text(f"late {age:.0f} s", style="yellow" if age < 4 * interval else "red")
 
 
 def _note(server: dict[str, Any]) -> Text | str:
@@ -116,6 +132,8 @@ class Overview(Vertical):
         self._mode = ""
         self._shown: Connection | None = None
         self._note = ""  # above the totals: why the values may be old
+        self._runtime_at = float("-inf")  # when the process line was last drawn, and whose
+        self._runtime_of: Connection | None = None
 
     def compose(self) -> ComposeResult:
         yield Line("waiting for the daemon…", id="totals")
@@ -196,7 +214,10 @@ class Overview(Vertical):
             age = max(0.0, conn.clock() - conn.answered_at)
             self._note = (f"[b red]STALE: values from {age:.0f} s ago, when {conn.address} "
                           f"last answered[/]\n")
-        _set(self.query_one("#runtime", Line), runtime_line(conn))
+        now = conn.clock()
+        if now - self._runtime_at >= RUNTIME_EVERY or conn is not self._runtime_of:
+            self._runtime_at, self._runtime_of = now, conn  # (its figures move every second;
+            _set(self.query_one("#runtime", Line), runtime_line(conn))  # redrawn every 5 s)
         if conn.daemon == "balancer":
             self._show_balancer(conn, totals)
         else:
@@ -247,7 +268,7 @@ class Overview(Vertical):
                          if capacity else f"{bar(load, top, 8)} {format_value(load)}"),
                 "trend": sparkline(conn.history.get(f"load:{guid}").values, 16),
                 "redirects": str(s["redirectsSinceReport"]),
-                "age": f"{s['secondsSinceReport']:.1f}",
+                "age": _report_age(s),
                 "clock": _offset(s.get("clockOffsetMs")),
                 "note": _note(s), "guid": guid,
             }

@@ -60,6 +60,7 @@ class ServerStatus:
     capacity: float | None
     redirects_since_report: int
     seconds_since_report: float
+    interval: float  # seconds between its reports, as it says
     reports_received: int
     agent: str | None  # the edge's software, if its reports say
     unhealthy: str | None  # why it takes no clients, if its reports say (then PAUSED)
@@ -418,7 +419,7 @@ class BalancerCore:
             guid=e.guid, address=e.address, state=e.state.name,
             available=registry.is_available(e, now), drained=e.drained, load=e.load,
             capacity=e.capacity, redirects_since_report=e.redirects_since_report,
-            seconds_since_report=e.seconds_since_report(now),
+            seconds_since_report=e.seconds_since_report(now), interval=e.interval,
             reports_received=e.reports_received, agent=e.report.agent,
             unhealthy=e.report.unhealthy, clock_offset=e.clock_offset,
             last_drop=None if (d := dropped(e.guid)) is None else d.reason)

@@ -53,6 +53,7 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "available": row.available, "drained": row.drained, "load": row.load,
             "capacity": row.capacity, "redirectsSinceReport": row.redirects_since_report,
             "secondsSinceReport": round(row.seconds_since_report, 3),
+            "intervalMs": round(row.interval * 1000),
             "reportsReceived": row.reports_received, "agent": row.agent,
             "unhealthy": row.unhealthy, "clockOffsetMs": round(row.clock_offset * 1000),
             "lastDrop": row.last_drop}
