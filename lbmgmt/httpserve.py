@@ -39,10 +39,39 @@ SHUTDOWN_GRACE = 1.0
 STOP_STEP_TIMEOUT = 5.0
 
 
-async def app_runner(app: web.Application) -> web.AppRunner:
+class RequestErrors(logging.LoggerAdapter):
+    """aiohttp's own log of a request it could not parse or serve (a malformed head from
+    anyone, before any login): said at warning without a traceback, once a minute per
+    kind of error, the traceback at debug; counted in ``count``. (aiohttp logs each at
+    error level with a traceback: a flood of bad requests was a flood of tracebacks.)"""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+        self.count = 0
+        self._said = Throttle(60.0)
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any
+                  ) -> None:
+        self.error(msg, *args, exc_info=exc_info, **kwargs)
+
+    def error(self, msg: object, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        self.count += 1
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        what = type(error).__name__ if error is not None else str(msg)
+        self.logger.debug(msg, *args, exc_info=exc_info)
+        held_back = self._said.allow(what, time.monotonic())
+        if held_back is not None:
+            self.logger.warning("HTTP request not served", extra=fields(
+                error=f"{what}: {str(error)[:200]}" if error is not None else what,
+                held_back=held_back))
+
+
+async def app_runner(app: web.Application, *, errors: RequestErrors | None = None
+                     ) -> web.AppRunner:
     """A set-up runner with our settings, for serving on a site or on a socket of our own."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_GRACE)
+                           shutdown_timeout=SHUTDOWN_GRACE,
+                           logger=errors or RequestErrors(logging.getLogger("lbmgmt.http")))
     await runner.setup()
     return runner
 
@@ -62,8 +91,9 @@ class ConnectionGate:
         self.admission = Admission(max_connections, max_connections_per_address)
         self.request_timeout = request_timeout
         self.hits: Counter[str] = Counter({"connections": 0, "connections_per_address": 0,
-                                           "request_timeout": 0})
+                                           "request_timeout": 0, "write_timeout": 0})
         self.idle_closed = 0
+        self.errors = RequestErrors(log)  # requests aiohttp could not parse or serve
         self._doors: dict[Any, _Door] = {}
         self._log = log
         self._name = name
@@ -148,6 +178,10 @@ class _Door(asyncio.Protocol):
             return
         if self._heard:
             self._gate.hit("request_timeout", self._address)
+        elif self._transport.get_write_buffer_size() > 0:  # an answer it never reads
+            self._gate.hit("write_timeout", self._address)
+            self._transport.abort()  # (close() would wait for the buffer to drain)
+            return
         else:
             self._gate.idle_closed += 1
         self._transport.close()
@@ -193,16 +227,20 @@ class _GatedSite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
         assert server is not None
+        # With TLS, asyncio hands a connection to the door only after its handshake:
+        # the handshake gets the request timeout (asyncio's default is 60 s), and the
+        # caps apply from then on.
+        handshake = None if self._ssl_context is None else self._gate.request_timeout
         self._server = await asyncio.get_running_loop().create_server(
             self._gate.door(server), self._host, self._port, ssl=self._ssl_context,
-            backlog=self._backlog)
+            backlog=self._backlog, ssl_handshake_timeout=handshake)
 
 
 async def serve_app(app: web.Application, listen: Endpoint, *,
                     ssl_context: ssl.SSLContext | None = None,
                     gate: ConnectionGate | None = None
                     ) -> tuple[web.AppRunner, tuple[str, int]]:
-    runner = await app_runner(app)
+    runner = await app_runner(app, errors=gate.errors if gate is not None else None)
     try:
         site = (web.TCPSite(runner, listen.bind_host, listen.port, ssl_context=ssl_context)
                 if gate is None else

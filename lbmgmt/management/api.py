@@ -20,6 +20,7 @@ from lbmgmt.management.server import MBeanServer, Role, parse_name
 
 API_VERSION = "1"
 MAX_POLL_TIMEOUT = 60.0
+MIN_PARK = 1.0  # seconds a long poll waits before a newer one may make it answer
 
 
 class NotificationPulse:
@@ -38,27 +39,33 @@ class NotificationPulse:
         self.max_parked = max_parked
         self.max_per_address = max_per_address
         # Each waiter's own future, oldest first, with its client and task.
-        self._waiters: dict[asyncio.Future[bool], tuple[str, asyncio.Task[Any] | None]] = {}
+        self._waiters: dict[asyncio.Future[bool],
+                            tuple[str, asyncio.Task[Any] | None, float]] = {}
         self._by_address: Counter[str] = Counter()
         self.released: Counter[str] = Counter({"polls": 0, "polls_per_address": 0})
         buffer.listeners.append(self._on_emit)
 
     @property
     def parked(self) -> dict[asyncio.Task[Any] | None, str]:
-        return {task: client for client, task in self._waiters.values()}
+        return {task: client for client, task, _ in self._waiters.values()}
 
     def _on_emit(self, _: Notification) -> None:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(False)
 
-    def _release_oldest(self, client: str | None, limit: str) -> None:
-        for waiter, (owner, _) in self._waiters.items():
+    def _release_oldest(self, client: str | None, limit: str, now: float) -> bool:
+        """Answer the oldest waiter (of ``client``, or of all) to make room, if it has
+        waited ``MIN_PARK`` s; False if it is younger (the newcomer must wait instead)."""
+        for waiter, (owner, _, since) in self._waiters.items():
             if not waiter.done() and (client is None or owner == client):
+                if now - since < MIN_PARK:
+                    return False
                 waiter.set_result(True)
                 self._forget(waiter)
                 self.released[limit] += 1
-                return
+                return True
+        return True
 
     def _forget(self, waiter: asyncio.Future[bool]) -> None:
         entry = self._waiters.pop(waiter, None)
@@ -68,13 +75,25 @@ class NotificationPulse:
                 del self._by_address[entry[0]]
 
     async def wait(self, timeout: float, client: str = "?") -> bool:
-        """Wait for the next notification or ``timeout``; True if released to make room."""
+        """Wait for the next notification or ``timeout``; True if released to make room.
+
+        Pollers past the caps that poll again at once would evict each other in a busy
+        loop: the oldest is answered only once it has waited ``MIN_PARK`` s; until then
+        the newcomer itself waits that long, unparked, and is answered empty.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        over: tuple[str | None, str] | None = None
         if self._by_address[client] >= self.max_per_address:
-            self._release_oldest(client, "polls_per_address")
+            over = (client, "polls_per_address")
         elif len(self._waiters) >= self.max_parked:
-            self._release_oldest(None, "polls")
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters[waiter] = (client, asyncio.current_task())
+            over = (None, "polls")
+        if over is not None and not self._release_oldest(*over, now):
+            self.released[over[1]] += 1
+            await asyncio.sleep(min(timeout, MIN_PARK))
+            return True
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters[waiter] = (client, asyncio.current_task(), now)
         self._by_address[client] += 1
         try:
             with contextlib.suppress(TimeoutError):
@@ -88,7 +107,7 @@ class NotificationPulse:
         """Stop listening to the buffer and cancel every parked wait."""
         if self._on_emit in self._buffer.listeners:
             self._buffer.listeners.remove(self._on_emit)
-        for _, task in list(self._waiters.values()):
+        for _, task, _ in list(self._waiters.values()):
             if task is not None:
                 task.cancel()
 
@@ -128,12 +147,10 @@ async def getAttributes(ctx: CallContext, name: Any, attributes: Any = None) -> 
     if attributes is None:
         bean = ctx.server.lookup(object_name)
         attributes = [a.name for a in bean.mbean_info().attributes.values() if a.readable]
-    if not isinstance(attributes, list):
+    if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
         raise InvalidParams("attributes must be an array of strings or null")
-    out = {}
-    for attribute in attributes:
-        out[_str(attribute, "attribute")] = ctx.server.get_attribute(object_name, attribute)
-    return out
+    return {attribute: ctx.server.get_attribute(object_name, attribute)
+            for attribute in attributes}
 
 
 async def setAttribute(ctx: CallContext, name: Any, attribute: Any, value: Any) -> Any:

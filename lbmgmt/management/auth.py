@@ -189,7 +189,7 @@ class LoginLimiter:
     def retry_after(self, client: str, user: str | None, now: float) -> float:
         """Seconds this user must wait before trying from this address, 0 if it may try."""
         wait = 0.0
-        for key in ((client, None), (client, user)):
+        for key in {(client, None), (client, user)}:
             until = self._blocked_until.get(key, 0.0)
             if until > now:
                 wait = max(wait, until - now)
@@ -201,8 +201,11 @@ class LoginLimiter:
 
     def failure(self, client: str, user: str | None, now: float) -> None:
         self.failed_total += 1
-        for key, limit in (((client, user), self.max_failures),
-                           ((client, None), self.max_address_failures)):
+        keys: list[tuple[tuple[str, str | None], int]] = [
+            ((client, None), self.max_address_failures)]
+        if user is not None:  # (None: a bearer token, no name: the address's count only)
+            keys.append(((client, user), self.max_failures))
+        for key, limit in keys:
             times = self._failures.setdefault(key, deque())
             times.append(now)
             while times and times[0] < now - self.window:
@@ -221,4 +224,6 @@ class LoginLimiter:
                 del self._blocked_until[key]
 
     def success(self, client: str, user: str | None) -> None:
-        self._failures.pop((client, user), None)
+        """Clear this user's own count from this address (never the address's count)."""
+        if user is not None:
+            self._failures.pop((client, user), None)

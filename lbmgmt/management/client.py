@@ -102,7 +102,7 @@ class ManagementClient:
             if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
                 raise ManagementUnavailable(
                     f"{self.address}: TLS failed ({exc}); if the port speaks plain HTTP, "
-                    "leave --tls out") from None
+                    "use http:// (or leave --tls out)") from None
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise ManagementUnavailable(f"cannot connect to {self.address}: "
                                             f"{exc.os_error.strerror or exc}") from None

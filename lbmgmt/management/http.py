@@ -84,7 +84,9 @@ class ManagementMBean(MBean):
 
     @attribute("object", "Budgets hit since start, by limit: connections, "
                "connections_per_address (a new connection closed at once), request_timeout "
-               "(no complete head or body in time), request_bytes (413), bad_json (-32700), "
+               "(no complete head or body in time), write_timeout (an answer not read in "
+               "time), bad_http (a request HTTP could not parse: 400), request_bytes (413), "
+               "bad_json (-32700), "
                "batch (over max_batch), response_bytes (an answer over max_response_bytes), "
                "polls, polls_per_address (the oldest long poll answered to make room)",
                metric="counter", metric_label="limit")
@@ -138,6 +140,7 @@ class ManagementServer:
                                    request_timeout=limits.request_timeout, log=log,
                                    name=f"{daemon} management")
         self.hits: Counter[str] = Counter({"request_bytes": 0})
+        self._checking: dict[str, asyncio.Lock] = {}  # per address: a login being checked
         self.pulse: NotificationPulse | None = None
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
@@ -164,6 +167,7 @@ class ManagementServer:
 
     def limits_hit(self) -> dict[str, int]:
         hits = Counter(self.gate.hits)
+        hits["bad_http"] = self.gate.errors.count
         hits.update(self.hits)
         hits.update(self.dispatcher.hits)
         if self.pulse is not None:
@@ -223,6 +227,10 @@ class ManagementServer:
         return web.json_response({"error": message}, status=status)
 
     def _refusal(self, request: web.Request) -> tuple[int, str, str] | None:
+        if len(request.headers.getall("Host", [])) > 1:
+            return (421, "host", "more than one Host header")
+        if len(request.headers.getall("Origin", [])) > 1:
+            return (403, "origin", "more than one Origin header")
         host = request.headers.get("Host")
         if host is not None and not self._host_allowed(host):
             return (421, "host", f"Host {host[:100]!r} is not this port's address "
@@ -237,10 +245,16 @@ class ManagementServer:
 
     def _host_allowed(self, host: str) -> bool:
         name = host.strip().lower()
-        if name.startswith("["):  # [v6]:port
-            name = name[1:name.find("]")] if "]" in name else name
+        if name.startswith("["):  # [v6] or [v6]:port, nothing else after the bracket
+            end = name.find("]")
+            rest = name[end + 1:] if end > 0 else "?"
+            if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+                return False
+            name = name[1:end]
         elif name.count(":") == 1:
             name = name.partition(":")[0]
+        if "%" in name:  # a scoped address's zone is no name a browser sends
+            return False
         if name == "localhost" or name in self.config.allowed_hosts:
             return True
         try:
@@ -265,17 +279,29 @@ class ManagementServer:
             request[CALLER] = (Role.READWRITE, None)
             return await handler(request)
         client = request.remote or "?"
-        now = self.monotonic()
         header = request.headers.get("Authorization")
         claimed = _claimed_user(header) if header is not None else None
-        wait = self.limiter.retry_after(client, claimed, now)
-        if wait > 0:
-            return web.json_response({"error": "too many failed logins; try later"},
-                                     status=429, headers={"Retry-After": str(int(wait) + 1)})
-        user = await self._check(header or "")
+        # One password check at a time per address: the next waits for the last one's
+        # verdict (and its count), so parallel guesses cannot all pass the limit first.
+        lock = self._checking.get(client)
+        if lock is None:
+            lock = self._checking[client] = asyncio.Lock()
+        try:
+            async with lock:
+                now = self.monotonic()
+                wait = self.limiter.retry_after(client, claimed, now)
+                if wait > 0:
+                    return web.json_response(
+                        {"error": "too many failed logins; try later"}, status=429,
+                        headers={"Retry-After": str(int(wait) + 1)})
+                user = await self._check(header or "")
+                if user is None and header is not None:
+                    self.limiter.failure(client, claimed, now)
+        finally:
+            if not lock.locked() and self._checking.get(client) is lock:
+                del self._checking[client]
         if user is None:
             if header is not None:
-                self.limiter.failure(client, claimed, now)
                 held_back = self._said.allow(("login", client), now)
                 if held_back is not None:
                     log.warning("management login failed", extra=fields(
@@ -309,7 +335,8 @@ class ManagementServer:
                 body = await request.read()
         except TimeoutError:
             self.gate.hit("request_timeout", client)
-            raise web.HTTPRequestTimeout(text="the request body came too slowly") from None
+            raise web.HTTPRequestTimeout(text="the request body came too slowly",
+                                         headers={"Connection": "close"}) from None
         except web.HTTPRequestEntityTooLarge:
             self.hits["request_bytes"] += 1
             raise

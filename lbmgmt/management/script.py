@@ -27,11 +27,20 @@ EXIT_RPC_ERROR = 1
 EXIT_UNAVAILABLE = 3
 
 
+def _strict(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _value(text: str) -> Any:
+    """JSON if the text is JSON as the port takes it (no NaN, no Infinity, no overflow),
+    else the text itself, as a string."""
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_strict)
     except ValueError:
         return text
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return text
+    return value
 
 
 def _address(text: str) -> str:
@@ -177,6 +186,11 @@ def _params(args: argparse.Namespace) -> Any:
     named = [NAMED.fullmatch(a) for a in args.args]
     if args.args and all(named):
         return {m.group(1): _value(m.group(2)) for m in named if m}
+    if any(named):  # some by name, some by position: say so rather than guess
+        first = next(a for a, m in zip(args.args, named, strict=True) if m)
+        raise ValueError(f"{first!r} looks like a param by name, others are by position: "
+                         "give all as name=value, or use --params (a string with '=' by "
+                         "position: quote it as JSON, '\"a=b\"')")
     return [_value(a) for a in args.args] or None
 
 

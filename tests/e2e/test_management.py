@@ -395,6 +395,24 @@ async def test_a_valid_login_between_guesses_resets_nothing(fleet, tmp_path):
     assert lb.stderr.count("management login failed") == 1  # said once a minute, not 20 times
 
 
+async def test_parallel_guesses_wait_for_each_others_verdict(fleet, tmp_path):
+    """64 guesses at once from one address: no more than the limit are checked."""
+    lb = fleet.balancer(config={"management": credentials(tmp_path, "t" * 40)})
+    await up(fleet, Rpc(fleet.session, lb.mgmt_url, basic("viewer", "view-pw")))
+    version = {"jsonrpc": "2.0", "id": 1, "method": "version"}
+    guess = Rpc(fleet.session, lb.mgmt_url, basic("ops", "guess"))
+    statuses = await asyncio.gather(*(guess.raw(version, timeout=DEADLINE)
+                                      for _ in range(64)))
+    codes = sorted(status for status, _ in statuses)
+    assert codes.count(401) == 5 and codes.count(429) == 59  # was 64 checked, 64 x 401
+    failed = await Rpc(fleet.session, lb.mgmt_url, {"Authorization": "Bearer " + "t" * 40}
+                       ).ok("getAttribute", "lbmgmt:type=Management", "FailedLogins")
+    assert failed == 5
+    # A bad bearer token counts once, toward the address only; a good one clears nothing.
+    bad = Rpc(fleet.session, lb.mgmt_url, {"Authorization": "Bearer wrong"})
+    assert [(await bad.raw(version))[0] for _ in range(3)] == [401] * 3  # was 401 401 429
+
+
 async def test_shared_keys_are_never_readable(fleet):
     lb = fleet.balancer(key="very-secret-shared-key-1")
     edge = fleet.edge("e", [lb])
@@ -547,6 +565,10 @@ async def test_scripting_cli(fleet, tmp_path):
     assert (r.returncode, json.loads(r.stdout)) == (0, 1)
     r = lbmgmt("call", addr, "getAttribute", "--params", "5", *auth)
     assert r.returncode == 2 and "JSON object" in r.stderr
+    r = lbmgmt("call", addr, "getAttribute", f"name={BAL}", "Grace", *auth)  # mixed
+    assert r.returncode == 2 and "looks like a param by name" in r.stderr
+    r = lbmgmt("set", addr, BAL, "Redirector", "NaN", *auth)  # a string, not bad JSON
+    assert r.returncode == 1 and json.loads(r.stderr)["code"] == -32005
     # HOST:PORT needs its port (it went to port 80).
     r = lbmgmt("get", HOST, BAL, "ServerCount", *auth)
     assert r.returncode == 2 and "missing port" in r.stderr and "8084" in r.stderr
@@ -660,6 +682,9 @@ async def post(fleet: Fleet, port: int, headers: dict[str, str]) -> int:
       "Content-Type": "text/plain"}, 421, "host"),
     # the same page without rebinding: a cross-origin "simple" request, no preflight
     ({"Origin": "http://attacker.example", "Content-Type": "text/plain"}, 403, "origin"),
+    # names that parse as an address only if read carelessly
+    ({"Host": "[::1]evil.example", "Content-Type": "application/json"}, 421, "host"),
+    ({"Host": "fe80::1%evil.example", "Content-Type": "application/json"}, 421, "host"),
     # a form post from a page the browser opened from disk, or a sandboxed frame
     ({"Origin": "null", "Content-Type": "application/json"}, 403, "origin"),
     # no Origin (curl, an old browser's form): still not JSON

@@ -274,6 +274,12 @@ async def test_jsonrpc_batch_is_answered_element_by_element(rpc):
     assert await rpc({"jsonrpc": "2.0", "method": "version"}) is None
 
 
+async def test_get_attributes_with_names_that_are_not_strings_is_invalid_params(rpc):
+    for names in ([["x"]], [1], [{"a": 1}]):  # was -32603 and a traceback, or -32002
+        answer = await rpc(req("getAttributes", ["test:type=Thing", names]))
+        assert answer["error"]["code"] == -32602, names
+
+
 async def test_get_attributes_all_and_named(rpc):
     answer = await rpc(req("getAttributes", ["test:type=Thing"]))
     assert answer["result"] == {"Level": 3, "Name": "thing", "Counts": {"a": 1, "b": 2}}
@@ -472,6 +478,26 @@ def test_another_users_success_resets_no_failure_count():
     assert limiter.retry_after("6.6.6.6", "someone-else", 21) > 0
     assert limiter.retry_after("6.6.6.6", "viewer", 21) > 0  # the whole address waits
     assert limiter.retry_after("7.7.7.7", "viewer", 21) == 0
+
+
+def test_nameless_failures_count_once_against_the_address_only():
+    """Bearer tokens carry no user name: a bad one counts once, toward the address's 20."""
+    limiter = LoginLimiter(max_failures=5, max_address_failures=20, window=60, lockout=60)
+    for t in range(19):
+        limiter.failure("1.2.3.4", None, t)
+    assert limiter.retry_after("1.2.3.4", None, 19) == 0  # not 5, and not counted twice
+    assert limiter.failed_total == 19
+    limiter.failure("1.2.3.4", None, 19)
+    assert limiter.retry_after("1.2.3.4", None, 20) > 0
+
+
+def test_a_nameless_success_clears_nothing():
+    limiter = LoginLimiter(max_failures=5, max_address_failures=20, window=60, lockout=60)
+    for t in range(19):
+        limiter.failure("1.2.3.4", f"user{t}", t)
+        limiter.success("1.2.3.4", None)  # a good bearer token between guesses
+    limiter.failure("1.2.3.4", "user19", 19)
+    assert limiter.retry_after("1.2.3.4", "viewer", 20) > 0
 
 
 def test_a_success_clears_only_its_own_users_count():
