@@ -79,10 +79,6 @@ class Line(Static):
             self.refresh()
 
 
-def _set(line: Line, text: str) -> None:
-    line.show(text)
-
-
 def _mib(value: Any) -> str:
     return f"{value / (1 << 20):.0f} MiB" if isinstance(value, int | float) else "—"
 
@@ -203,8 +199,8 @@ class Overview(Vertical):
         self._shown = conn
         totals = self.query_one("#totals", Line)
         if conn is None or not conn.daemon:
-            _set(totals, "waiting for the daemon…" if conn is None or not conn.error
-                          else f"[b red]{conn.error}[/]")
+            totals.show("waiting for the daemon…" if conn is None or not conn.error
+                        else f"[b red]{conn.error}[/]")
             return
         stale = conn.state is not LinkState.CONNECTED and conn.answered_at is not None
         self.set_class(stale, "stale")
@@ -217,7 +213,7 @@ class Overview(Vertical):
         now = conn.clock()
         if now - self._runtime_at >= RUNTIME_EVERY or conn is not self._runtime_of:
             self._runtime_at, self._runtime_of = now, conn  # (its figures move every second;
-            _set(self.query_one("#runtime", Line), runtime_line(conn))  # redrawn every 5 s)
+            self.query_one("#runtime", Line).show(runtime_line(conn))  # redrawn every 5 s)
         if conn.daemon == "balancer":
             self._show_balancer(conn, totals)
         else:
@@ -236,8 +232,8 @@ class Overview(Vertical):
         o, h = conn.overview, conn.history
         drops = sum((o.get("ReportsDropped") or {}).values())
         outside = conn.dropped_outside()
-        _set(totals,
-             self._note + f"[b]{o.get('ServerCount', 0)}[/] servers, "
+        totals.show(
+            self._note + f"[b]{o.get('ServerCount', 0)}[/] servers, "
             f"[b]{o.get('AvailableServerCount', 0)}[/] available   "
             f"redirects/s [b]{_rate(h.get('redirects').rate())}[/]   "
             f"reports/s [b]{_rate(h.get('reports').rate())}[/]   drops [b]{drops}[/]   "
@@ -297,21 +293,24 @@ class Overview(Vertical):
 
     def _label_sorted(self, table: DataTable[Any]) -> None:
         """The sorted column's header says so, with its direction."""
+        changed = False
         for key, label in SERVER_COLUMNS:
             if key == self.sort_column:
                 label = f"{label} {'▼' if self.sort_reverse else '▲'}"
             column = table.columns.get(key)  # type: ignore[call-overload]
             if column is not None and str(column.label) != label:
                 column.label = Text(label)
-                table.refresh()
+                changed = True
+        if changed:
+            table.refresh()
 
     def _show_edge(self, conn: Connection, totals: Line) -> None:
         o = conn.overview
         state = o.get("State", "?")
         colour = "green" if state == "RUNNING" else "yellow"
         monitor_error = o.get("MonitorError")
-        _set(totals,
-             self._note + f"edge [b]{o.get('RedirectAddress', '?')}[/]  [{colour}]{state}[/]  load "
+        totals.show(
+            self._note + f"edge [b]{o.get('RedirectAddress', '?')}[/]  [{colour}]{state}[/]  load "
             f"[b]{format_value(o.get('Load'))}[/] {sparkline(conn.history.get('load').values, 20)}"
             f"   reports sent [b]{o.get('ReportsSent', 0)}[/]   send errors "
             f"{o.get('SendErrors', 0)}   every {o.get('MessageInterval', '?')} ms\n"

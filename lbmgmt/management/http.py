@@ -103,14 +103,18 @@ def _basic(value: str) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def _claimed_user(header: str) -> str | None:
-    """The user name an Authorization header claims (cut to 64 characters), None for a
-    bearer token or anything else: failures are counted per address and this name."""
+Credential = tuple[str, str] | str | None
+
+
+def _credential(header: str) -> Credential:
+    """What an Authorization header carries: (user, password) for Basic, the token for
+    Bearer, None for anything else. Read once per request."""
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    basic = _basic(value.strip())
-    return basic[0][:64] if basic is not None else None
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    if scheme.lower() == "basic" and value:
+        return _basic(value)
+    return None
 
 
 def _tls_context(config: ManagementConfig) -> ssl.SSLContext | None:
@@ -280,7 +284,10 @@ class ManagementServer:
             return await handler(request)
         client = request.remote or "?"
         header = request.headers.get("Authorization")
-        claimed = _claimed_user(header) if header is not None else None
+        credential = _credential(header) if header is not None else None
+        # Failures are counted per address and per the user name claimed (cut to 64
+        # characters); a bearer token claims none.
+        claimed = credential[0][:64] if isinstance(credential, tuple) else None
         # One password check at a time per address: the next waits for the last one's
         # verdict (and its count), so parallel guesses cannot all pass the limit first.
         lock = self._checking.get(client)
@@ -294,7 +301,7 @@ class ManagementServer:
                     return web.json_response(
                         {"error": "too many failed logins; try later"}, status=429,
                         headers={"Retry-After": str(int(wait) + 1)})
-                user = await self._check(header or "")
+                user = await self._check(credential)
                 if user is None and header is not None:
                     self.limiter.failure(client, claimed, now)
         finally:
@@ -313,16 +320,12 @@ class ManagementServer:
         request[CALLER] = (user.role, user.name)
         return await handler(request)
 
-    async def _check(self, header: str) -> User | None:
+    async def _check(self, credential: Credential) -> User | None:
         assert self.credentials is not None
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            return self.credentials.check_bearer(value.strip())
-        if scheme.lower() == "basic" and value:
-            basic = _basic(value)
-            if basic is None:
-                return None
-            return await self.credentials.check_basic(*basic)
+        if isinstance(credential, tuple):
+            return await self.credentials.check_basic(*credential)
+        if isinstance(credential, str):
+            return self.credentials.check_bearer(credential)
         return None
 
     # -- handlers --------------------------------------------------------------

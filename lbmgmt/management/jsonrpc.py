@@ -6,10 +6,11 @@ codes only), every method must be ``async`` under async dispatch, and a batch
 is schema-validated as a whole (one bad element would fail them all, which the
 spec forbids), so batches are split here and dispatched element by element.
 
-The body is parsed here, strictly (RFC 8259: no NaN or Infinity, no number that
-overflows, at most ``MAX_DEPTH`` levels of nesting; anything else is -32700 and
-never a RecursionError), batches are capped at ``max_batch`` calls and answers at
-``max_response_bytes``; each cap hit is counted in ``hits``.
+The body is parsed here, strictly (``strict_json``: RFC 8259, no NaN or
+Infinity, no number that overflows, at most 32 levels of nesting; anything else
+is -32700 and never a RecursionError), batches are capped at ``max_batch``
+calls and answers at ``max_response_bytes``; each cap hit is counted in
+``hits``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import functools
 import inspect
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,54 +36,11 @@ with warnings.catch_warnings():
 
 from lbmgmt.management.errors import (INTERNAL, INVALID_REQUEST, PARSE_ERROR,
                                      RESPONSE_TOO_LARGE, ManagementError)
+from lbmgmt.management.strict_json import NotJson, parse
 
 log = logging.getLogger("lbmgmt.management")
 
 Method = Callable[..., Awaitable[Any]]
-MAX_DEPTH = 32  # levels of arrays and objects in a request; a real call needs 4
-
-
-class _NotJson(ValueError):
-    """What RFC 8259 JSON cannot hold: NaN, Infinity, a number that overflows."""
-
-
-def _no_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotJson(f"{text[:40]} overflows")
-    return value
-
-
-def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = (item.values() if isinstance(item, dict)
-                    else item if isinstance(item, list) else ())
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
-
-
-def parse(body: bytes | str) -> Any:
-    """The request, or _NotJson (a ValueError) for anything RFC 8259 would not take."""
-    try:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 and int overflow are ValueErrors
-        raise _NotJson(str(exc)[:100]) from None
-    if isinstance(value, dict | list) and _too_deep(value):
-        raise _NotJson(f"nested deeper than {MAX_DEPTH}")
-    return value
-
-
 def error_answer(code: int, message: str, id_: Any = None, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -125,7 +82,7 @@ class JsonRpcDispatcher:
         """A response object, a list of them, or None (notifications only)."""
         try:
             parsed = parse(body)
-        except _NotJson:
+        except NotJson:
             self.hits["bad_json"] += 1
             return error_answer(PARSE_ERROR, "Parse error")
         if isinstance(parsed, list) and parsed:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lbmgmt.endpoints import Endpoint
+from lbmgmt.management import strict_json
 from lbmgmt.management.auth import hash_password, hash_token, new_token
 from lbmgmt.management.client import ManagementClient, ManagementUnavailable, RpcError
 from lbmgmt.status.keys import new_key
@@ -27,20 +28,13 @@ EXIT_RPC_ERROR = 1
 EXIT_UNAVAILABLE = 3
 
 
-def _strict(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _value(text: str) -> Any:
     """JSON if the text is JSON as the port takes it (no NaN, no Infinity, no overflow),
     else the text itself, as a string."""
     try:
-        value = json.loads(text, parse_constant=_strict)
-    except ValueError:
+        return strict_json.parse(text)
+    except strict_json.NotJson:
         return text
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return text
-    return value
 
 
 def _address(text: str) -> str:

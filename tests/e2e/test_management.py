@@ -64,6 +64,11 @@ class Rpc:
         return answer["error"]
 
 
+def session_from(address: str) -> aiohttp.ClientSession:
+    """A client session whose connections come from ``address`` (127.0.0.x)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
 async def up(fleet: Fleet, rpc: Rpc) -> None:
     async def answering():
         try:
@@ -388,8 +393,7 @@ async def test_a_valid_login_between_guesses_resets_nothing(fleet, tmp_path):
                                    ).raw(version))[0])
     assert statuses[:15] == [401] * 15 and set(statuses[15:]) == {429}
     assert (await viewer.raw(version))[0] == 429  # the whole address waits now
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            local_addr=("127.0.0.2", 0))) as elsewhere:  # another address does not
+    async with session_from("127.0.0.2") as elsewhere:  # another address does not
         assert (await Rpc(elsewhere, lb.mgmt_url, basic("viewer", "view-pw")).raw(version)
                 )[0] == 200
     assert lb.stderr.count("management login failed") == 1  # said once a minute, not 20 times

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.fleet import DEADLINE, HOST, wait_until
-from tests.e2e.test_management import BAL, JSON, Rpc, up
+from tests.e2e.test_management import BAL, JSON, Rpc, session_from, up
 
 pytestmark = pytest.mark.e2e
 MGMT = "lbmgmt:type=Management"
@@ -95,11 +95,6 @@ async def test_deep_or_non_standard_json_is_a_parse_error_never_a_500(fleet):
         assert (await limits(rpc))["bad_json"] == count, what
     assert (await rpc.ok("version"))["daemon"] == "balancer"  # and the port still answers
     assert quiet(lb.stderr), lb.stderr[-2000:]
-
-
-def session_from(address: str) -> aiohttp.ClientSession:
-    """A client session whose connections come from ``address`` (127.0.0.x)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
 
 
 async def test_long_polls_are_capped_per_address_and_in_total(fleet):

@@ -35,14 +35,6 @@ class Daemons(InProcessFleet):
         return await self.add_edge(name, load, interval_ms=200)
 
 
-@pytest.fixture
-async def daemons(tmp_path):
-    d = Daemons(tmp_path)
-    await d.start()
-    yield d
-    await d.stop()
-
-
 async def until(pilot, condition, timeout: float = 30.0, what: str = "condition") -> None:
     for _ in range(int(timeout / 0.05)):
         if condition():

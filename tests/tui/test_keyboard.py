@@ -6,7 +6,6 @@ real in-process daemons and checks what the screen and the daemons did.
 
 from __future__ import annotations
 
-import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, RichLog, Static, Tree
 
@@ -22,14 +21,6 @@ from tui.mbeans import MBeanBrowser
 from tui.overview import Overview
 
 
-@pytest.fixture
-async def daemons(tmp_path):
-    d = Daemons(tmp_path)
-    await d.start()
-    yield d
-    await d.stop()
-
-
 def console(d: Daemons, *more: ManagementTarget) -> LbConsole:
     return LbConsole([ManagementTarget(f"{HOST}:{d.port}"), *more], interval=0.25)
 
@@ -38,22 +29,28 @@ def text(app: LbConsole, selector: str) -> str:
     return str(app.query_one(selector, Static).render())
 
 
+async def open_balancer_by_keys(app: LbConsole, pilot) -> MBeanBrowser:
+    """From the MBeans tab's tree (focused by "2"), down to the Balancer MBean and enter:
+    keys only, as test_console's open_balancer_mbean is not."""
+    browser = app.query_one(MBeanBrowser)
+    await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
+    for _ in range(20):
+        if app.query_one(Tree).cursor_node.data == "lbmgmt:type=Balancer":
+            break
+        await pilot.press("down")
+    await pilot.press("enter")
+    await until(pilot, lambda: browser.selected == "lbmgmt:type=Balancer" and browser.values,
+                what="the Balancer MBean opened by enter")
+    return browser
+
+
 async def test_number_keys_move_focus_into_each_tab_and_tab_cycles_inside(daemons):
     app = console(daemons)
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
         await pilot.press("2")
         assert app.focused is app.query_one("#tree", Tree)
-        browser = app.query_one(MBeanBrowser)
-        await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
-        # down the tree to the Balancer MBean and enter: it opens (the bug: nothing did)
-        for _ in range(20):
-            if app.query_one(Tree).cursor_node.data == "lbmgmt:type=Balancer":
-                break
-            await pilot.press("down")
-        await pilot.press("enter")
-        await until(pilot, lambda: browser.selected == "lbmgmt:type=Balancer"
-                    and browser.values, what="the Balancer MBean opened by enter")
+        browser = await open_balancer_by_keys(app, pilot)  # (the bug: enter opened nothing)
         await pilot.press("tab")
         assert app.focused is browser.query_one("#attributes", DataTable)
         await pilot.press("tab")
@@ -124,14 +121,7 @@ async def test_a_rejected_edit_keeps_the_form_open_with_the_daemons_error(daemon
     async with app.run_test(size=(160, 40)) as pilot:
         await until(pilot, lambda: app.current.state is LinkState.CONNECTED)
         await pilot.press("2")
-        browser = app.query_one(MBeanBrowser)
-        await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
-        for _ in range(20):
-            if app.query_one(Tree).cursor_node.data == "lbmgmt:type=Balancer":
-                break
-            await pilot.press("down")
-        await pilot.press("enter")
-        await until(pilot, lambda: browser.values, what="the Balancer MBean open")
+        browser = await open_balancer_by_keys(app, pilot)
         await pilot.press("tab")  # into the attributes, down to MessageTimeout
         table = browser.query_one("#attributes", DataTable)
         for _ in range(60):
@@ -161,14 +151,7 @@ async def test_switching_connection_refreshes_every_pane(daemons):
     async with app.run_test(size=(160, 40)) as pilot:
         await until(pilot, lambda: all(c.state is LinkState.CONNECTED for c in app.connections))
         await pilot.press("2")
-        browser = app.query_one(MBeanBrowser)
-        await until(pilot, lambda: "lbmgmt:type=Balancer" in browser._tree_nodes)
-        for _ in range(20):
-            if app.query_one(Tree).cursor_node.data == "lbmgmt:type=Balancer":
-                break
-            await pilot.press("down")
-        await pilot.press("enter")
-        await until(pilot, lambda: browser.values, what="the Balancer MBean open")
+        browser = await open_balancer_by_keys(app, pilot)
         await pilot.press("c")  # to the edge: no balancer tree or details beside its own
         assert browser.selected is None and browser.query_one("#attributes", DataTable
                                                               ).row_count == 0

@@ -85,7 +85,7 @@ SANS_IO = CODECS + [
     "lbmgmt.balancer.core", "lbmgmt.balancer.registry", "lbmgmt.balancer.redirectors",
     "lbmgmt.balancer.serverinfo", "lbmgmt.balancer.front.http",
     "lbmgmt.balancer.front.answers", "lbmgmt.admission",
-    "lbmgmt.balancer.report_gate", "lbmgmt.balancer.state"]
+    "lbmgmt.balancer.report_gate", "lbmgmt.balancer.state", "lbmgmt.management.strict_json"]
 IO = {"asyncio", "socket", "time", "selectors", "aiohttp", "uvloop", "threading"}
 
 
