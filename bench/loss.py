@@ -93,7 +93,7 @@ class Absence:
 
 def balancer_config(rule: str, interval_ms: int) -> BalancerConfig:
     config = BalancerConfig(key=KEY, listen=Endpoint(HOST, 0),
-                            http=HttpConfig(listen=Endpoint(HOST, 0)))
+                            http=HttpConfig(listen=(Endpoint(HOST, 0),)))
     if rule == "seed":  # out after two intervals of silence
         config.message_timeout_ms = config.max_silence_ms = 2 * interval_ms
     else:  # today's: 4 misses of the edge's own interval (the floor set out of the way)

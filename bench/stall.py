@@ -93,7 +93,7 @@ async def measure(daemon: BalancerDaemon, page: str, seconds: float) -> dict[str
 async def main_async(args: argparse.Namespace) -> list[dict[str, object]]:
     config = BalancerConfig(key=SharedKey(KEY), listen=Endpoint(HOST, 0),
                             message_timeout_ms=600_000,
-                            http=HttpConfig(listen=Endpoint(HOST, 0)),
+                            http=HttpConfig(listen=(Endpoint(HOST, 0),)),
                             management=ManagementConfig(Endpoint(HOST, 0)))
     daemon = BalancerDaemon(config)
     await daemon.start()

@@ -55,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logging(demo)
 
     res = sub.add_parser("resolve", help="print the edge URL a redirect application sends to",
-                         description="Connect to an RTMP redirect application, read the edge "
-                                     "URL from its answer and print it with the stream name, "
-                                     "for clients that do not follow redirects: "
+                         description="Ask the balancer where a client should go and print "
+                                     "the edge URL, for clients that do not follow redirects: "
+                                     "an RTMP redirect application's answer (stream name "
+                                     "appended), or an RTSP 302 (for RTSP publishers). "
                                      'ffmpeg -i "$(lbmgmt resolve rtmp://lb/redirect/stream)"')
-    res.add_argument("url", help="rtmp://HOST[:PORT]/APP/STREAM")
+    res.add_argument("url", help="rtmp://HOST[:PORT]/APP/STREAM or rtsp://HOST[:PORT]/PATH "
+                                 "(RTSP's port defaults to 554)")
     res.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
 
     script.add_parsers(sub)

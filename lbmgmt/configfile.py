@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from lbmgmt.endpoints import Endpoint
+
 T = TypeVar("T")
 _REQUIRED: Any = object()
 _TOML_POS = re.compile(r"\(at line (\d+), column \d+\)")
@@ -179,6 +181,25 @@ class Section:
         if key in self.data and not all(isinstance(v, str) and v for v in value):
             self.fail(key, "items must be non-empty strings")
         return value
+
+    def get_endpoints(self, key: str, default: Any = _REQUIRED, *,
+                      default_port: int | None = None) -> Any:
+        """``"host:port"`` or a non-empty list of them, as a tuple of ``Endpoint``."""
+        raw = self._get(key, default, (str, list), '"host:port" or a list of them')
+        if key not in self.data:
+            return default
+        texts = [raw] if isinstance(raw, str) else raw
+        if not texts or not all(isinstance(t, str) for t in texts):
+            self.fail(key, 'must be "host:port" or a non-empty list of such strings')
+        out = []
+        for text in texts:
+            try:
+                out.append(Endpoint.parse(text, default_port=default_port))
+            except ValueError as exc:
+                self.fail(key, str(exc))
+        if len(set(out)) != len(out):
+            self.fail(key, "names one address twice")
+        return tuple(out)
 
     def get_table(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._get(key, default, (dict,), "a table")

@@ -5,6 +5,10 @@ ffmpeg, OBS, librtmp, GStreamer and VLC print an RTMP redirect and give up.
 ``connect`` itself, reads ``ex.redirect`` from the rejection and returns the
 edge URL with the stream appended, so a shell can run
 ``ffmpeg -i "$(lbmgmt resolve rtmp://lb/redirect/stream)"``.
+
+``rtsp://`` URLs are asked with a DESCRIBE and give the 302's ``Location``:
+ffmpeg follows an RTSP redirect when playing but not when publishing, so
+``ffmpeg … -f rtsp "$(lbmgmt resolve rtsp://lb/live/s)"`` publishes to an edge.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+import httptools
+
 from lbmgmt.endpoints import join_host_port
 from lbmgmt.rtmp.client import ClientConnection
 from lbmgmt.rtmp.server import CommandReceived, ConnectionFailed, HandshakeCompleted
 
 DEFAULT_PORT = 1935
+RTSP_PORT = 554
+MAX_ANSWER = 65536  # bytes of an RTSP answer's head read, at most
 
 
 class ResolveError(Exception):
@@ -42,9 +50,14 @@ def split_rtmp_url(url: str) -> tuple[str, int, str, str, str]:
 
 async def resolve(url: str, *, timeout: float = 5.0) -> str:
     """The edge URL (stream and query appended) the balancer redirects ``url`` to."""
-    host, port, app, stream, query = split_rtmp_url(url)
+    if urlsplit(url).scheme.lower() in ("rtsp", "rtsps"):
+        host, port = _rtsp_host_port(url)
+        ask = _ask_rtsp(host, port, url)
+    else:
+        host, port, app, stream, query = split_rtmp_url(url)
+        ask = _ask(host, port, app, stream, query)
     try:
-        return await asyncio.wait_for(_ask(host, port, app, stream, query), timeout)
+        return await asyncio.wait_for(ask, timeout)
     except TimeoutError:
         raise ResolveError(f"{host}:{port} did not answer within {timeout:g} s") from None
     except OSError as exc:
@@ -77,6 +90,65 @@ async def _ask(host: str, port: int, app: str, stream: str, query: str) -> str:
             await writer.drain()
     finally:
         writer.close()
+
+
+def _rtsp_host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "rtsps":
+        raise ResolveError("rtsps:// cannot be resolved yet (TLS); ask with rtsp://")
+    if not parts.hostname:
+        raise ResolveError(f"no host in {url!r}")
+    try:
+        return parts.hostname, parts.port or RTSP_PORT
+    except ValueError:
+        raise ResolveError(f"bad port in {url!r}") from None
+
+
+class _RtspAnswer:
+    """httptools callbacks: the status and the Location of one answer's head."""
+
+    def __init__(self) -> None:
+        self.location: str | None = None
+        self.reason = ""
+        self.done = False
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"location" and self.location is None:
+            self.location = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        self.done = True
+
+
+async def _ask_rtsp(host: str, port: int, url: str) -> str:
+    if any(c in url for c in "\r\n "):
+        raise ResolveError(f"bad RTSP URL {url!r}")
+    reader, writer = await asyncio.open_connection(host, port)
+    answer = _RtspAnswer()
+    parser = httptools.HttpResponseParser(answer)
+    try:
+        writer.write(f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
+                     "User-Agent: lbmgmt-resolve\r\n\r\n".encode("latin-1"))
+        read = 0
+        while not answer.done:
+            data = await reader.read(4096)
+            read += len(data)
+            if not data or read > MAX_ANSWER:
+                raise ResolveError("the server closed the connection without an answer"
+                                   if not data else "the RTSP answer's head is too long")
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                raise ResolveError(f"not an RTSP answer: {exc}") from None
+    finally:
+        writer.close()
+    status = parser.get_status_code()
+    if status in (301, 302, 303, 307) and answer.location:
+        return answer.location
+    raise ResolveError(f"RTSP {status} {answer.reason}: the balancer gave no redirect")
 
 
 def _redirect_from(args: list[object], stream: str, query: str) -> str:

@@ -11,6 +11,7 @@ from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_manag
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
+from lbmgmt.balancer.rtsp_config import RtspConfig, load_rtsp
 from lbmgmt.settings import Setting
 from lbmgmt.status import SharedKey
 from lbmgmt.status.keys import key_problem
@@ -46,6 +47,9 @@ KEEPALIVE_TIMEOUT = Setting(
 MAX_HEAD = Setting(
     "http", "max_head_bytes", None, 8192, 1024, 1 << 20, "bytes",
     "The longest request head taken (414 for a request line over it, else 431)")
+MAX_BODY = Setting(
+    "http", "max_body_bytes", None, 65536, 0, 1 << 24, "bytes",
+    "The largest request body taken (a WHIP offer, RTMPT's; 413 past it)")
 MAX_CLIENTS = Setting(
     "clients", "max_connections", None, 10_000, 1, 1_000_000, None,
     "Connections on the client port(s) at once: HTTP, RTMP and proxied relays")
@@ -53,18 +57,40 @@ MAX_CLIENTS_PER_ADDRESS = Setting(
     "clients", "max_connections_per_address", None, 256, 1, 1_000_000, None,
     "Of those, from one client IP address")
 SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT,
-            KEEPALIVE_TIMEOUT, MAX_HEAD, MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
+            KEEPALIVE_TIMEOUT, MAX_HEAD, MAX_BODY, MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
 
 
 @dataclass(slots=True)
 class HttpConfig:
-    listen: Endpoint = Endpoint("", DEFAULT_HTTP_PORT)
+    # the client port(s): HTTP, and RTMP and RTSP told apart by their first bytes; more
+    # than one for port rollover (a client behind a firewall that passes only port 80)
+    listen: tuple[Endpoint, ...] = (Endpoint("", DEFAULT_HTTP_PORT),)
     enable_server_info_xml: bool = True
     redirect_scheme: str = "http"  # scheme of the edges' HTTP service, for /redirect/
     redirect_port: int | None = None  # None: the port in the edge's address, if any
     head_timeout_ms: int = HEAD_TIMEOUT.default
     keepalive_timeout_ms: int = KEEPALIVE_TIMEOUT.default
     max_head_bytes: int = MAX_HEAD.default
+    max_body_bytes: int = MAX_BODY.default
+
+
+WEBRTC_SCHEMES = ("http", "https")
+WHIP_PATH = "/{path}/whip"
+WHEP_PATH = "/{path}/whep"
+
+
+@dataclass(slots=True)
+class WebRtcConfig:
+    """WHIP and WHEP (``POST /whip/<path>``, ``POST /whep/<path>``): 307 to an edge."""
+
+    enabled: bool = True
+    redirect_scheme: str = "http"
+    # None: the port in the edge's address, else the port the client reached us on
+    redirect_port: int | None = None
+    # The resource's path on the edge; {path} is what followed /whip/ or /whep/.
+    # The defaults are MediaMTX's layout (http://edge:8889/<path>/whip).
+    whip_path: str = WHIP_PATH
+    whep_path: str = WHEP_PATH
 
 
 @dataclass(slots=True)
@@ -89,6 +115,8 @@ class BalancerConfig:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     management: ManagementConfig | None = None  # None: no management port (embedding)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    rtsp: RtspConfig = field(default_factory=RtspConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     # Replay marks and the last pool, kept across restarts (lbmgmt/balancer/state.py);
     # None: none kept (embedding, tests). From a config file: beside it unless set.
     state_file: Path | None = None
@@ -106,7 +134,7 @@ def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
 
 def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg = ConfigFile.load(path)
-    cfg.check_tables(["balancer", "http", "clients", "management", "rtmp"])
+    cfg.check_tables(["balancer", "http", "clients", "management", "rtmp", "rtsp", "webrtc"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
     key_text = bal.get_str("key", None, secret=True)
@@ -146,17 +174,33 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
 
     http = cfg.section("http")
     http_cfg = HttpConfig(
-        listen=_endpoint(http, "listen", Endpoint("", DEFAULT_HTTP_PORT)),
+        listen=http.get_endpoints("listen", (Endpoint("", DEFAULT_HTTP_PORT),),
+                                  default_port=DEFAULT_HTTP_PORT),
         enable_server_info_xml=http.get_bool("enable_server_info_xml", True),
         redirect_scheme=http.get_str("redirect_scheme", "http"),
         redirect_port=http.get_int("redirect_port", None, min=1, max=65535),
         head_timeout_ms=HEAD_TIMEOUT.read(http),
         keepalive_timeout_ms=KEEPALIVE_TIMEOUT.read(http),
         max_head_bytes=MAX_HEAD.read(http),
+        max_body_bytes=MAX_BODY.read(http),
     )
     if http_cfg.redirect_scheme not in ("http", "https"):
         http.fail("redirect_scheme", "must be http or https")
     http.finish()
+    webrtc = cfg.section("webrtc")
+    webrtc_cfg = WebRtcConfig(
+        enabled=webrtc.get_bool("enabled", True),
+        redirect_scheme=webrtc.get_str("redirect_scheme", "http"),
+        redirect_port=webrtc.get_int("redirect_port", None, min=1, max=65535),
+        whip_path=webrtc.get_str("whip_path", WHIP_PATH),
+        whep_path=webrtc.get_str("whep_path", WHEP_PATH))
+    if webrtc_cfg.redirect_scheme not in WEBRTC_SCHEMES:
+        webrtc.fail("redirect_scheme", "must be http or https")
+    for key in ("whip_path", "whep_path"):
+        template = getattr(webrtc_cfg, key)
+        if not template.startswith("/") or "{path}" not in template:
+            webrtc.fail(key, "must start with '/' and hold {path}")
+    webrtc.finish()
     clients = cfg.section("clients")
     clients_cfg = ClientsConfig(MAX_CLIENTS.read(clients), MAX_CLIENTS_PER_ADDRESS.read(clients))
     clients.finish()
@@ -165,8 +209,9 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
                           http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),
-                          rtmp=load_rtmp(cfg), state_file=state_file)
+                          rtmp=load_rtmp(cfg), rtsp=load_rtsp(cfg), webrtc=webrtc_cfg,
+                          state_file=state_file)
 
 
-__all__ = ["BalancerConfig", "ClientsConfig", "ConfigError", "HttpConfig",
+__all__ = ["BalancerConfig", "ClientsConfig", "ConfigError", "HttpConfig", "WebRtcConfig",
            "load_balancer_config"]

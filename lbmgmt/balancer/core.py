@@ -66,6 +66,7 @@ class ServerStatus:
     unhealthy: str | None  # why it takes no clients, if its reports say (then PAUSED)
     clock_offset: float  # its clock less ours at its last report, seconds
     last_drop: str | None  # why the last of its reports dropped lately was, if any
+    suspect_for: float = 0.0  # seconds it still gets no client: a front could not reach it
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +390,17 @@ class BalancerCore:
         self.redirects_served.setdefault(protocol, 0)
         return stats.counters
 
+    def unreachable(self, entry: ServerEntry, now: float, *, suspect_for: float,
+                    protocol: str, error: str) -> None:
+        """A front could not reach ``entry``: no new client goes to it for ``suspect_for``
+        seconds (then its reports decide again); said at warning, once a minute per edge."""
+        self.registry.suspect(entry, now + suspect_for)
+        held_back = self.warnings.allow(("unreachable", entry.guid), now)
+        if held_back is not None:
+            log.warning("edge unreachable: no new clients for it for a while", extra=fields(
+                edge=entry.address, guid=str(entry.guid), protocol=protocol, error=error,
+                suspect_s=suspect_for, more=held_back))
+
     # -- operator actions -------------------------------------------------------------
     def drain(self, guid: uuid.UUID, drained: bool = True) -> None:
         """Balancer-side drain; KeyError for an unknown GUID."""
@@ -422,7 +434,8 @@ class BalancerCore:
             seconds_since_report=e.seconds_since_report(now), interval=e.interval,
             reports_received=e.reports_received, agent=e.report.agent,
             unhealthy=e.report.unhealthy, clock_offset=e.clock_offset,
-            last_drop=None if (d := dropped(e.guid)) is None else d.reason)
+            last_drop=None if (d := dropped(e.guid)) is None else d.reason,
+            suspect_for=max(0.0, e.suspect_until - now))
             for e in sorted(registry, key=lambda e: e.address)]
         return PoolStatus(redirector=self.redirector.name, servers=rows,
                           available_count=sum(r.available for r in rows),

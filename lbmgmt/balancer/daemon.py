@@ -135,13 +135,16 @@ class BalancerDaemon:
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self.rtmp_address: tuple[str, int] | None = None
+        self.client_addresses: list[tuple[str, int]] = []  # every client port, first: http
+        self.rtsp_addresses: list[tuple[str, int]] = []  # RTSP's own ports, if any
         self._transport: asyncio.DatagramTransport | None = None
         self._status: _StatusProtocol | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._live = False  # started (even in part) and not stopped since
         self._stop_lock = asyncio.Lock()
         self.rtmp = RtmpService(self.core, config.rtmp, self.clocks)
-        self.clients = ClientPort(self.core, config.http, config.clients, self.rtmp, self.clocks)
+        self.clients = ClientPort(self.core, config.http, config.clients, self.rtmp, self.clocks,
+                                  rtsp=config.rtsp, webrtc=config.webrtc)
         mgmt = config.management
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
                                   clock=self.clocks.wall)
@@ -188,29 +191,41 @@ class BalancerDaemon:
                                                     name="balancer-state-file")
         addresses = self.core.addresses
         addresses["udp"] = format_address(self.udp_address)
-        addresses["http"] = format_address(self.http_address)
+        addresses["http"] = ", ".join(format_address(a) for a in self.client_addresses)
         if self.rtmp_address is not None:
             addresses["rtmp"] = format_address(self.rtmp_address)
+        if self.config.rtsp.enabled:
+            addresses["rtsp"] = ", ".join(format_address(a) for a in
+                                          self.rtsp_addresses or self.client_addresses)
         if self.config.key.is_placeholder:
             log.warning("the shared key is the examples' placeholder: anyone can forge "
                         "reports to this balancer; put one from 'lbmgmt new-key' in its "
                         "config and its edges' targets files")
         log.info("balancer started", extra=fields(
             udp=addresses["udp"], http=addresses["http"], rtmp=addresses.get("rtmp", "off"),
+            rtsp=addresses.get("rtsp", "off"),
             management=self.management.url if self.management else "off",
             redirector=self.core.redirector.name))
 
     async def _start_clients(self) -> None:
-        """The client port: HTTP and RTMP on one port (each connection's first byte says
-        which, as on the original system), or RTMP on a port of its own."""
-        rtmp = self.config.rtmp
+        """The client ports: HTTP, RTMP and RTSP on each of ``[http] listen`` (each
+        connection's first bytes say which, as on the original system), or RTMP or RTSP
+        on ports of their own."""
+        rtmp, rtsp = self.config.rtmp, self.config.rtsp
         shared = rtmp.enabled and rtmp.listen is None
-        self.http_address = await self.clients.listen(self.config.http.listen, http=True,
-                                                      rtmp=shared)
+        rtsp_shared = rtsp.enabled and not rtsp.listen
+        for endpoint in self.config.http.listen:
+            self.client_addresses.append(await self.clients.listen(
+                endpoint, http=True, rtmp=shared, rtsp=rtsp_shared))
+        self.http_address = self.client_addresses[0]
         if shared:
             self.rtmp_address = self.http_address
         elif rtmp.enabled and rtmp.listen is not None:
             self.rtmp_address = await self.clients.listen(rtmp.listen, http=False, rtmp=True)
+        if rtsp.enabled:
+            for endpoint in rtsp.listen:
+                self.rtsp_addresses.append(await self.clients.listen(
+                    endpoint, http=False, rtmp=False, rtsp=True))
 
     async def stop(self) -> None:
         """Close every port and connection; each step bounded, so this always returns.

@@ -56,7 +56,7 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "intervalMs": round(row.interval * 1000),
             "reportsReceived": row.reports_received, "agent": row.agent,
             "unhealthy": row.unhealthy, "clockOffsetMs": round(row.clock_offset * 1000),
-            "lastDrop": row.last_drop}
+            "lastDrop": row.last_drop, "suspectMs": round(row.suspect_for * 1000)}
 
 
 class BalancerMBean(MBean):
@@ -170,10 +170,28 @@ class BalancerMBean(MBean):
     def RtmpAddress(self) -> str:
         return self.core.addresses.get("rtmp", "off")
 
-    @attribute("object", "RTMP connections: total, active, and how each ended",
+    @attribute("object", "RTMP connections: total, active, how each ended, and edges the "
+                         "proxy could not reach (edge_unreachable)",
                metric="counter", metric_label="event", gauges=("active",))
     def RtmpConnections(self) -> dict[str, int]:
         return self._front("rtmp")
+
+    @attribute("object", "RTSP on the client port(s): connections, requests, redirects, "
+                         "and what was refused or timed out", metric="counter",
+               metric_label="event", gauges=("active",))
+    def RtspConnections(self) -> dict[str, int]:
+        return self._front("rtsp")
+
+    @attribute("object", "RTMPT (RTMP in HTTP) sessions: opened, requests, active, and "
+                         "what was dropped (unknown, expired, evicted, too large)",
+               metric="counter", metric_label="event", gauges=("active",))
+    def RtmptSessions(self) -> dict[str, int]:
+        return self._front("rtmpt")
+
+    @attribute("object", "WHIP and WHEP: 307s by kind, CORS preflights, and refusals",
+               metric="counter", metric_label="event")
+    def WebRtcRequests(self) -> dict[str, int]:
+        return self._front("webrtc")
 
     @attribute("object", "HTTP on the client port: requests, active connections, and "
                          "what was refused or timed out", metric="counter",

@@ -148,7 +148,7 @@ class _LoadIndex:
             # (ServerRegistry.is_available and is_fresh, inlined: hot)
             age = live_now - entry.live_stamp
             if (not entry.running or entry.drained or age > entry.leave_after
-                    or (usable is not None and not usable(entry))):
+                    or entry.suspect_until > now or (usable is not None and not usable(entry))):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue
             if age > entry.fresh_for:

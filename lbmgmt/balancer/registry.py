@@ -80,6 +80,9 @@ class ServerEntry:
     which stands still while the balancer cannot hear its edges: silence counts from it."""
     departed_at: float | None = field(init=False, default=None)
     """When it timed out, while its entry waits for its return; None while present."""
+    suspect_until: float = field(init=False, default=float("-inf"))
+    """Until then (monotonic) no new client goes to it: the proxy could not reach it
+    (``ServerRegistry.suspect``). Its reports still count; only choices avoid it."""
 
     def __post_init__(self) -> None:
         self.derive()
@@ -338,9 +341,14 @@ class ServerRegistry:
         return self.liveness_now(now) - entry.live_stamp <= entry.leave_after
 
     def is_available(self, entry: ServerEntry, now: float) -> bool:
-        """Would get a new client now: live, running, not drained."""
-        return (entry.running and not entry.drained
+        """Would get a new client now: live, running, not drained, not suspect."""
+        return (entry.running and not entry.drained and entry.suspect_until <= now
                 and self.liveness_now(now) - entry.live_stamp <= entry.leave_after)
+
+    def suspect(self, entry: ServerEntry, until: float) -> None:
+        """No new client for ``entry`` until ``until`` (it could not be reached); the
+        redirectors take it back with its first report after that."""
+        entry.suspect_until = max(entry.suspect_until, until)
 
     def is_fresh(self, entry: ServerEntry, now: float) -> bool:
         """Its last report is within ``FRESH_INTERVALS`` of its interval (liveness clock)."""

@@ -12,23 +12,22 @@ good: its connection closed, or its relay ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import cast
-from urllib.parse import urlsplit
 
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.front.pacing import SlicedInput
+from lbmgmt.balancer.front.rtmp_apps import RtmpCommands
 from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.registry import ServerEntry
 from lbmgmt.balancer.relay import relay
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
 from lbmgmt.clocks import Clocks
-from lbmgmt.endpoints import join_host_port, split_address
+from lbmgmt.endpoints import split_address
 from lbmgmt.logs import fields
 from lbmgmt.rtmp import handshake
 from lbmgmt.rtmp.commands import Command, status
@@ -39,25 +38,8 @@ log = logging.getLogger("lbmgmt.rtmp")
 SLICE = 8192  # bytes handed to a session's codec per loop turn
 
 
-def _split_app(app: str) -> tuple[str, str, str]:
-    """'redirect/inst?token=1' → ('redirect', '/inst', 'token=1')."""
-    path, _, query = app.partition("?")
-    name, slash, rest = path.partition("/")
-    return name, slash + rest, query
-
-
-def edge_url(app: RtmpApp, address: str, *, client_scheme: str | None,
-             client_port: int | None, instance: str = "", query: str = "") -> str:
-    """The edge URL: scheme and port as configured, else as the edge or the client had them."""
-    host, address_port = split_address(address)
-    port = app.redirect_port or address_port or client_port
-    scheme = app.redirect_scheme or client_scheme or "rtmp"
-    url = f"{scheme}://{join_host_port(host, port)}/{app.redirect_app_name}{instance}"
-    return f"{url}?{query}" if query else url
-
-
 COUNTERS = ("connections", "redirected", "proxied", "no_server", "invalid_app",
-            "protocol_errors", "timeouts", "refused")
+            "protocol_errors", "timeouts", "refused", "edge_unreachable")
 
 
 class RtmpService:
@@ -126,8 +108,8 @@ class RtmpSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._input: SlicedInput | None = None
         self._timer = ConnectionTimer(self._loop, self._on_timer, service.deadlines)
-        self._accepted_app: RtmpApp | None = None
-        self._connect: Command | None = None
+        self.commands: RtmpCommands | None = None  # from the first command on
+        self._connect: Command | None = None  # a proxy's connect, answered on failure
         self._proxy: asyncio.Task[None] | None = None
 
     # -- asyncio callbacks --------------------------------------------------------
@@ -215,84 +197,22 @@ class RtmpSession(asyncio.Protocol):
         if self.conn.state is State.CLOSED and self._proxy is None:
             self.transport.close()  # after the queued bytes are written
 
-    def _client_scheme_port(self) -> tuple[str | None, int | None]:
-        tc_url = self._connect.command_object.get("tcUrl") if self._connect else None
-        scheme = port = None
-        if isinstance(tc_url, str):
-            with contextlib.suppress(ValueError):
-                parts = urlsplit(tc_url)
-                scheme, port = parts.scheme or None, parts.port
-        if port is None and self.transport is not None:
-            sockname = self.transport.get_extra_info("sockname")
-            port = sockname[1] if sockname else None
-        return scheme, port
-
     # -- commands -----------------------------------------------------------------
     def _command(self, command: Command) -> None:
-        if command.name == "connect":
-            self._on_connect(command)
-        elif command.name == "createStream" and self._accepted_app is not None:
-            self.conn.send_command("_result", command.transaction_id, None, 1.0)
-        elif command.name in ("play", "publish") and self._accepted_app is not None:
-            stream = command.args[0] if command.args and isinstance(command.args[0], str) else ""
-            self._redirect_stream(command, stream)
-
-    def _on_connect(self, command: Command) -> None:
-        self._connect = command
-        obj = command.command_object if isinstance(command.command_object, dict) else {}
-        app_field = obj.get("app")
-        name, instance, query = _split_app(app_field if isinstance(app_field, str) else "")
-        app = self.service.config.apps.get(name)
-        if app is None:
-            self.service.counters["invalid_app"] += 1
-            self.conn.reject_connect(command.transaction_id, status(
-                "error", "NetConnection.Connect.InvalidApp",
-                f"Connection rejected: application '{name}' does not exist on this balancer"))
-            return
-        if app.mode == "proxy":
+        if self.commands is None:
             assert self.transport is not None
+            sockname = self.transport.get_extra_info("sockname")
+            service = self.service
+            self.commands = RtmpCommands(service.core, service.config, service.counters,
+                                         self.conn,
+                                         local_port=sockname[1] if sockname else None)
+        proxy = self.commands.handle(command, self.service.clocks.monotonic())
+        if proxy is not None:
+            assert self.transport is not None
+            self._connect = command
             self.transport.pause_reading()
-            self._proxy = asyncio.get_running_loop().create_task(self._start_proxy(app))
+            self._proxy = asyncio.get_running_loop().create_task(self._start_proxy(proxy))
             self.service.track_relay(self._proxy)
-            return
-        if not app.redirect_on_connect:
-            self._accepted_app = app
-            self.conn.accept_connect(command.transaction_id, status(
-                "status", "NetConnection.Connect.Success", "Connection succeeded.",
-                objectEncoding=0.0))
-            return
-        entry = self.service.redirect()
-        if entry is None:
-            self.service.counters["no_server"] += 1
-            self.conn.reject_connect(command.transaction_id, status(
-                "error", "NetConnection.Connect.Rejected",
-                f"Connection rejected: {NO_SERVER}"))
-            return
-        scheme, port = self._client_scheme_port()
-        url = edge_url(app, entry.address, client_scheme=scheme, client_port=port,
-                       instance=instance, query=query)
-        self.service.counters["redirected"] += 1
-        self.conn.reject_connect(command.transaction_id, status(
-            "error", "NetConnection.Connect.Rejected", f"Connection rejected: redirect to {url}",
-            ex={"code": 302.0, "redirect": url}))
-
-    def _redirect_stream(self, command: Command, stream: str) -> None:
-        app = self._accepted_app
-        assert app is not None
-        code = "NetStream.Play.Failed" if command.name == "play" else "NetStream.Publish.BadName"
-        entry = self.service.redirect()
-        if entry is None:
-            self.service.counters["no_server"] += 1
-            info = status("error", code, f"Rejected: {NO_SERVER}")
-        else:
-            scheme, port = self._client_scheme_port()
-            url = edge_url(app, entry.address, client_scheme=scheme, client_port=port)
-            url = f"{url}/{stream}" if stream else url
-            self.service.counters["redirected"] += 1
-            info = status("error", code, f"Rejected: redirect to {url}",
-                          ex={"code": 302.0, "redirect": url})
-        self.conn.send_command("onStatus", 0.0, None, info, stream_id=command.stream_id or 1)
-        self.conn.close()
 
     # -- proxy mode ---------------------------------------------------------------
     async def _start_proxy(self, app: RtmpApp) -> None:
@@ -304,26 +224,15 @@ class RtmpSession(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 self._gone()
 
-    async def _proxy_to_edge(self, app: RtmpApp) -> None:
-        """Connect to the chosen edge, replay the client's opening, then relay both ways.
-
-        Cancelled (the balancer stops), it closes the edge socket and the client's
-        connection, whichever stage it is at.
-        """
-        assert self.transport is not None and self._connect is not None
+    async def _reach(self, app: RtmpApp, entry: ServerEntry) -> socket.socket | None:
+        """A socket to ``entry`` with the client's handshake and opening replayed on it,
+        or None: the edge is unreachable (counted, and suspect for a while)."""
+        assert self.transport is not None
         loop = asyncio.get_running_loop()
-        entry = self.service.redirect()
-        if entry is None:
-            self.service.counters["no_server"] += 1
-            self._proxy = None
-            self.conn.reject_connect(self._connect.transaction_id, status(
-                "error", "NetConnection.Connect.Rejected",
-                f"Connection rejected: {NO_SERVER}"))
-            self._flush()
-            return
+        service = self.service
         host, port = split_address(entry.address)
         port = app.redirect_port or port or 1935
-        timeout = self.service.config.proxy_connect_timeout_ms / 1000
+        timeout = service.config.proxy_connect_timeout_ms / 1000
         edge: socket.socket | None = None
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -350,20 +259,52 @@ class RtmpSession(asyncio.Protocol):
         except (OSError, TimeoutError, ConnectionError) as exc:
             if edge is not None:
                 edge.close()
-            log.warning("rtmp proxy: edge unreachable", extra=fields(
-                edge=entry.address, error=str(exc) or type(exc).__name__))
-            self.service.counters["protocol_errors"] += 1
-            self._proxy = None
-            self.conn.reject_connect(self._connect.transaction_id, status(
-                "error", "NetConnection.Connect.Failed",
-                f"Connection failed: edge {entry.address} unreachable"))
-            self._flush()
-            return
+            service.counters["edge_unreachable"] += 1
+            service.core.unreachable(entry, service.clocks.monotonic(),
+                                     suspect_for=service.config.proxy_suspect_ms / 1000,
+                                     protocol="rtmp", error=str(exc) or type(exc).__name__)
+            return None
         except BaseException:  # cancelled while reaching the edge
             if edge is not None:
                 edge.close()
             self.abort()
             raise
+        return edge
+
+    async def _proxy_to_edge(self, app: RtmpApp) -> None:
+        """Connect to the chosen edge, replay the client's opening, then relay both ways.
+
+        Cancelled (the balancer stops), it closes the edge socket and the client's
+        connection, whichever stage it is at.
+        """
+        assert self.transport is not None and self._connect is not None
+        service = self.service
+        config = service.config
+        tried: list[str] = []
+        edge: socket.socket | None = None
+        for _ in range(1 + config.proxy_retries):
+            entry = service.redirect()
+            if entry is None:
+                break
+            edge = await self._reach(app, entry)
+            if edge is not None:
+                break
+            tried.append(entry.address)
+            if self.transport.is_closing():  # the client left meanwhile
+                return
+        if edge is None:
+            self._proxy = None
+            if not tried:
+                service.counters["no_server"] += 1
+                info = status("error", "NetConnection.Connect.Rejected",
+                              f"Connection rejected: {NO_SERVER}")
+            else:
+                info = status("error", "NetConnection.Connect.Failed",
+                              f"Connection failed: no edge reachable (tried "
+                              f"{', '.join(tried)})")
+            self.conn.reject_connect(self._connect.transaction_id, info)
+            self._flush()
+            return
         if self.transport.is_closing():  # the client left while we reached the edge
             edge.close()
             self._proxy = None

@@ -36,9 +36,14 @@ MAX_MESSAGE_SIZE = _rtmp("max_message_size", 65536, 1024, 1 << 24, "bytes",
                          "The largest RTMP message taken (a connect is well under 1 KiB)")
 PROXY_CONNECT_TIMEOUT = _rtmp("proxy_connect_timeout_ms", 5000, 100, 600_000, "ms",
                               "To reach the edge and finish its handshake, proxy mode")
+PROXY_RETRIES = _rtmp("proxy_retries", 2, 0, 10, None,
+                      "Proxy mode: further edges tried when the chosen one cannot be reached")
+PROXY_SUSPECT = _rtmp("proxy_suspect_ms", 5000, 0, 600_000, "ms",
+                      "Proxy mode: an edge that could not be reached gets no new client "
+                      "(from any front) for this long")
 SETTINGS = (HANDSHAKE_TIMEOUT, CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
             MAX_BYTES_BEFORE_CONNECT, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE,
-            PROXY_CONNECT_TIMEOUT)
+            PROXY_CONNECT_TIMEOUT, PROXY_RETRIES, PROXY_SUSPECT)
 SCHEMES = ("rtmp", "rtmps", "rtmpt", "rtmpe", "rtmpts")
 
 
@@ -70,6 +75,8 @@ class RtmpConfig:
     max_chunk_size: int = MAX_CHUNK_SIZE.default
     max_message_size: int = MAX_MESSAGE_SIZE.default
     proxy_connect_timeout_ms: int = PROXY_CONNECT_TIMEOUT.default
+    proxy_retries: int = PROXY_RETRIES.default
+    proxy_suspect_ms: int = PROXY_SUSPECT.default
 
 
 def load_rtmp(cfg: ConfigFile) -> RtmpConfig:

@@ -64,7 +64,7 @@ class InProcessFleet:
         config = BalancerConfig(
             key=self.key, listen=Endpoint(self.host, udp_port),
             message_timeout_ms=message_timeout_ms,
-            http=HttpConfig(listen=Endpoint(self.host, http_port)),
+            http=HttpConfig(listen=(Endpoint(self.host, http_port),)),
             management=(None if mgmt_port is None else
                         ManagementConfig(Endpoint(self.host, mgmt_port), credentials=credentials)),
             rtmp=rtmp if rtmp is not None else RtmpConfig())

@@ -222,13 +222,13 @@ redirect_port = 443
     assert cfg.key == SharedKey("s3cret-s3cret-s3cret")
     assert cfg.listen == Endpoint("127.0.0.1", 11934)
     assert cfg.message_timeout_ms == 3000 and cfg.redirector == "round-robin"
-    assert cfg.http.listen == Endpoint("::1", 8080) and not cfg.http.enable_server_info_xml
+    assert cfg.http.listen == (Endpoint("::1", 8080),) and not cfg.http.enable_server_info_xml
     assert (cfg.http.redirect_scheme, cfg.http.redirect_port) == ("https", 443)
 
 
 def test_balancer_config_defaults(tmp_path):
     cfg = load_balancer_config(write(tmp_path, '[balancer]\nkey = "k-0123456789abcdef"\n'))
-    assert cfg.listen == Endpoint("", 1934) and cfg.http.listen == Endpoint("", 1935)
+    assert cfg.listen == Endpoint("", 1934) and cfg.http.listen == (Endpoint("", 1935),)
     assert cfg.message_timeout_ms == 5000 and cfg.redirector == "concurrent-connects"
     assert "k" not in repr(cfg.key)
 

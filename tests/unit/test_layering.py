@@ -80,11 +80,13 @@ def test_no_import_hidden_behind_type_checking():
     assert hidden == []
 
 
-CODECS = [n for n in MODULES if n.startswith(("lbmgmt.status", "lbmgmt.rtmp"))]
+CODECS = [n for n in MODULES if n.startswith(("lbmgmt.status", "lbmgmt.rtmp", "lbmgmt.rtsp"))]
 SANS_IO = CODECS + [
     "lbmgmt.balancer.core", "lbmgmt.balancer.registry", "lbmgmt.balancer.redirectors",
     "lbmgmt.balancer.serverinfo", "lbmgmt.balancer.front.http",
-    "lbmgmt.balancer.front.answers", "lbmgmt.admission",
+    "lbmgmt.balancer.front.answers", "lbmgmt.balancer.front.rtsp",
+    "lbmgmt.balancer.front.rtmpt", "lbmgmt.balancer.front.rtmp_apps",
+    "lbmgmt.balancer.front.sniff", "lbmgmt.admission",
     "lbmgmt.balancer.report_gate", "lbmgmt.balancer.state", "lbmgmt.management.strict_json"]
 IO = {"asyncio", "socket", "time", "selectors", "aiohttp", "uvloop", "threading"}
 
@@ -119,5 +121,6 @@ def test_the_edge_mbeans_never_see_the_edge_daemon():
 
 def test_the_codecs_and_the_wire_format_need_nothing_above_them():
     for name in CODECS:
-        above = {m for m in reaches(name) if not m.startswith(("lbmgmt.status", "lbmgmt.rtmp"))}
+        above = {m for m in reaches(name)
+                 if not m.startswith(("lbmgmt.status", "lbmgmt.rtmp", "lbmgmt.rtsp"))}
         assert above <= {"lbmgmt"}, f"{name} reaches {sorted(above)}"

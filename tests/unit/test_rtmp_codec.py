@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbmgmt.balancer.rtmp import _split_app, edge_url
+from lbmgmt.balancer.front.rtmp_apps import _split_app, edge_url
 from lbmgmt.balancer.rtmp_config import RtmpApp
 from lbmgmt.edge.monitors import MonitorError, count_nginx_rtmp_clients
 from lbmgmt.rtmp import amf0, chunks

@@ -9,8 +9,9 @@ import pytest
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
 from lbmgmt.fleet.inprocess import InProcessFleet
 from lbmgmt.rtmp.client import ClientConnection
-from lbmgmt.rtmp.commands import command_message
-from lbmgmt.rtmp.server import CommandReceived, HandshakeCompleted
+from lbmgmt.fleet.ports import free_port
+from lbmgmt.rtmp.commands import command_message, status
+from lbmgmt.rtmp.server import CommandReceived, HandshakeCompleted, ServerConnection
 
 
 @pytest.fixture
@@ -84,3 +85,68 @@ async def test_redirect_counts_toward_the_chosen_edge(balancer_with):
         urls.append(error.args[0]["ex"]["redirect"])
     assert sorted(urls) == ["rtmp://a:1935/live"] * 2 + ["rtmp://b:1935/live"] * 2
     assert sorted(e.redirects_since_report for e in daemon.core.registry) == [2, 2]
+
+
+class StubEdge(asyncio.Protocol):
+    """An RTMP edge that accepts any connect, says who it is in the answer and hangs up."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.conn = ServerConnection()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.conn.receive_data(data):
+            if isinstance(event, CommandReceived) and event.command.name == "connect":
+                self.conn.accept_connect(event.command.transaction_id, status(
+                    "status", "NetConnection.Connect.Success", f"edge {self.name}"))
+                self.transport.write(self.conn.data_to_send())
+                self.transport.close()  # (the client reads to the end)
+                return
+        self.transport.write(self.conn.data_to_send())
+
+
+async def test_the_proxy_tries_the_next_edge_when_the_chosen_one_is_unreachable(tmp_path):
+    fleet = InProcessFleet(tmp_path)
+    loop = asyncio.get_running_loop()
+    edge = await loop.create_server(lambda: StubEdge("B"), "127.0.0.1", 0)
+    dead = free_port()  # nothing listens there
+    try:
+        daemon = await fleet.start_balancer(mgmt_port=None, rtmp=RtmpConfig(
+            apps={"live": RtmpApp("live", mode="proxy")}, proxy_suspect_ms=60_000))
+        dead_address = f"127.0.0.1:{dead}"
+        live_address = f"127.0.0.1:{edge.sockets[0].getsockname()[1]}"
+        fleet.report(dead_address, load=0)  # the least loaded: chosen first
+        fleet.report(live_address, load=5)
+        [result] = await session(daemon.http_address[1], "live")
+        assert (result.name, result.args[0]["description"]) == ("_result", "edge B")
+        counters = daemon.rtmp.counters
+        assert (counters["edge_unreachable"], counters["proxied"],
+                counters["protocol_errors"]) == (1, 1, 0)
+        # suspect: every front's next client goes elsewhere, though it is still least loaded
+        assert [fleet.redirect() for _ in range(3)] == [live_address] * 3
+        assert daemon.core.status(daemon.clocks.monotonic()).available_count == 1
+    finally:
+        edge.close()
+        await fleet.stop()
+
+
+async def test_the_proxy_gives_up_after_its_retries_and_says_which_edges_it_tried(tmp_path):
+    fleet = InProcessFleet(tmp_path)
+    try:
+        daemon = await fleet.start_balancer(mgmt_port=None, rtmp=RtmpConfig(
+            apps={"live": RtmpApp("live", mode="proxy")}, proxy_retries=1))
+        dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        for address in dead:
+            fleet.report(address)
+        [error] = await session(daemon.http_address[1], "live")
+        info = error.args[0]
+        assert error.name == "_error" and info["code"] == "NetConnection.Connect.Failed"
+        tried = info["description"].partition("(tried ")[2].rstrip(")").split(", ")
+        assert len(tried) == 2 and set(tried) <= set(dead)  # the first choice and 1 more
+        assert daemon.rtmp.counters["edge_unreachable"] == 2
+        assert daemon.rtmp.counters["protocol_errors"] == 0
+    finally:
+        await fleet.stop()

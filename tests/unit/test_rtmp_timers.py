@@ -1,6 +1,6 @@
 """RTMP deadlines, driven by hand: no sleeping, no sockets.
 
-The sans-IO objects (``ServerConnection``, ``FirstByteSniffer``) take ``now``
+The sans-IO objects (``ServerConnection``, ``ProtocolSniffer``) take ``now``
 and give ``get_timer()``; ``handle_timer(now)`` past it closes with one
 ``TimedOut``. The glue tests run a real asyncio loop whose clock the test sets
 (``ManualClockLoop``), so the loop's own timer fires when the test moves time
@@ -17,7 +17,7 @@ from typing import Any
 from lbmgmt.balancer import front, serverinfo
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.config import ClientsConfig, HttpConfig
-from lbmgmt.balancer.front.protocol import ClientPort, FrontConnection
+from lbmgmt.balancer.front.protocol import ClientPort, FrontConnection, Listener
 from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.rtmp import RtmpService, RtmpSession
 from lbmgmt.balancer.rtmp_config import RtmpConfig
@@ -26,7 +26,7 @@ from lbmgmt.rtmp import chunks, handshake
 from lbmgmt.rtmp.client import ClientConnection
 from lbmgmt.rtmp.server import (ConnectionFailed, HandshakeCompleted, MessageReceived,
                                 ServerConnection, State, TimedOut)
-from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
+from lbmgmt.balancer.front.sniff import HTTP, RTMP, RTSP, ProtocolSniffer, Sniffed
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
 
 T0 = 1000.0
@@ -100,9 +100,9 @@ def test_no_timeouts_no_timer_and_a_closed_connection_has_none():
     assert server.get_timer() is None and server.handle_timer(T0 + 1e6) == []
 
 
-# -- FirstByteSniffer ----------------------------------------------------------------------
+# -- ProtocolSniffer ---------------------------------------------------------------------
 def test_a_silent_connection_times_out_waiting_for_its_first_byte():
-    sniffer = FirstByteSniffer(timeout=5, now=T0)
+    sniffer = ProtocolSniffer(timeout=5, now=T0)
     assert sniffer.get_timer() == T0 + 5
     assert sniffer.receive_data(b"", now=T0 + 1) == [] and sniffer.get_timer() == T0 + 5
     assert sniffer.handle_timer(T0 + 4.999) == []
@@ -112,13 +112,47 @@ def test_a_silent_connection_times_out_waiting_for_its_first_byte():
 
 
 def test_the_first_byte_decides_once_and_ends_the_deadline():
-    for first, rtmp in ((b"\x03", True), (b"\x06", True), (b"GET / HTTP/1.1\r\n", False),
-                        (b"\x16\x03\x01", False)):
-        sniffer = FirstByteSniffer(timeout=5, now=T0)
-        assert sniffer.receive_data(first, now=T0 + 1) == [Sniffed(rtmp)]
-        assert sniffer.get_timer() is None and sniffer.handle_timer(T0 + 99) == []
-        assert sniffer.receive_data(b"more") == []
-    assert FirstByteSniffer(timeout=None, now=T0).get_timer() is None
+    for first, protocol in ((b"\x03", RTMP), (b"\x06", RTMP), (b"GET / HTTP/1.1\r\n", HTTP),
+                            (b"\x16\x03\x01", HTTP)):
+        for rtsp in (False, True):
+            sniffer = ProtocolSniffer(timeout=5, now=T0, rtsp=rtsp)
+            assert sniffer.receive_data(first, now=T0 + 1) == [Sniffed(protocol, first)]
+            assert sniffer.get_timer() is None and sniffer.handle_timer(T0 + 99) == []
+            assert sniffer.receive_data(b"more") == []
+    assert ProtocolSniffer(timeout=None, now=T0).get_timer() is None
+
+
+def test_rtsp_and_http_share_methods_and_are_told_apart_by_the_version():
+    for line, protocol in ((b"OPTIONS rtsp://lb/live/s RTSP/1.0\r\n", RTSP),
+                           (b"OPTIONS /whip/s HTTP/1.1\r\n", HTTP),
+                           (b"DESCRIBE rtsp://lb:554/a?x=RTSP RTSP/1.0\n", RTSP),
+                           (b"GET /redirect/RTSP/1.0 HTTP/1.1\r\n", HTTP)):
+        sniffer = ProtocolSniffer(timeout=5, now=T0, rtsp=True)
+        assert sniffer.receive_data(line + b"CSeq: 1\r\n\r\n") == [
+            Sniffed(protocol, line + b"CSeq: 1\r\n\r\n")]
+    # without RTSP on the port, a request line is HTTP's to answer, whatever its version
+    assert ProtocolSniffer(timeout=5, now=T0).receive_data(b"OPTIONS * RTSP/1.0\r\n") == [
+        Sniffed(HTTP, b"OPTIONS * RTSP/1.0\r\n")]
+
+
+def test_a_request_line_sent_a_byte_at_a_time_is_kept_whole_and_bounded():
+    sniffer = ProtocolSniffer(timeout=5, now=T0, rtsp=True, max_line=64)
+    line = b"DESCRIBE rtsp://lb/live/s RTSP/1.0\r\n"
+    for i in range(len(line) - 1):
+        assert sniffer.receive_data(line[i:i + 1]) == []
+    assert sniffer.buffered == len(line) - 1
+    assert sniffer.receive_data(line[-1:]) == [Sniffed(RTSP, line)]
+    assert sniffer.buffered == 0
+    # no line end within max_line bytes: HTTP's to refuse (414), the bytes handed on
+    sniffer = ProtocolSniffer(timeout=5, now=T0, rtsp=True, max_line=64)
+    assert sniffer.receive_data(b"G" * 40) == []
+    assert sniffer.receive_data(b"E" * 40) == [Sniffed(HTTP, b"G" * 40 + b"E" * 40)]
+    # one that stops half way is handed to HTTP at the deadline, to answer it 408
+    sniffer = ProtocolSniffer(timeout=5, now=T0, rtsp=True)
+    sniffer.receive_data(b"OPTIONS rtsp://lb/ RT")
+    assert sniffer.handle_timer(T0 + 4.9) == []
+    assert sniffer.handle_timer(T0 + 5) == [Sniffed(HTTP, b"OPTIONS rtsp://lb/ RT")]
+    assert sniffer.started == T0 and sniffer.get_timer() is None
 
 
 # -- the asyncio glue: one loop timer per connection -------------------------------------
@@ -312,7 +346,7 @@ def client_port_on(loop: ManualClockLoop) -> tuple[ClientPort, RtmpService]:
 def test_a_shared_port_connection_that_never_speaks_times_out():
     async def test(loop: ManualClockLoop) -> None:
         port, _ = client_port_on(loop)
-        conn = FrontConnection(port, http=True, rtmp=True)
+        conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
         transport = FakeTransport()
         conn.connection_made(transport)
         assert port.connections == {conn} and loop.armed() == [T0 + 5]
@@ -328,7 +362,7 @@ def test_a_shared_port_connection_that_never_speaks_times_out():
 def test_the_first_byte_hands_the_timer_over_to_the_session():
     async def test(loop: ManualClockLoop) -> None:
         port, service = client_port_on(loop)
-        conn = FrontConnection(port, http=True, rtmp=True)
+        conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
         transport = FakeTransport()
         conn.connection_made(transport)
         loop.now = T0 + 3
@@ -457,7 +491,8 @@ SERVER_INFO = b"GET /loadbalancer?serverInfoXML HTTP/1.1\r\n\r\n"
 def test_a_client_that_reads_nothing_of_a_big_answer_is_dropped_after_the_idle_timeout():
     async def test(loop: ManualClockLoop) -> None:
         port = big_pool_port(loop)
-        conn, transport = FrontConnection(port, http=True, rtmp=True), FakeTransport()
+        conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
+        transport = FakeTransport()
         conn.connection_made(transport)
         conn.pause_writing()  # the client's socket is full: it reads nothing
         conn.data_received(SERVER_INFO)
@@ -476,7 +511,8 @@ def test_a_client_that_reads_nothing_of_a_big_answer_is_dropped_after_the_idle_t
 def test_a_big_answer_is_written_a_slice_a_turn_and_waits_while_the_client_is_full():
     async def test(loop: ManualClockLoop) -> None:
         port = big_pool_port(loop)
-        conn, transport = FrontConnection(port, http=True, rtmp=True), FakeTransport()
+        conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
+        transport = FakeTransport()
         conn.connection_made(transport)
         front.protocol.WRITE_SLICE, slice_was = 4096, front.protocol.WRITE_SLICE
         try:

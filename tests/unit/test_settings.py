@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lbmgmt.balancer import config as balancer_config
-from lbmgmt.balancer import rtmp_config
+from lbmgmt.balancer import rtmp_config, rtsp_config
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.mbeans import BalancerMBean
 from lbmgmt.clocks import Clocks
@@ -21,7 +21,8 @@ from lbmgmt.settings import Setting, markdown_table
 from lbmgmt.status import SharedKey
 
 DOCS = Path(__file__).parents[2] / "docs" / "management.md"
-ALL = (balancer_config.SETTINGS + rtmp_config.SETTINGS + edge_config.SETTINGS
+ALL = (balancer_config.SETTINGS + rtmp_config.SETTINGS + rtsp_config.SETTINGS
+       + edge_config.SETTINGS
        + management_config.SETTINGS)
 
 

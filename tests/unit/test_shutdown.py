@@ -137,7 +137,7 @@ def balancer_config(management_port: int = 0, http_port: int = 0) -> BalancerCon
     """Only stop() may close a connection: every idle timeout is out of the test's reach."""
     return BalancerConfig(
         key=KEY, listen=Endpoint(HOST, 0), message_timeout_ms=3_600_000,
-        http=HttpConfig(listen=Endpoint(HOST, http_port)),
+        http=HttpConfig(listen=(Endpoint(HOST, http_port),)),
         rtmp=RtmpConfig(apps={"live": RtmpApp("live", mode="proxy")},
                         handshake_timeout_ms=600_000, idle_timeout_ms=86_400_000),
         management=ManagementConfig(Endpoint(HOST, management_port)))

@@ -162,7 +162,7 @@ class Clock:
 
 def daemon(path: Path, clock: Clock) -> BalancerDaemon:
     return BalancerDaemon(BalancerConfig(key=KEY, listen=Endpoint(HOST, 0),
-                                         http=HttpConfig(listen=Endpoint(HOST, 0)),
+                                         http=HttpConfig(listen=(Endpoint(HOST, 0),)),
                                          state_file=path), clocks=clock.clocks())
 
 

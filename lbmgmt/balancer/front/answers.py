@@ -5,7 +5,14 @@
 with path and query byte for byte as sent, ``/crossdomain.xml``, and
 ``/loadbalancer?serverInfoXML``, which is ``ServerInfoWanted``: the document is
 built in slices by the glue (``lbmgmt.balancer.serverinfo``) and answered with
-``server_info``. Only GET and HEAD are served (405 with ``Allow`` otherwise).
+``server_info``. Those take GET and HEAD (405 with ``Allow`` otherwise).
+
+WHIP and WHEP: ``POST /whip/<path>`` and ``POST /whep/<path>`` → 307 (the
+method and the offer are sent again to the Location, RFC 9725 §4.5) to the
+edge's resource (``[webrtc] whip_path``/``whep_path``), with the CORS headers
+a browser's ``fetch()`` needs to see the Location; ``OPTIONS`` there is the
+preflight. RTMPT's POSTs (``/open/``, ``/send/``, ``/idle/``, ``/close/``,
+``/fcs/ident2``) go to ``lbmgmt.balancer.front.rtmpt``.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from lbmgmt.balancer.config import HttpConfig
+from lbmgmt.balancer.config import HttpConfig, WebRtcConfig
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.front.http import Request, Response
+from lbmgmt.balancer.front.rtmpt import RtmptSessions, is_rtmpt
 from lbmgmt.endpoints import join_host_port, split_address
 
 CROSSDOMAIN = b"""<?xml version="1.0"?>
@@ -35,9 +43,17 @@ NO_SERVER_BODY = f"error={NO_SERVER}".encode()
 REDIRECT = (SERVER, TEXT, NO_CACHE, ANY_ORIGIN)
 PLAIN = (SERVER, TEXT)
 NOT_ALLOWED = (SERVER, TEXT, ("Allow", "GET, HEAD"))
-FOUND = (SERVER, TEXT, NO_CACHE)
+FOUND = (SERVER, TEXT, NO_CACHE, ANY_ORIGIN)  # (hls.js on another origin follows it)
 POLICY = (SERVER, ("Content-Type", "text/xml"))
 STATUS = (SERVER, XML, NO_CACHE)
+# WHIP/WHEP: a browser's fetch() reads the 307's Location only if it is exposed; the
+# preflight allows the POST with its bearer token and SDP body from any origin.
+CORS = (ANY_ORIGIN, ("Access-Control-Expose-Headers", "Location"))
+PREFLIGHT = (SERVER, *CORS, ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+             ("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match"),
+             ("Access-Control-Max-Age", "86400"), ("Allow", "POST, OPTIONS"))
+WEBRTC_REFUSED = (SERVER, TEXT, *CORS)
+WEBRTC_NOT_ALLOWED = (*WEBRTC_REFUSED, ("Allow", "POST, OPTIONS"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +66,32 @@ def http_date(wall: float) -> bytes:
     return formatdate(int(wall), usegmt=True).encode("ascii")
 
 
+WEBRTC_KINDS = {b"/whip/": "whip", b"/whep/": "whep"}
+WEBRTC_COUNTERS = ("whip", "whep", "preflights", "no_server", "not_found")
+
+
 class Answers:
-    def __init__(self, core: BalancerCore, config: HttpConfig) -> None:
+    def __init__(self, core: BalancerCore, config: HttpConfig,
+                 webrtc: WebRtcConfig | None = None, rtmpt: RtmptSessions | None = None
+                 ) -> None:
         self.core = core
         self.config = config
+        self.webrtc = webrtc or WebRtcConfig()
+        self.rtmpt = rtmpt
+        self.webrtc_counters = core.front("webrtc", WEBRTC_COUNTERS)
 
-    def answer(self, request: Request, *, now: float) -> Response | ServerInfoWanted:
-        """``now`` is the core's monotonic clock."""
-        if request.method != "GET" and request.method != "HEAD":
-            return Response(405, b"405: Method Not Allowed", NOT_ALLOWED)
+    def answer(self, request: Request, *, now: float, local_port: int | None = None
+               ) -> Response | ServerInfoWanted:
+        """``now`` is the core's monotonic clock; ``local_port`` the port the client
+        reached (an edge's port by default where neither config nor address has one)."""
         path = request.path
+        if request.method != "GET" and request.method != "HEAD":
+            kind = WEBRTC_KINDS.get(path[:6])
+            if kind is not None and self.webrtc.enabled:
+                return self._webrtc(kind, request, now, local_port)
+            if self.rtmpt is not None and is_rtmpt(path):
+                return self.rtmpt.answer(request, now=now, local_port=local_port)
+            return Response(405, b"405: Method Not Allowed", NOT_ALLOWED)
         if path == b"/loadbalancer":
             if request.query is not None and _has_key(request.query, b"serverInfoXML"):
                 if not self.config.enable_server_info_xml:
@@ -74,6 +106,36 @@ class Answers:
         if path == b"/crossdomain.xml":
             return Response(200, CROSSDOMAIN, POLICY)
         return Response(404, b"404: Not Found", PLAIN)
+
+    def _webrtc(self, kind: str, request: Request, now: float,
+                local_port: int | None) -> Response:
+        """307 to the edge's WHIP or WHEP resource; the preflight for OPTIONS."""
+        counters = self.webrtc_counters
+        if request.method == "OPTIONS":
+            counters["preflights"] += 1
+            return Response(200, b"", PREFLIGHT)
+        if request.method != "POST":
+            return Response(405, b"405: Method Not Allowed", WEBRTC_NOT_ALLOWED)
+        name = request.path[6:]
+        if not name:
+            counters["not_found"] += 1
+            return Response(404, b"404: no stream named (POST /%s/<stream>)" % kind.encode(),
+                            WEBRTC_REFUSED)
+        entry = self.core.redirect(kind, now)
+        if entry is None:
+            counters["no_server"] += 1
+            return Response(503, NO_SERVER_BODY, WEBRTC_REFUSED)
+        counters[kind] += 1
+        config = self.webrtc
+        host, port = split_address(entry.address)
+        port = config.redirect_port or port or local_port
+        template = config.whip_path if kind == "whip" else config.whep_path
+        # the name as sent, still percent-encoded (latin-1: llhttp took no control bytes)
+        location = (f"{config.redirect_scheme}://{join_host_port(host, port)}"
+                    + template.replace("{path}", name.decode("latin-1")))
+        if request.query:
+            location += "?" + request.query.decode("latin-1")
+        return Response(307, b"", (SERVER, NO_CACHE, *CORS, ("Location", location)))
 
     def server_info(self, document: bytes) -> Response:
         return Response(200, document, STATUS)

@@ -29,7 +29,8 @@ from lbmgmt.rtmp.server import TimedOut
 
 SLICE = 4096  # the most the glue feeds at once (and per loop turn)
 
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found",
+REASONS = {200: "OK", 204: "No Content", 302: "Found", 307: "Temporary Redirect",
+           400: "Bad Request", 404: "Not Found",
            405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
            414: "URI Too Long", 431: "Request Header Fields Too Large",
            503: "Service Unavailable"}
@@ -46,10 +47,11 @@ class HttpLimits:
 class Request:
     """One request, as sent (a plain slotted class: made once per request, so kept cheap)."""
 
-    __slots__ = ("method", "target", "path", "query", "headers", "version", "keep_alive")
+    __slots__ = ("method", "target", "path", "query", "headers", "version", "keep_alive", "body")
 
     def __init__(self, method: str, target: bytes, path: bytes, query: bytes | None,
-                 headers: list[tuple[bytes, bytes]], version: str, keep_alive: bool) -> None:
+                 headers: list[tuple[bytes, bytes]], version: str, keep_alive: bool,
+                 body: bytes = b"") -> None:
         self.method = method  # "GET", "HEAD", …
         self.target = target  # as sent: path and query, still percent-encoded
         self.path = path
@@ -57,6 +59,11 @@ class Request:
         self.headers = headers
         self.version = version  # "1.1", "1.0"
         self.keep_alive = keep_alive
+        self.body = body  # at most HttpLimits.max_body bytes (RTMPT's, WHIP's offer)
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first header called ``name`` (give it in lower case), or None."""
+        return next((v for n, v in self.headers if n.lower() == name), None)
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.target!r} HTTP/{self.version})"
@@ -127,9 +134,9 @@ class _Stop(Exception):
 class HttpConnection:
     # (slots: one per connection, made and dropped for every client)
     __slots__ = (
-        "_again", "_again_data", "_body", "_connection_header", "_deadline", "_events",
-        "_head_began", "_head_bytes", "_head_size", "_headers", "_out", "_parser", "_state", "_url",
-        "_waiting", "date_line", "limits", "requests"
+        "_again", "_again_data", "_body", "_body_parts", "_connection_header", "_deadline",
+        "_events", "_head_began", "_head_bytes", "_head_size", "_headers", "_out", "_parser",
+        "_state", "_url", "_waiting", "date_line", "limits", "requests"
     )
 
     def __init__(self, limits: HttpLimits, *, now: float) -> None:
@@ -142,6 +149,7 @@ class HttpConnection:
         self._head_size = 0  # header fields, as "name: value\r\n"
         self._headers: list[tuple[bytes, bytes]] = []
         self._body = 0
+        self._body_parts: list[bytes] = []
         self._head_bytes = 0  # fed since this message's head began (per slice, see above)
         self._head_began = False  # during one feed: a new head began in it
         self._connection_header = False  # this message has one (see on_message_complete)
@@ -216,6 +224,7 @@ class HttpConnection:
         self._head_size = 0
         self._headers = []
         self._body = 0
+        self._body_parts = []
         self._head_began = True
         self._head_bytes = 0
 
@@ -242,6 +251,7 @@ class HttpConnection:
         if self._body > self.limits.max_body:
             self._refuse(413, "request body too large")
             raise _Stop
+        self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
         target = self._url
@@ -270,8 +280,11 @@ class HttpConnection:
                    else parser.get_http_version())
         self.requests += 1
         self._waiting += 1
+        parts = self._body_parts
         self._events.append(Request(method, target, path, query_or_none, self._headers,
-                                    version, keep_alive))
+                                    version, keep_alive,
+                                    (parts[0] if len(parts) == 1 else b"".join(parts))
+                                    if parts else b""))
         if keep_alive:
             self._state = IDLE
             self._deadline = None  # until it is answered: then the keep-alive deadline

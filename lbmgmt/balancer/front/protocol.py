@@ -25,22 +25,31 @@ import logging
 from collections import Counter
 from typing import cast
 
-from lbmgmt.balancer.config import ClientsConfig, HttpConfig
+from lbmgmt.balancer.config import ClientsConfig, HttpConfig, WebRtcConfig
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.admission import Admission
 from lbmgmt.balancer.front.answers import Answers, ServerInfoWanted, http_date
 from lbmgmt.balancer.front.http import (SLICE, Event, HttpConnection, HttpLimits, Refused,
                                         Request)
 from lbmgmt.balancer.front.pacing import SlicedInput
+from lbmgmt.balancer.front.rtmpt import COUNTERS as RTMPT_COUNTERS
+from lbmgmt.balancer.front.rtmpt import HANDSHAKE_BYTES as RTMPT_HANDSHAKE_BYTES
+from lbmgmt.balancer.front.rtmpt import RtmptSessions
+from lbmgmt.balancer.front.rtsp import COUNTERS as RTSP_COUNTERS
+from lbmgmt.balancer.front.rtsp import RtspAnswers
+from lbmgmt.balancer.front.sniff import RTMP, RTSP, ProtocolSniffer, Sniffed
 from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.rtmp import RtmpService
+from lbmgmt.balancer.rtsp_config import RtspConfig
 from lbmgmt.balancer.serverinfo import PER_SLICE, render_server_info, server_info_steps
 from lbmgmt.clocks import Clocks
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.logs import fields
 from lbmgmt.steps import finish_between_turns
 from lbmgmt.rtmp.server import TimedOut
-from lbmgmt.rtmp.sniff import FirstByteSniffer, Sniffed
+from lbmgmt.rtsp.connection import Refused as RtspRefused
+from lbmgmt.rtsp.connection import Event as RtspEvent
+from lbmgmt.rtsp.connection import RtspConnection, RtspLimits, RtspRequest
 
 log = logging.getLogger("lbmgmt.front")
 
@@ -48,7 +57,7 @@ HTTP_COUNTERS = ("requests", "bad_requests", "too_large", "head_timeouts", "idle
                  "write_timeouts")
 WRITE_SLICE = 256 * 1024  # bytes of a big answer written per loop turn
 PORT_COUNTERS = ("connections", "refused_total", "refused_address", "silent_timeouts",
-                 "not_rtmp")
+                 "wrong_protocol")
 
 
 class ServerInfoCache:
@@ -103,14 +112,32 @@ class ClientPort:
     """The listeners for clients, every connection on them, and their counters."""
 
     def __init__(self, core: BalancerCore, http: HttpConfig, clients: ClientsConfig,
-                 rtmp: RtmpService, clocks: Clocks) -> None:
+                 rtmp: RtmpService, clocks: Clocks, *, rtsp: RtspConfig | None = None,
+                 webrtc: WebRtcConfig | None = None) -> None:
         self.core = core
         self.rtmp = rtmp
         self.clocks = clocks
-        self.answers = Answers(core, http)
+        rtmp_config = rtmp.config
+        self.rtmpt_counters: Counter[str] = core.front(
+            "rtmpt", RTMPT_COUNTERS, lambda: len(self.rtmpt))
+        self.rtmpt = RtmptSessions(core, rtmp_config, self.rtmpt_counters, rtmp.counters,
+                                   max_sessions=rtmp_config.max_connections,
+                                   timeout=rtmp_config.idle_timeout_ms / 1000,
+                                   max_bytes=rtmp_config.max_bytes_before_connect
+                                   + RTMPT_HANDSHAKE_BYTES)
+        self.answers = Answers(core, http, webrtc or WebRtcConfig(),
+                               self.rtmpt if rtmp_config.enabled else None)
+        rtsp = rtsp or RtspConfig()
+        self.rtsp_config = rtsp
+        self.rtsp_limits = RtspLimits(head_timeout=rtsp.head_timeout_ms / 1000,
+                                      idle_timeout=rtsp.idle_timeout_ms / 1000,
+                                      max_head=rtsp.max_head_bytes, max_body=rtsp.max_body_bytes)
+        self.rtsp_counters: Counter[str] = core.front(
+            "rtsp", RTSP_COUNTERS, lambda: sum(c.rtsp is not None for c in self.connections))
+        self.rtsp_answers = RtspAnswers(core, rtsp, self.rtsp_counters)
         self.limits = HttpLimits(head_timeout=http.head_timeout_ms / 1000,
                                  keepalive_timeout=http.keepalive_timeout_ms / 1000,
-                                 max_head=http.max_head_bytes)
+                                 max_head=http.max_head_bytes, max_body=http.max_body_bytes)
         self.admission = Admission(clients.max_connections, clients.max_connections_per_address)
         self.server_info = ServerInfoCache(core, clocks)
         self.deadlines = Deadlines()  # every connection's deadline, on one loop handle
@@ -132,15 +159,20 @@ class ClientPort:
             self._date = b"Date: %s\r\n" % http_date(second)
         return self._date
 
-    async def listen(self, endpoint: Endpoint, *, http: bool, rtmp: bool) -> tuple[str, int]:
+    async def listen(self, endpoint: Endpoint, *, http: bool, rtmp: bool,
+                     rtsp: bool = False) -> tuple[str, int]:
         """Serve ``endpoint``; returns the bound address (port 0 works)."""
         loop = asyncio.get_running_loop()
         self.closing = False
-        server = await loop.create_server(lambda: FrontConnection(self, http=http, rtmp=rtmp),
+        listener = Listener(http=http, rtmp=rtmp, rtsp=rtsp)
+        server = await loop.create_server(
+            lambda: FrontConnection(self, listener),
                                           endpoint.bind_host, endpoint.port,
                                           reuse_address=True)
         self._servers.append(server)
-        return cast(tuple[str, int], tuple(server.sockets[0].getsockname()[:2]))
+        address = cast(tuple[str, int], tuple(server.sockets[0].getsockname()[:2]))
+        listener.port = address[1]
+        return address
 
     def close(self) -> None:
         """Stop accepting connections; the open ones stay (``close_connections``)."""
@@ -170,25 +202,38 @@ class ClientPort:
                 raise
 
 
+class Listener:
+    """One listening address: the protocols it serves, and its port once bound."""
+
+    __slots__ = ("http", "port", "rtmp", "rtsp")
+
+    def __init__(self, *, http: bool, rtmp: bool, rtsp: bool) -> None:
+        self.http = http
+        self.rtmp = rtmp
+        self.rtsp = rtsp
+        self.port: int | None = None  # the port clients reach (their edge port by default)
+
+
 class FrontConnection(asyncio.Protocol):
     """One client connection: admitted, sniffed, then HTTP here or RTMP handed over."""
 
     # (slots: one per connection, made and dropped for every client)
     __slots__ = (
         "_admitted", "_busy", "_drained", "_input", "_loop", "_queue", "_timer", "_write_paused",
-        "address", "http", "port", "serve_http", "serve_rtmp", "sniffer", "transport"
+        "address", "http", "listener", "port", "rtsp", "sniffer", "transport"
     )
 
-    def __init__(self, port: ClientPort, *, http: bool, rtmp: bool) -> None:
+    def __init__(self, port: ClientPort, listener: Listener) -> None:
         self.port = port
-        self.serve_http = http
-        self.serve_rtmp = rtmp
+        self.listener = listener
         self._loop = asyncio.get_running_loop()  # a protocol factory runs in the loop
         self.transport: asyncio.Transport | None = None
         self.address = "?"
         self._admitted = False
-        self.sniffer = FirstByteSniffer(timeout=port.limits.head_timeout, now=self._loop.time())
+        self.sniffer = ProtocolSniffer(timeout=port.limits.head_timeout, now=self._loop.time(),
+                                       rtsp=listener.rtsp, max_line=port.limits.max_head)
         self.http: HttpConnection | None = None
+        self.rtsp: RtspConnection | None = None
         self._input: SlicedInput | None = None
         self._timer = ConnectionTimer(self._loop, self._on_timer, port.deadlines)
         self._queue: list[Event] = []  # behind a serverInfoXML being made
@@ -231,6 +276,8 @@ class FrontConnection(asyncio.Protocol):
         self._timer.close()
         if self.http is not None:
             self.http.close()
+        if self.rtsp is not None:
+            self.rtsp.close()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)  # (_write_in_slices finds the transport closing)
         if self._input is not None:
@@ -257,16 +304,27 @@ class FrontConnection(asyncio.Protocol):
         if self.http is not None:
             self._answer(self.http.receive_data(data, now))
             return
+        if self.rtsp is not None:
+            self._answer_rtsp(self.rtsp.receive_data(data, now))
+            return
         for event in self.sniffer.receive_data(data, now):
             if not isinstance(event, Sniffed):
                 continue
-            if event.rtmp and self.serve_rtmp:
-                self._to_rtmp(data)
-            elif self.serve_http:  # (RTMP bytes where RTMP is off: HTTP's 400 says so)
+            protocol, listener = event.protocol, self.listener
+            if protocol is RTMP and listener.rtmp:
+                self._to_rtmp(event.data)
+            elif protocol is RTSP and listener.rtsp:
+                self.port.rtsp_counters["connections"] += 1
+                self.rtsp = RtspConnection(self.port.rtsp_limits, now=now)
+                self._answer_rtsp(self.rtsp.receive_data(event.data, now))
+            elif listener.http and protocol is not RTSP:
+                # (RTMP bytes where RTMP is off: HTTP's 400 says so)
                 self.http = HttpConnection(self.port.limits, now=now)
-                self._answer(self.http.receive_data(data, now))
-            else:  # anything but RTMP on an RTMP-only port
-                self.port.counters["not_rtmp"] += 1
+                self._answer(self.http.receive_data(event.data, now))
+            else:  # a protocol this port does not serve
+                self.port.counters["wrong_protocol"] += 1
+                log.debug("client speaks a protocol this port does not serve",
+                          extra=fields(peer=self.address, protocol=protocol))
                 self.abort()
 
     def _to_rtmp(self, first: bytes) -> None:
@@ -305,7 +363,7 @@ class FrontConnection(asyncio.Protocol):
             for i, event in enumerate(events):
                 if type(event) is Request:
                     port.http_counters["requests"] += 1
-                    answer = port.answers.answer(event, now=now)
+                    answer = port.answers.answer(event, now=now, local_port=self.listener.port)
                     if type(answer) is ServerInfoWanted:
                         self._busy = True
                         queue.extend(events[i + 1:])
@@ -386,10 +444,39 @@ class FrontConnection(asyncio.Protocol):
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
+    # -- RTSP ---------------------------------------------------------------------
+    def _answer_rtsp(self, events: list[RtspEvent]) -> None:
+        rtsp, port = self.rtsp, self.port
+        assert rtsp is not None and self.transport is not None
+        counters = port.rtsp_counters
+        for event in events:
+            if type(event) is RtspRequest:
+                if rtsp.finished:  # read behind a redirect: the client is gone elsewhere
+                    continue
+                response = port.rtsp_answers.answer(event, now=port.clocks.monotonic(),
+                                                    client_port=self.listener.port)
+                rtsp.send(event, response, now=self._loop.time())
+            elif isinstance(event, RtspRefused):
+                counters["too_large" if event.status in (413, 414) else "bad_requests"] += 1
+                log.debug("rtsp request refused", extra=fields(
+                    peer=self.address, status=event.status, reason=event.reason))
+            elif isinstance(event, TimedOut):
+                counters["timeouts"] += 1
+        out = rtsp.data_to_send()
+        if out:
+            self.transport.write(out)
+        if rtsp.closed:
+            if self._input is not None:
+                self._input.stop()
+            self.transport.close()  # after the queued bytes are written
+        self._timer.update(rtsp.get_timer())
+
     # -- time ---------------------------------------------------------------------
     def _rearm(self) -> None:
         if self.http is not None:
             self._timer.update(None if self._busy else self.http.get_timer())
+        elif self.rtsp is not None:
+            self._timer.update(self.rtsp.get_timer())
         else:
             self._timer.update(self.sniffer.get_timer())
 
@@ -397,8 +484,19 @@ class FrontConnection(asyncio.Protocol):
         if self.http is not None:
             self._answer(self.http.handle_timer(now))
             return
+        if self.rtsp is not None:
+            self._answer_rtsp(self.rtsp.handle_timer(now))
+            return
         for event in self.sniffer.handle_timer(now):
-            if isinstance(event, TimedOut):
+            if isinstance(event, Sniffed) and self.listener.http:
+                # a request line that never ended: HTTP's own head deadline has passed
+                # too (it counts from the same start), and it answers 408
+                started = self.sniffer.started
+                self.http = HttpConnection(self.port.limits, now=started)
+                self._answer(self.http.receive_data(event.data, started))
+                self._answer(self.http.handle_timer(now))
+                return
+            if isinstance(event, (Sniffed, TimedOut)):
                 self.port.counters["silent_timeouts"] += 1
                 log.debug("client said nothing", extra=fields(peer=self.address))
                 self.abort()
