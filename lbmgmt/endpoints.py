@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from urllib.parse import quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,21 @@ def join_host_port(host: str, port: int | None) -> str:
     """
     host = f"[{host}]" if ":" in host else host
     return host if port is None else f"{host}:{port}"
+
+
+def url_authority(host: str, port: int | None) -> str:
+    """``host[:port]`` fit for a URL in a header: an edge's address is its own text (UTF-8
+    in its reports), so a non-ASCII name goes out as IDNA (``xn--``), and anything a host
+    may not hold (``/?#@``, spaces, controls; or a name IDNA refuses) percent-encoded."""
+    if not host.isascii():
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
+    if not host.isascii() or any(c in _NOT_IN_HOST or c < " " or c == "\x7f" for c in host):
+        host = quote(host, safe="!$&'()*+,;=:%.-_~")
+    return join_host_port(host, port)
+
+
+_NOT_IN_HOST = frozenset(" /?#@\"<>\\^`{|}")
 
 
 def format_address(address: tuple[str, int] | tuple[str, int, int, int] | None) -> str:

@@ -24,6 +24,7 @@ from lbmgmt.rtmp.server import CommandReceived, ConnectionFailed, HandshakeCompl
 
 DEFAULT_PORT = 1935
 RTSP_PORT = 554
+RTMP_SCHEMES = ("rtmp", "rtmps", "rtmpt", "rtmpts", "rtmpe", "rtmpte")
 MAX_ANSWER = 65536  # bytes of an RTSP answer's head read, at most
 
 
@@ -146,9 +147,20 @@ async def _ask_rtsp(host: str, port: int, url: str) -> str:
     finally:
         writer.close()
     status = parser.get_status_code()
-    if status in (301, 302, 303, 307) and answer.location:
-        return answer.location
-    raise ResolveError(f"RTSP {status} {answer.reason}: the balancer gave no redirect")
+    if parser.get_http_version() != "1.0" or status not in (301, 302, 303, 307):
+        raise ResolveError(f"RTSP {status} {answer.reason}: the balancer gave no redirect")
+    return checked_url(answer.location or "", ("rtsp", "rtsps"))
+
+
+def checked_url(url: str, schemes: tuple[str, ...]) -> str:
+    """``url`` if it is an absolute URL of one of ``schemes`` with a host, fit to hand to
+    a player on its command line (``$(lbmgmt resolve …)``), else ResolveError."""
+    parts = urlsplit(url)
+    if (parts.scheme.lower() not in schemes or not parts.hostname
+            or any(c <= " " or c == "\x7f" for c in url)):
+        raise ResolveError(f"the answer's redirect is not an absolute {'/'.join(schemes)} "
+                           f"URL: {url[:200]!r}")
+    return url
 
 
 def _redirect_from(args: list[object], stream: str, query: str) -> str:
@@ -158,6 +170,7 @@ def _redirect_from(args: list[object], stream: str, query: str) -> str:
     if not isinstance(target, str) or not target:
         raise ResolveError(f"rejected without a redirect: {info.get('code', '?')}: "
                            f"{info.get('description', '')}")
+    checked_url(target, RTMP_SCHEMES)
     url = f"{target.rstrip('/')}/{stream}" if stream else target
     return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
 

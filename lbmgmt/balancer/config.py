@@ -200,6 +200,9 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
         template = getattr(webrtc_cfg, key)
         if not template.startswith("/") or "{path}" not in template:
             webrtc.fail(key, "must start with '/' and hold {path}")
+        if not template.isascii() or any(c <= " " or c in "#\x7f" for c in template):
+            webrtc.fail(key, "must be ASCII without spaces, controls or '#' "
+                             "(percent-encode anything else)")
     webrtc.finish()
     clients = cfg.section("clients")
     clients_cfg = ClientsConfig(MAX_CLIENTS.read(clients), MAX_CLIENTS_PER_ADDRESS.read(clients))

@@ -41,9 +41,12 @@ PROXY_RETRIES = _rtmp("proxy_retries", 2, 0, 10, None,
 PROXY_SUSPECT = _rtmp("proxy_suspect_ms", 5000, 0, 600_000, "ms",
                       "Proxy mode: an edge that could not be reached gets no new client "
                       "(from any front) for this long")
+RTMPT_PER_ADDRESS = _rtmp("rtmpt_sessions_per_address", 16, 1, 1_000_000, None,
+                          "RTMPT sessions one client address may hold (its oldest goes "
+                          "for a new one); max_connections caps them in all")
 SETTINGS = (HANDSHAKE_TIMEOUT, CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
             MAX_BYTES_BEFORE_CONNECT, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_MESSAGE_SIZE,
-            PROXY_CONNECT_TIMEOUT, PROXY_RETRIES, PROXY_SUSPECT)
+            PROXY_CONNECT_TIMEOUT, PROXY_RETRIES, PROXY_SUSPECT, RTMPT_PER_ADDRESS)
 SCHEMES = ("rtmp", "rtmps", "rtmpt", "rtmpe", "rtmpts")
 
 
@@ -77,6 +80,7 @@ class RtmpConfig:
     proxy_connect_timeout_ms: int = PROXY_CONNECT_TIMEOUT.default
     proxy_retries: int = PROXY_RETRIES.default
     proxy_suspect_ms: int = PROXY_SUSPECT.default
+    rtmpt_sessions_per_address: int = RTMPT_PER_ADDRESS.default
 
 
 def load_rtmp(cfg: ConfigFile) -> RtmpConfig:

@@ -125,6 +125,10 @@ class RtspConnection:
             self._refuse(400, "upgrade is not RTSP")
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
+        if self._deadline is None and self._state in (HEAD, BODY):
+            # a request began behind a complete one in this same feed: head_timeout from
+            # now, as any other (else nothing would close it)
+            self._deadline = now + self.limits.head_timeout
         if self._state == HEAD:
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_head:

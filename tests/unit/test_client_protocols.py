@@ -173,6 +173,14 @@ def test_a_slow_head_gets_408_and_an_idle_connection_is_closed():
     assert idle.events[-1] == TimedOut("idle timed out")
 
 
+def test_a_request_begun_behind_a_whole_one_in_one_feed_has_the_head_timeout():
+    peer = RtspPeer()
+    [(status, _, _)] = peer.feed(request("OPTIONS") + b"O", now=T0 + 1)
+    assert status == 200 and peer.conn.get_timer() == T0 + 1 + 10
+    [(status, _, _)] = peer.tick(T0 + 11)
+    assert status == 408 and peer.conn.closed
+
+
 def test_connection_close_from_the_client_is_honoured():
     peer = RtspPeer()
     [(status, headers, _)] = peer.feed(request("OPTIONS", extra="Connection: close\r\n"))
@@ -183,6 +191,7 @@ def test_rtsp_urls_split_to_path_and_query():
     assert split_rtsp_url(b"rtsp://h:554/a/b?x=1#f") == (b"/a/b", b"x=1")
     assert split_rtsp_url(b"RTSP://h") == (b"/", None)
     assert split_rtsp_url(b"/a?") == (b"/a", b"")
+    assert split_rtsp_url(b"rtsp://h?q=1") == (b"/", b"q=1")  # no path: the query stays
     assert split_rtsp_url(b"*") is None and split_rtsp_url(b"http://h/a") is None
 
 
@@ -238,11 +247,26 @@ def test_webrtc_templates_ports_and_refusals():
     assert get.status != 307  # a GET is not a WHIP request  # type: ignore[union-attr]
     put = answers.answer(post(b"/whip/cam", "PUT"), now=T0)
     assert put.status == 405 and dict(put.headers)["Allow"] == "POST, OPTIONS"  # type: ignore[union-attr]
+    assert answers.webrtc_counters["not_allowed"] == 1
     assert answers.answer(post(b"/whip/"), now=T0).status == 404  # type: ignore[union-attr]
     empty = Answers(core_with_edge(None), HttpConfig(), config)
     refused = empty.answer(post(b"/whip/cam"), now=T0)
     assert refused.status == 503  # type: ignore[union-attr]
     assert dict(refused.headers)["Access-Control-Allow-Origin"] == "*"  # type: ignore[union-attr]
+
+
+def test_an_edge_address_in_unicode_goes_out_as_idna_and_junk_percent_encoded():
+    # (found by an attack: a non-Latin-1 address made every redirect a traceback)
+    answers = Answers(core_with_edge("例え.example:8554"), HttpConfig(), WebRtcConfig())
+    whep = answers.answer(post(b"/whep/cam"), now=T0)
+    assert dict(whep.headers)["Location"] == (  # type: ignore[union-attr]
+        "http://xn--r8jz45g.example:8554/cam/whep")
+    found = answers.answer(Request("GET", b"/redirect/a", b"/redirect/a", None, [], "1.1", True),
+                           now=T0)
+    assert dict(found.headers)["Location"] == "http://xn--r8jz45g.example:8554/a"  # type: ignore[union-attr]
+    peer = RtspPeer(core_with_edge("bad host/x?y#z"))
+    [(status, headers, _)] = peer.feed(request("DESCRIBE", "rtsp://lb/s"))
+    assert headers["location"] == "rtsp://bad%20host%2Fx%3Fy%23z:554/s"
 
 
 # -- RTMPT ---------------------------------------------------------------------------------
@@ -254,10 +278,10 @@ class Tunnel:
         self.port = port
         self.seq = 0
 
-    def post(self, path: str, body: bytes = b"\x00", now: float = T0):
-        answer = self.sessions.answer(post(path.encode(), body=body), now=now,
-                                      local_port=self.port)
-        return answer
+    def post(self, path: str, body: bytes = b"\x00", now: float = T0,
+             address: str = "192.0.2.1"):
+        return self.sessions.answer(post(path.encode(), body=body), now=now,
+                                    local_port=self.port, address=address)
 
     def open(self) -> str:
         answer = self.post("/open/1")
@@ -277,6 +301,7 @@ def rtmpt(core: BalancerCore | None = None, apps: dict[str, RtmpApp] | None = No
     config = RtmpConfig(apps=apps) if apps is not None else RtmpConfig()
     return RtmptSessions(core or core_with_edge("10.0.0.7:1935"), config, Counter(),
                          Counter(), max_sessions=int(limits.get("max_sessions", 4)),
+                         per_address=int(limits.get("per_address", 16)),
                          timeout=limits.get("timeout", 30.0),
                          max_bytes=int(limits.get("max_bytes", 65536)))
 
@@ -333,6 +358,18 @@ def test_rtmpt_sessions_are_bounded_in_number_time_and_bytes():
     big = tunnel.open()
     assert tunnel.post(f"/send/{big}/0", b"\x03" + bytes(5000)).status == 400
     assert sessions.counters["too_large"] == 1 and big.encode() not in sessions.sessions
+
+
+def test_one_address_cannot_push_out_anyone_elses_rtmpt_sessions():
+    sessions = rtmpt(max_sessions=100, per_address=3)
+    tunnel = Tunnel(sessions)
+    victim = tunnel.post("/open/1", address="192.0.2.9").body.strip().decode()
+    opened = [tunnel.post("/open/1", address="203.0.113.5").body.strip() for _ in range(50)]
+    assert sessions.counters["evicted"] == 47  # the attacker's own, oldest first
+    assert set(sessions.by_address["203.0.113.5"]) == set(opened[-3:])
+    assert tunnel.post(f"/idle/{victim}/0", address="192.0.2.9").status == 200
+    # a session is its opener's: the same id from another address is unknown
+    assert tunnel.post(f"/idle/{victim}/1", address="203.0.113.5").status == 404
 
 
 # -- edge URL rules ------------------------------------------------------------------------
@@ -399,3 +436,56 @@ def test_client_port_config_errors_name_the_field(tmp_path, text: str, field: st
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert caught.value.field == field and words in str(caught.value)
+
+
+# -- lbmgmt resolve rtsp:// ---------------------------------------------------------------
+async def answering(answer: bytes):
+    """A one-shot server that reads a request head and writes ``answer``."""
+    import asyncio
+
+    async def serve(reader, writer) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("answer,error", [
+    (b"RTSP/1.0 302 Found\r\nCSeq: 1\r\nLocation: -y\r\n\r\n", "not an absolute"),
+    (b"RTSP/1.0 302 Found\r\nCSeq: 1\r\nLocation: file:///etc/passwd\r\n\r\n", "not an absolute"),
+    (b"RTSP/1.0 302 Found\r\nCSeq: 1\r\nLocation: /relative\r\n\r\n", "not an absolute"),
+    (b"HTTP/1.1 302 Found\r\nLocation: rtsp://e/s\r\n\r\n", "gave no redirect"),
+    (b"RTSP/1.0 404 Not Found\r\nCSeq: 1\r\n\r\n", "RTSP 404"),
+])
+async def test_resolve_takes_only_an_absolute_rtsp_location(answer: bytes, error: str):
+    # (what it prints goes on a player's command line: "-y" would be an option)
+    from lbmgmt.resolve import ResolveError, resolve
+    server = await answering(answer)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ResolveError, match=error):
+            await resolve(f"rtsp://127.0.0.1:{port}/live/s", timeout=30)
+    finally:
+        server.close()
+
+
+async def test_resolve_prints_the_rtsp_location():
+    from lbmgmt.resolve import resolve
+    server = await answering(b"RTSP/1.0 302 Moved Temporarily\r\nCSeq: 1\r\n"
+                             b"Location: rtsp://10.0.0.7:8554/live/s?t=1\r\n\r\n")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await resolve(f"rtsp://127.0.0.1:{port}/live/s", timeout=30) == (
+            "rtsp://10.0.0.7:8554/live/s?t=1")
+    finally:
+        server.close()
+
+
+def test_resolve_takes_only_an_rtmp_url_from_an_rtmp_redirect():
+    from lbmgmt.resolve import ResolveError, _redirect_from
+    assert _redirect_from([{"ex": {"redirect": "rtmp://e:1935/live"}}], "s", "") == (
+        "rtmp://e:1935/live/s")
+    for target in ("-y", "file:///etc/passwd", "rtmp://e/live\nx"):
+        with pytest.raises(ResolveError, match="not an absolute"):
+            _redirect_from([{"ex": {"redirect": target}}], "s", "")

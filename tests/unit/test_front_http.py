@@ -318,3 +318,14 @@ def test_a_repeated_request_gets_the_answer_parsing_it_again_would(groups):
         assert remembering.conn.get_timer() == parsing.conn.get_timer()
     assert [repr(e) for e in remembering.events] == [repr(e) for e in parsing.events]
     assert remembering.conn.requests == parsing.conn.requests
+
+
+def test_a_head_begun_behind_a_whole_request_in_one_feed_has_the_head_timeout():
+    # (found by an attack: it had no deadline at all, and held its connection for ever)
+    peer = Peer()
+    out = peer.feed(b"GET /loadbalancer HTTP/1.1\r\nHost: x\r\n\r\nGET /loadb", now=T0 + 1)
+    assert out.startswith(b"HTTP/1.1 200") and peer.conn.get_timer() == T0 + 1 + 10
+    assert peer.tick(T0 + 11).startswith(b"HTTP/1.1 408")
+    body = Peer()  # a next request's body that never comes: the same
+    body.feed(b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab", now=T0)
+    assert body.conn.get_timer() == T0 + 10

@@ -494,8 +494,8 @@ def test_a_client_that_reads_nothing_of_a_big_answer_is_dropped_after_the_idle_t
         conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
         transport = FakeTransport()
         conn.connection_made(transport)
-        conn.pause_writing()  # the client's socket is full: it reads nothing
         conn.data_received(SERVER_INFO)
+        conn.pause_writing()  # the client's socket is full: it reads nothing
         await turn(50)  # the document is made (in steps); nothing may be written
         assert transport.written == b"" and not transport.aborted
         loop.now += port.limits.keepalive_timeout - 0.01
@@ -535,4 +535,39 @@ def test_a_big_answer_is_written_a_slice_a_turn_and_waits_while_the_client_is_fu
         conn.data_received(b"GET /loadbalancer HTTP/1.1\r\n\r\n")  # and the next request
         assert bytes(transport.written).count(b"HTTP/1.1 200 OK") == 2
         assert not transport.aborted and port.http_counters["write_timeouts"] == 0
+    run_on_manual_clock(test)
+
+
+# -- what the attack on issue 14's change found ------------------------------------------
+def test_a_request_line_sniffed_slowly_keeps_the_heads_deadline_from_the_start():
+    async def test(loop: ManualClockLoop) -> None:
+        port, _ = client_port_on(loop)  # HTTP's head timeout 5 s, RTSP's 10 s
+        for line, head in ((b"GET /loadbalancer HTTP/1.1\r\n", 5),
+                           (b"OPTIONS * RTSP/1.0\r\n", 10)):
+            conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
+            transport = FakeTransport()
+            conn.connection_made(transport)
+            loop.now = T0 + 4  # the line took 4 s to come: the rest of the head has less
+            conn.data_received(line)
+            assert wanted(conn) == T0 + head, line
+            loop.now = T0
+    run_on_manual_clock(test)
+
+
+def test_a_client_that_reads_no_answers_is_not_read_either():
+    async def test(loop: ManualClockLoop) -> None:
+        port, _ = client_port_on(loop)
+        conn = FrontConnection(port, Listener(http=True, rtmp=True, rtsp=True))
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        request = b"GET /crossdomain.xml HTTP/1.1\r\n\r\n"
+        conn.data_received(request)
+        conn.pause_writing()  # its socket is full: it reads nothing
+        answered = len(transport.written)
+        conn.data_received(request * 100)  # what it sends meanwhile waits, unanswered
+        await turn()
+        assert len(transport.written) == answered and transport.paused
+        conn.resume_writing()  # it reads again: its requests are answered again
+        await turn(10)
+        assert transport.written.count(b"HTTP/1.1 200") == 101
     run_on_manual_clock(test)

@@ -24,7 +24,7 @@ from lbmgmt.balancer.config import HttpConfig, WebRtcConfig
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.front.http import Request, Response
 from lbmgmt.balancer.front.rtmpt import RtmptSessions, is_rtmpt
-from lbmgmt.endpoints import join_host_port, split_address
+from lbmgmt.endpoints import split_address, url_authority
 
 CROSSDOMAIN = b"""<?xml version="1.0"?>
 <!DOCTYPE cross-domain-policy SYSTEM "http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">
@@ -67,7 +67,7 @@ def http_date(wall: float) -> bytes:
 
 
 WEBRTC_KINDS = {b"/whip/": "whip", b"/whep/": "whep"}
-WEBRTC_COUNTERS = ("whip", "whep", "preflights", "no_server", "not_found")
+WEBRTC_COUNTERS = ("whip", "whep", "preflights", "no_server", "not_found", "not_allowed")
 
 
 class Answers:
@@ -80,17 +80,19 @@ class Answers:
         self.rtmpt = rtmpt
         self.webrtc_counters = core.front("webrtc", WEBRTC_COUNTERS)
 
-    def answer(self, request: Request, *, now: float, local_port: int | None = None
-               ) -> Response | ServerInfoWanted:
+    def answer(self, request: Request, *, now: float, local_port: int | None = None,
+               address: str = "?") -> Response | ServerInfoWanted:
         """``now`` is the core's monotonic clock; ``local_port`` the port the client
-        reached (an edge's port by default where neither config nor address has one)."""
+        reached (an edge's port by default where neither config nor address has one);
+        ``address`` the client's (RTMPT's sessions are counted per address)."""
         path = request.path
         if request.method != "GET" and request.method != "HEAD":
             kind = WEBRTC_KINDS.get(path[:6])
             if kind is not None and self.webrtc.enabled:
                 return self._webrtc(kind, request, now, local_port)
             if self.rtmpt is not None and is_rtmpt(path):
-                return self.rtmpt.answer(request, now=now, local_port=local_port)
+                return self.rtmpt.answer(request, now=now, local_port=local_port,
+                                         address=address)
             return Response(405, b"405: Method Not Allowed", NOT_ALLOWED)
         if path == b"/loadbalancer":
             if request.query is not None and _has_key(request.query, b"serverInfoXML"):
@@ -115,6 +117,7 @@ class Answers:
             counters["preflights"] += 1
             return Response(200, b"", PREFLIGHT)
         if request.method != "POST":
+            counters["not_allowed"] += 1
             return Response(405, b"405: Method Not Allowed", WEBRTC_NOT_ALLOWED)
         name = request.path[6:]
         if not name:
@@ -131,7 +134,7 @@ class Answers:
         port = config.redirect_port or port or local_port
         template = config.whip_path if kind == "whip" else config.whep_path
         # the name as sent, still percent-encoded (latin-1: llhttp took no control bytes)
-        location = (f"{config.redirect_scheme}://{join_host_port(host, port)}"
+        location = (f"{config.redirect_scheme}://{url_authority(host, port)}"
                     + template.replace("{path}", name.decode("latin-1")))
         if request.query:
             location += "?" + request.query.decode("latin-1")
@@ -149,7 +152,7 @@ class Answers:
         if self.config.redirect_port is not None:
             port = self.config.redirect_port
         # llhttp refuses control bytes in a target, so latin-1 carries it unchanged
-        location = (f"{self.config.redirect_scheme}://{join_host_port(host, port)}"
+        location = (f"{self.config.redirect_scheme}://{url_authority(host, port)}"
                     + request.path[len(b"/redirect"):].decode("latin-1"))
         if request.query:
             location += "?" + request.query.decode("latin-1")

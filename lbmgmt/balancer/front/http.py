@@ -201,6 +201,10 @@ class HttpConnection:
             self._deadline = None
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
+        if self._deadline is None and (self._state is HEAD or self._state is BODY):
+            # a message began behind a complete one in this same feed: its head (or body)
+            # gets head_timeout from now, as any other (else nothing would close it)
+            self._deadline = now + self.limits.head_timeout
         if self._state is HEAD:
             # (a head that began before this feed was counted, unless in BODY before)
             self._head_bytes = len(data) if (self._head_began or state is BODY) else (

@@ -124,7 +124,8 @@ class ClientPort:
                                    max_sessions=rtmp_config.max_connections,
                                    timeout=rtmp_config.idle_timeout_ms / 1000,
                                    max_bytes=rtmp_config.max_bytes_before_connect
-                                   + RTMPT_HANDSHAKE_BYTES)
+                                   + RTMPT_HANDSHAKE_BYTES,
+                                   per_address=rtmp_config.rtmpt_sessions_per_address)
         self.answers = Answers(core, http, webrtc or WebRtcConfig(),
                                self.rtmpt if rtmp_config.enabled else None)
         rtsp = rtsp or RtspConfig()
@@ -315,11 +316,12 @@ class FrontConnection(asyncio.Protocol):
                 self._to_rtmp(event.data)
             elif protocol is RTSP and listener.rtsp:
                 self.port.rtsp_counters["connections"] += 1
-                self.rtsp = RtspConnection(self.port.rtsp_limits, now=now)
+                # (deadlines from the connection's start: the sniffing took some of it)
+                self.rtsp = RtspConnection(self.port.rtsp_limits, now=self.sniffer.started)
                 self._answer_rtsp(self.rtsp.receive_data(event.data, now))
             elif listener.http and protocol is not RTSP:
                 # (RTMP bytes where RTMP is off: HTTP's 400 says so)
-                self.http = HttpConnection(self.port.limits, now=now)
+                self.http = HttpConnection(self.port.limits, now=self.sniffer.started)
                 self._answer(self.http.receive_data(event.data, now))
             else:  # a protocol this port does not serve
                 self.port.counters["wrong_protocol"] += 1
@@ -363,7 +365,8 @@ class FrontConnection(asyncio.Protocol):
             for i, event in enumerate(events):
                 if type(event) is Request:
                     port.http_counters["requests"] += 1
-                    answer = port.answers.answer(event, now=now, local_port=self.listener.port)
+                    answer = port.answers.answer(event, now=now, local_port=self.listener.port,
+                                                 address=self.address)
                     if type(answer) is ServerInfoWanted:
                         self._busy = True
                         queue.extend(events[i + 1:])
@@ -404,7 +407,8 @@ class FrontConnection(asyncio.Protocol):
             return
         self._busy = False
         assert self._input is not None
-        self._input.release()
+        if not self._write_paused:  # (else resume_writing releases it)
+            self._input.release()
         self._answer([])
 
     async def _write_in_slices(self, data: bytes) -> bool:
@@ -437,12 +441,18 @@ class FrontConnection(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
+        # The client does not read its answers: read no more of its requests until it
+        # does (its answers would pile up here, the larger side of every exchange).
         self._write_paused = True
+        if self._input is not None and not self._busy:
+            self._input.hold()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+        if self._input is not None and not self._busy:
+            self._input.release()
 
     # -- RTSP ---------------------------------------------------------------------
     def _answer_rtsp(self, events: list[RtspEvent]) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.registry import ServerEntry
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
-from lbmgmt.endpoints import join_host_port, split_address
+from lbmgmt.endpoints import split_address, url_authority
 from lbmgmt.rtmp.commands import Command, status
 from lbmgmt.rtmp.server import ServerConnection
 
@@ -45,7 +45,7 @@ def edge_url(app: RtmpApp, address: str, *, client_scheme: str | None,
     scheme = app.redirect_scheme or client_scheme or "rtmp"
     port = (app.redirect_port or (client_port if scheme in TUNNELLED else None)
             or address_port or client_port)
-    url = f"{scheme}://{join_host_port(host, port)}/{app.redirect_app_name}{instance}"
+    url = f"{scheme}://{url_authority(host, port)}/{app.redirect_app_name}{instance}"
     return f"{url}?{query}" if query else url
 
 

@@ -11,10 +11,12 @@ handshake and the redirect applications' commands (``RtmpCommands``) on a
 scheme is the client's (``rtmpt``) and whose port is the one the client came
 through (``edge_url``). Proxy applications are not served over RTMPT.
 
-Budgets: at most ``max_sessions`` at once (the least recently used is dropped
-to make room for a new one, as it is the likeliest abandoned), each dropped
-after ``timeout`` seconds without a request and after ``max_bytes`` received;
-no timer of its own: old sessions are swept on each request.
+Budgets: at most ``per_address`` sessions opened from one client address (its
+own oldest is dropped to make room for its new one, so one client cannot push
+out anyone else's) and ``max_sessions`` in all (then the least recently used
+goes, the likeliest abandoned); each dropped after ``timeout`` seconds without
+a request and after ``max_bytes`` received; no timer of its own: old sessions
+are swept on each request.
 """
 
 from __future__ import annotations
@@ -51,18 +53,23 @@ class _Tunnel:
     conn: ServerConnection
     commands: RtmpCommands
     last: float
+    address: str  # the client address that opened it
     received: int = 0
 
 
 class RtmptSessions:
     def __init__(self, core: BalancerCore, config: RtmpConfig, counters: Counter[str],
                  rtmp_counters: Counter[str], *, max_sessions: int, timeout: float,
-                 max_bytes: int, random: Callable[[int], bytes] = os.urandom) -> None:
+                 max_bytes: int, per_address: int = 16,
+                 random: Callable[[int], bytes] = os.urandom) -> None:
         self.core = core
         self.config = config
         self.counters = counters  # the tunnel's own
         self.rtmp_counters = rtmp_counters  # redirects, no_server, invalid_app: RTMP's
         self.max_sessions = max_sessions
+        self.per_address = per_address
+        # each address's sessions, oldest first (ids only: the tunnels are in sessions)
+        self.by_address: dict[str, OrderedDict[bytes, None]] = {}
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._random = random
@@ -71,31 +78,33 @@ class RtmptSessions:
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def answer(self, request: Request, *, now: float, local_port: int | None) -> Response:
-        """``now``: the core's monotonic clock; ``local_port``: the port the client reached."""
+    def answer(self, request: Request, *, now: float, local_port: int | None,
+               address: str = "?") -> Response:
+        """``now``: the core's monotonic clock; ``local_port``: the port the client
+        reached; ``address``: the client's."""
         self.counters["requests"] += 1
         self._sweep(now)
         path = request.path
         if request.method != "POST" or path == b"/fcs/ident2":
             return Response(404, b"404: Not Found", PLAIN)
         if path.startswith(b"/open/"):
-            return self._open(now, local_port)
+            return self._open(now, local_port, address)
         kind, _, rest = path[1:].partition(b"/")
         session_id = rest.partition(b"/")[0]
         tunnel = self.sessions.get(session_id)
-        if tunnel is None:
+        if tunnel is None or tunnel.address != address:  # (a session is its opener's)
             self.counters["unknown_session"] += 1
             return Response(404, b"404: no such RTMPT session", PLAIN)
         self.sessions.move_to_end(session_id)
         tunnel.last = now
         if kind == b"close":
-            del self.sessions[session_id]
+            self._drop(session_id)
             return Response(200, b"\x00", HEADERS)
         if kind == b"send" and request.body:
             tunnel.received += len(request.body)
             if tunnel.received > self.max_bytes:
                 self.counters["too_large"] += 1
-                del self.sessions[session_id]
+                self._drop(session_id)
                 return Response(400, b"400: too much for an RTMPT session here", PLAIN)
             for event in tunnel.conn.receive_data(request.body, now):
                 if isinstance(event, ConnectionFailed):
@@ -104,12 +113,16 @@ class RtmptSessions:
                     tunnel.commands.handle(event.command, now)
         out = tunnel.conn.data_to_send()
         if tunnel.conn.state is State.CLOSED and not out:
-            del self.sessions[session_id]  # said its last: the client closes next
+            self._drop(session_id)  # said its last: the client closes next
         return Response(200, INTERVAL + out, HEADERS)
 
-    def _open(self, now: float, local_port: int | None) -> Response:
+    def _open(self, now: float, local_port: int | None, address: str) -> Response:
+        own = self.by_address.get(address)
+        while own and len(own) >= self.per_address:
+            self._drop(next(iter(own)))
+            self.counters["evicted"] += 1
         while len(self.sessions) >= self.max_sessions:
-            self.sessions.popitem(last=False)
+            self._drop(next(iter(self.sessions)))
             self.counters["evicted"] += 1
         session_id = self._random(8).hex().encode()
         config = self.config
@@ -119,7 +132,8 @@ class RtmptSessions:
                                 now=now)
         commands = RtmpCommands(self.core, config, self.rtmp_counters, conn,
                                 local_port=local_port, protocol="rtmpt", proxy=False)
-        self.sessions[session_id] = _Tunnel(conn, commands, now)
+        self.sessions[session_id] = _Tunnel(conn, commands, now, address)
+        self.by_address.setdefault(address, OrderedDict())[session_id] = None
         self.counters["sessions"] += 1
         return Response(200, session_id + b"\n", HEADERS)
 
@@ -129,5 +143,12 @@ class RtmptSessions:
             session_id, tunnel = next(iter(sessions.items()))
             if now - tunnel.last < self.timeout:
                 break
-            del sessions[session_id]
+            self._drop(session_id)
             self.counters["expired"] += 1
+
+    def _drop(self, session_id: bytes) -> None:
+        tunnel = self.sessions.pop(session_id)
+        own = self.by_address[tunnel.address]
+        del own[session_id]
+        if not own:
+            del self.by_address[tunnel.address]

@@ -20,7 +20,7 @@ from collections import Counter
 
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.rtsp_config import RtspConfig
-from lbmgmt.endpoints import join_host_port, split_address
+from lbmgmt.endpoints import split_address, url_authority
 from lbmgmt.rtsp.connection import RtspRequest, RtspResponse
 
 REDIRECTED = ("DESCRIBE", "ANNOUNCE", "SETUP")
@@ -37,8 +37,10 @@ def split_rtsp_url(url: bytes) -> tuple[bytes, bytes | None] | None:
     ``*`` or a URL of another scheme."""
     lowered = url[:8].lower()
     if lowered.startswith((b"rtsp://", b"rtsps://")):
-        slash = url.find(b"/", url.index(b"//") + 2)
-        url = b"/" if slash < 0 else url[slash:]
+        start = url.index(b"//") + 2
+        ends = [i for i in (url.find(b"/", start), url.find(b"?", start)) if i >= 0]
+        rest = url[min(ends):] if ends else b""
+        url = rest if rest.startswith(b"/") else b"/" + rest
     elif not url.startswith(b"/"):
         return None
     path, question, query = url.partition(b"?")
@@ -79,7 +81,7 @@ class RtspAnswers:
         host, port = split_address(entry.address)
         port = self.config.redirect_port or port or client_port
         # llhttp takes no control bytes in a URL: latin-1 carries it unchanged
-        location = (f"{self.config.redirect_scheme}://{join_host_port(host, port)}"
+        location = (f"{self.config.redirect_scheme}://{url_authority(host, port)}"
                     + path.decode("latin-1"))
         if parts[1]:
             location += "?" + parts[1].decode("latin-1")

@@ -38,14 +38,14 @@ class ProtocolSniffer:
     """Decides once; ``timeout`` in seconds (None: no deadline)."""
 
     # (slots: one per connection)
-    __slots__ = ("_buffer", "_started", "done", "max_line", "rtsp", "timeout")
+    __slots__ = ("_buffer", "done", "max_line", "rtsp", "started", "timeout")
 
     def __init__(self, *, timeout: float | None, now: float, rtsp: bool = False,
                  max_line: int = 8192) -> None:
         self.timeout = timeout
         self.rtsp = rtsp  # tell RTSP from HTTP (else anything not RTMP is HTTP)
         self.max_line = max_line
-        self._started = now
+        self.started = now  # when the connection opened: every head deadline counts from it
         self._buffer: bytearray | None = None  # a request line begun
         self.done = False  # decided or timed out: no more events, no timer
 
@@ -87,11 +87,7 @@ class ProtocolSniffer:
     def get_timer(self) -> float | None:
         if self.done or self.timeout is None:
             return None
-        return self._started + self.timeout
-
-    @property
-    def started(self) -> float:
-        return self._started
+        return self.started + self.timeout
 
     def handle_timer(self, now: float) -> list[SniffEvent]:
         """Past the deadline: ``TimedOut`` for a silent connection; for a request line
