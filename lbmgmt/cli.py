@@ -34,14 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Take edge reports on UDP and redirect clients to the "
                                      "least-loaded edge over HTTP.")
     bal.add_argument("--config", "-c", required=True, metavar="FILE",
-                     help="balancer TOML config (see examples/balancer.toml)")
+                     help="balancer TOML config ('lbmgmt init balancer' writes a "
+                          "commented one)")
     _add_logging(bal)
 
     edge = sub.add_parser("edge", help="run an edge sender beside a media server",
                           description="Measure this server's load and report it to every "
                                       "balancer in the targets file.")
     edge.add_argument("--config", "-c", required=True, metavar="FILE",
-                      help="edge TOML config (see examples/edge.toml)")
+                      help="edge TOML config ('lbmgmt init edge' writes a commented "
+                           "one)")
     _add_logging(edge)
 
     demo = sub.add_parser("demo", help="a balancer and local edges on 127.0.0.1",
@@ -64,8 +66,48 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(RTSP's port defaults to 554)")
     res.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
 
+    _add_init(sub)
     script.add_parsers(sub)
     return parser
+
+
+def _add_init(sub: Any) -> None:
+    init = sub.add_parser("init", help="write a daemon's commented config files to start from",
+                          description="Write the commented example configs (every key with "
+                                      "its default) into DIR, with a fresh shared key. "
+                                      "Existing files are never replaced without --force; "
+                                      "files holding the key are made mode 0600.")
+    daemons = init.add_subparsers(dest="daemon", required=True, metavar="DAEMON")
+    bal = daemons.add_parser("balancer", help="balancer.toml",
+                             description="Write balancer.toml with a new shared key (or "
+                                         "--key's), then print the command that runs it.")
+    edge = daemons.add_parser("edge", help="edge.toml and targets.txt",
+                              description="Write edge.toml and targets.txt, whose line "
+                                          "for each balancer carries the shared key: "
+                                          "--key's (the balancer's), or a new one that "
+                                          "the balancer must then be given.")
+    for p in (bal, edge):
+        p.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                       help="where to write (made if missing; default: .)")
+        p.add_argument("--key", metavar="KEY",
+                       help="the shared key to write instead of a new one; '-' reads it "
+                            "from standard input (kept out of the process list)")
+        p.add_argument("--force", action="store_true", help="replace files that exist")
+        p.add_argument("--state-dir", metavar="DIR",
+                       help="absolute directory for the "
+                            + ("state file (balancer.state)" if p is bal
+                               else "GUID file (edge.guid)")
+                            + ", e.g. /var/lib/lbmgmt (systemd's StateDirectory); "
+                              "default: beside the config")
+        p.add_argument("--group", metavar="GROUP",
+                       help="give the files to this group, the files holding the key "
+                            "mode 0640 (the group of the service's user, e.g. lbmgmt)")
+    edge.add_argument("--balancer", action="append", metavar="HOST[:PORT]",
+                      help="a balancer to report to (port default 1934); repeat for each, "
+                           "all with the same key (default: 127.0.0.1)")
+    edge.add_argument("--address", metavar="HOST[:PORT]",
+                      help="the redirect address clients are sent to (default: "
+                           "${EDGE_HOST}:1935, from the environment at start)")
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -109,6 +151,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
                         "new-key"):
         setup_logging(0)
         return script.run(args)
+    if args.command == "init":
+        from lbmgmt.scaffold import run as run_init
+
+        return run_init(args)
     if args.command == "resolve":
         from lbmgmt.resolve import ResolveError, resolve_sync
 

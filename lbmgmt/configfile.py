@@ -204,6 +204,10 @@ class Section:
     def get_table(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._get(key, default, (dict,), "a table")
 
+    def mark_read(self, key: str) -> None:
+        """``key`` is read by other means (an array of tables): ``finish`` takes it."""
+        self._seen.add(key)
+
     def finish(self, *, allow_extra: bool = False) -> dict[str, Any]:
         """Reject keys nobody read; returns them when ``allow_extra`` (plugin options)."""
         extra = {k: v for k, v in self.data.items() if k not in self._seen}

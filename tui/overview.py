@@ -14,12 +14,13 @@ from tui.connection import Connection, LinkState
 from tui.history import bar, sparkline
 from tui.typed_input import format_value
 
-SERVER_COLUMNS = [("address", "Address"), ("state", "State"), ("available", "Avail"),
+SERVER_COLUMNS = [("address", "Address"), ("group", "Group"), ("state", "State"),
+                  ("available", "Avail"),
                   ("drained", "Drained"), ("load", "Load"), ("trend", "Load trend"),
                   ("redirects", "Redir/rep"), ("age", "Last report"), ("clock", "Clock ms"),
                   ("note", "Why not / last drop"), ("guid", "GUID")]
 RUNTIME_EVERY = 5.0  # seconds between two redraws of the process line
-SORTABLE = ["address", "state", "available", "drained", "load", "redirects", "age"]
+SORTABLE = ["address", "group", "state", "available", "drained", "load", "redirects", "age"]
 TARGET_COLUMNS = [("address", "Balancer"), ("result", "Last send"), ("sent", "Reports sent"),
                   ("errors", "Errors")]
 
@@ -167,7 +168,7 @@ class Overview(Vertical):
     def _wanted(self, server: dict[str, Any]) -> bool:
         text = self.filter_text
         return not text or any(text in str(server.get(k, "")).lower()
-                               for k in ("redirectAddress", "state", "guid"))
+                               for k in ("redirectAddress", "group", "state", "guid"))
 
     @property
     def table(self) -> DataTable[Any]:
@@ -238,6 +239,7 @@ class Overview(Vertical):
             f"redirects/s [b]{_rate(h.get('redirects').rate())}[/]   "
             f"reports/s [b]{_rate(h.get('reports').rate())}[/]   drops [b]{drops}[/]   "
             + (f"[yellow]not joining: {outside}[/]   " if outside else "")
+            + _groups(o.get("Groups"))
             + f"redirector [b]{o.get('Redirector', '?')}[/]   timeout "
             f"{o.get('MessageTimeout', '?')} ms   sort: {self.sort_column}"
             f"{' ↓' if self.sort_reverse else ' ↑'}"
@@ -256,7 +258,8 @@ class Overview(Vertical):
             capacity = s.get("capacity")  # reported: the bar is against it, else the busiest
             state = Text(s["state"], style="yellow" if s["state"] != "RUNNING" else "green")
             cells = {
-                "address": s["redirectAddress"], "state": state,
+                "address": s["redirectAddress"], "group": s.get("group") or "",
+                "state": state,
                 "available": Text("yes" if s["available"] else "no",
                                   style="green" if s["available"] else "red"),
                 "drained": Text("drained", style="magenta") if s["drained"] else "",
@@ -323,6 +326,15 @@ class Overview(Vertical):
             ok = t["lastResult"] == "ok"
             table.add_row(t["address"], Text(t["lastResult"], style="green" if ok else "red"),
                           str(t["reportsSent"]), str(t["sendErrors"]))
+
+
+def _groups(groups: Any) -> str:
+    """Each edge group's available/total edges, when the fleet has groups."""
+    if not isinstance(groups, dict) or not any(groups):
+        return ""
+    shown = [f"{name or '(none)'} [b]{row.get('available', 0)}[/]/{row.get('edges', 0)}"
+             for name, row in sorted(groups.items()) if isinstance(row, dict)]
+    return "groups " + ", ".join(shown) + "   "
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

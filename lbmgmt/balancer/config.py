@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_manag
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
+from lbmgmt.balancer.routing import Network, Rule, RoutingConfig
 from lbmgmt.balancer.rtsp_config import RtspConfig, load_rtsp
 from lbmgmt.settings import Setting
 from lbmgmt.status import SharedKey
@@ -117,6 +119,7 @@ class BalancerConfig:
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     rtsp: RtspConfig = field(default_factory=RtspConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     # Replay marks and the last pool, kept across restarts (lbmgmt/balancer/state.py);
     # None: none kept (embedding, tests). From a config file: beside it unless set.
     state_file: Path | None = None
@@ -134,7 +137,8 @@ def _endpoint(section: Section, key: str, default: Endpoint) -> Endpoint:
 
 def load_balancer_config(path: str | Path) -> BalancerConfig:
     cfg = ConfigFile.load(path)
-    cfg.check_tables(["balancer", "http", "clients", "management", "rtmp", "rtsp", "webrtc"])
+    cfg.check_tables(["balancer", "http", "clients", "management", "rtmp", "rtsp", "webrtc",
+                      "routing"])
     bal = cfg.section("balancer", required=True)
     listen = _endpoint(bal, "listen", Endpoint("", DEFAULT_UDP_PORT))
     key_text = bal.get_str("key", None, secret=True)
@@ -213,7 +217,76 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
                           http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),
                           rtmp=load_rtmp(cfg), rtsp=load_rtsp(cfg), webrtc=webrtc_cfg,
-                          state_file=state_file)
+                          routing=load_routing(cfg), state_file=state_file)
+
+
+def _networks(section: Section, key: str) -> tuple[Network, ...]:
+    out = []
+    for text in section.get_str_list(key, []):
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as exc:
+            section.fail(key, f"not a network (address/prefix): {exc}")
+    return tuple(out)
+
+
+def load_routing(cfg: ConfigFile) -> RoutingConfig:
+    """``[routing]``: client networks and GeoIP areas to edge groups, trusted proxies,
+    private networks and the address map (docs/operations.md, "Routing")."""
+    section = cfg.section("routing")
+    out = RoutingConfig(trusted_proxies=_networks(section, "trusted_proxies"),
+                        private_networks=_networks(section, "private_networks"))
+    database = section.get_str("geoip_database", None)
+    if database is not None:
+        path = cfg.path.parent / database
+        try:
+            import maxminddb
+            with maxminddb.open_database(str(path)) as reader:
+                kind = reader.metadata().database_type
+        except ImportError:
+            section.fail("geoip_database", "needs the maxminddb package (pip install maxminddb)")
+        except (OSError, ValueError) as exc:  # InvalidDatabaseError is a RuntimeError...
+            section.fail("geoip_database", f"cannot open {path}: {exc}")
+        except RuntimeError as exc:
+            section.fail("geoip_database", f"{path} is not a MaxMind database: {exc}")
+        if "Country" not in kind and "City" not in kind:
+            section.fail("geoip_database", f"{path} is a {kind} database, not a GeoIP2/"
+                         "GeoLite2 Country or City one")
+        out.geoip_database = str(path)
+    rules = section.data.get("rules", [])
+    section.mark_read("rules")  # (its tables are read below, one by one)
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        section.fail("rules", "must be [[routing.rules]] tables")
+    addresses = section.get_table("addresses", {})
+    section.finish()
+    built = []
+    for number, table in enumerate(rules, 1):
+        try:
+            built.append(_rule(Section(cfg, "rule", table), out))
+        except ConfigError as exc:  # said of the rule by its number: tables have no name
+            section.fail("rules", f"rule {number}: {(exc.field or '').removeprefix('rule.')}: "
+                                 f"{exc.message}")
+    out.rules = tuple(built)
+    for reported, sent in addresses.items():
+        if not isinstance(sent, str) or not sent.strip():
+            section.fail("addresses", f"{reported!r} must map to a non-empty address string")
+    out.addresses = dict(addresses)
+    return out
+
+
+def _rule(rule: Section, routing: RoutingConfig) -> Rule:
+    groups = rule.get_str_list("groups")
+    networks = _networks(rule, "networks")
+    countries = frozenset(c.upper() for c in rule.get_str_list("countries", []))
+    continents = frozenset(c.upper() for c in rule.get_str_list("continents", []))
+    rule.finish()
+    if not groups:
+        rule.fail("groups", "must name at least one group")
+    if not (networks or countries or continents):
+        rule.fail("networks", "a rule needs networks, countries or continents")
+    if (countries or continents) and routing.geoip_database is None:
+        rule.fail("countries", "countries and continents need [routing] geoip_database")
+    return Rule(tuple(groups), networks, countries, continents)
 
 
 __all__ = ["BalancerConfig", "ClientsConfig", "ConfigError", "HttpConfig", "WebRtcConfig",

@@ -18,6 +18,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from lbmgmt.balancer.routing import Routing, RoutingConfig
 from lbmgmt.balancer.redirectors import Redirector, redirector_class
 from lbmgmt.balancer.report_gate import ReportGate
 from lbmgmt.balancer.registry import (DEFAULT_MAX_SILENCE, DEFAULT_MISSED_REPORTS,
@@ -67,6 +68,10 @@ class ServerStatus:
     clock_offset: float  # its clock less ours at its last report, seconds
     last_drop: str | None  # why the last of its reports dropped lately was, if any
     suspect_for: float = 0.0  # seconds it still gets no client: a front could not reach it
+    group: str | None = None
+    private_address: str | None = None
+    bandwidth: float | None = None  # bits/s out, as it reports
+    bandwidth_limit: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +191,8 @@ class BalancerCore:
     def __init__(self, key: SharedKey, *, timeout: float, grace: float, max_clock_skew: float,
                  redirector: str = "concurrent-connects",
                  missed_reports: int = DEFAULT_MISSED_REPORTS,
-                 max_silence: float = DEFAULT_MAX_SILENCE) -> None:
+                 max_silence: float = DEFAULT_MAX_SILENCE,
+                 routing: Routing | None = None) -> None:
         self.registry = ServerRegistry(timeout=timeout, grace=grace,
                                        missed_reports=missed_reports, max_silence=max_silence)
         self.receiver = ReportReceiver(key, max_age=max_clock_skew)
@@ -195,6 +201,11 @@ class BalancerCore:
         self.redirector: Redirector = redirector_class(redirector)()
         self.redirector.attach(self.registry)
         self.redirects_served: Counter[str] = Counter()
+        self.routing = routing or Routing(RoutingConfig())
+        # where clients went by the group of their edge ("" for edges with none), and
+        # how many were routed by a rule (their groups' edges) or fell back to any edge
+        self.group_redirects: Counter[str] = Counter()
+        self.routed = Counter({"in_group": 0, "fallback": 0})
         self.fronts: dict[str, FrontStats] = {}
         # What the shell bound, for the status pages ("udp", "http", "rtmp"): text or absent.
         self.addresses: dict[str, str] = {}
@@ -375,12 +386,43 @@ class BalancerCore:
                                      max_ms=round(self.receiver.max_age * 1000)))
 
     # -- clients out ------------------------------------------------------------------
-    def redirect(self, protocol: str, now: float) -> ServerEntry | None:
-        """The edge for one new client, counted against that edge and ``protocol``."""
-        entry = self.redirector.redirect(self.registry, now)
+    def redirect(self, protocol: str, now: float, client: str | None = None
+                 ) -> ServerEntry | None:
+        """The edge for one new client, counted against that edge and ``protocol``;
+        ``client`` (its address) picks the groups to try first (``[routing]``)."""
+        routing = self.routing
+        groups = routing.groups(client) if client is not None and routing.active else ()
+        entry = self.redirector.redirect(self.registry, now, groups)
         if entry is not None:
             self.redirects_served[protocol] += 1
+            group = entry.report.group
+            if groups or group is not None:
+                self.group_redirects[group or ""] += 1
+                if groups:
+                    self.routed["in_group" if group in groups else "fallback"] += 1
         return entry
+
+    def group_status(self, now: float) -> dict[str, dict[str, int]]:
+        """Per group (edges with none under ""): edges, available ones, clients sent."""
+        out: dict[str, dict[str, int]] = {}
+        registry = self.registry
+        for entry in registry:
+            row = out.setdefault(entry.report.group or "", {"edges": 0, "available": 0,
+                                                            "redirects": 0})
+            row["edges"] += 1
+            row["available"] += registry.is_available(entry, now)
+        for group, count in self.group_redirects.items():
+            out.setdefault(group, {"edges": 0, "available": 0, "redirects": 0})[
+                "redirects"] = count
+        return out
+
+    def address_for(self, entry: ServerEntry, client: str | None = None) -> str:
+        """Where to send ``client``: the edge's private address for a client in the
+        fleet's own networks, else its redirect address (through ``[routing] addresses``)."""
+        routing = self.routing
+        if not routing.rewrites:
+            return entry.report.address
+        return routing.address(entry, client is not None and routing.private(client))
 
     def front(self, protocol: str, counters: Iterable[str],
               active: Callable[[], int] = lambda: 0) -> Counter[str]:
@@ -435,7 +477,9 @@ class BalancerCore:
             reports_received=e.reports_received, agent=e.report.agent,
             unhealthy=e.report.unhealthy, clock_offset=e.clock_offset,
             last_drop=None if (d := dropped(e.guid)) is None else d.reason,
-            suspect_for=max(0.0, e.suspect_until - now))
+            suspect_for=max(0.0, e.suspect_until - now), group=e.report.group,
+            private_address=e.report.private_address, bandwidth=e.report.bandwidth,
+            bandwidth_limit=e.report.bandwidth_limit)
             for e in sorted(registry, key=lambda e: e.address)]
         return PoolStatus(redirector=self.redirector.name, servers=rows,
                           available_count=sum(r.available for r in rows),

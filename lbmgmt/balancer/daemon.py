@@ -20,11 +20,13 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from lbmgmt.balancer.config import BalancerConfig
 from lbmgmt.balancer.core import BalancerCore
 from lbmgmt.balancer.front.protocol import ClientPort
 from lbmgmt.balancer.mbeans import BalancerBeans
+from lbmgmt.balancer.routing import Routing
 from lbmgmt.balancer.rtmp import RtmpService
 from lbmgmt.balancer.state import StateFileError, StateKeeping, restore, state_steps
 from lbmgmt.atomicfile import write_atomically
@@ -126,12 +128,14 @@ class BalancerDaemon:
     def __init__(self, config: BalancerConfig, *, clocks: Clocks | None = None) -> None:
         self.config = config
         self.clocks = clocks or Clocks()
+        self._geoip: Any = None  # the GeoIP database's reader, if [routing] names one
         self.core = BalancerCore(config.key, timeout=config.message_timeout_ms / 1000,
                                  grace=config.grace_ms / 1000,
                                  missed_reports=config.missed_reports,
                                  max_silence=config.max_silence_ms / 1000,
                                  max_clock_skew=config.max_clock_skew_ms / 1000,
-                                 redirector=config.redirector)
+                                 redirector=config.redirector,
+                                 routing=Routing(config.routing, self._open_geoip()))
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self.rtmp_address: tuple[str, int] | None = None
@@ -161,6 +165,16 @@ class BalancerDaemon:
         self.management: ManagementServer | None = (
             ManagementServer(mgmt, self.mbeans, daemon="balancer")
             if mgmt is not None and mgmt.enabled else None)
+
+    def _open_geoip(self) -> Callable[[str], Any] | None:
+        """The GeoIP database's lookup (kept in memory: no disk read per client)."""
+        path = self.config.routing.geoip_database
+        if path is None:
+            return None
+        import maxminddb
+        self._geoip = maxminddb.open_database(path, maxminddb.MODE_MEMORY)
+        lookup: Callable[[str], Any] = self._geoip.get
+        return lookup
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:

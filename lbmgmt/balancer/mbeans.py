@@ -56,7 +56,9 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "intervalMs": round(row.interval * 1000),
             "reportsReceived": row.reports_received, "agent": row.agent,
             "unhealthy": row.unhealthy, "clockOffsetMs": round(row.clock_offset * 1000),
-            "lastDrop": row.last_drop, "suspectMs": round(row.suspect_for * 1000)}
+            "lastDrop": row.last_drop, "suspectMs": round(row.suspect_for * 1000),
+            "group": row.group, "privateAddress": row.private_address,
+            "bandwidth": row.bandwidth, "bandwidthLimit": row.bandwidth_limit}
 
 
 class BalancerMBean(MBean):
@@ -165,6 +167,17 @@ class BalancerMBean(MBean):
                metric_label="protocol")
     def RedirectsServed(self) -> dict[str, int]:
         return dict(self.core.redirects_served)
+
+    @attribute("object", "Edge groups (regions, sites; \"\" for edges with none): edges, "
+               "available ones and clients sent, by group", metric=None)
+    def Groups(self) -> dict[str, dict[str, int]]:
+        return self.core.group_status(self.clocks.monotonic())
+
+    @attribute("object", "Clients routed by a [routing] rule: sent to one of their groups "
+               "(in_group) or, none of those available, to any edge (fallback)",
+               metric="counter", metric_label="outcome")
+    def Routed(self) -> dict[str, int]:
+        return dict(self.core.routed)
 
     @attribute("string", "RTMP address (the HTTP one when they share a port)", metric=None)
     def RtmpAddress(self) -> str:

@@ -58,10 +58,31 @@ class Redirector(abc.ABC):
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
         """The edge for the next client, or None; ``redirect`` attaches to ``servers`` first."""
 
-    def redirect(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
+    def choose_in(self, servers: ServerRegistry, now: float, group: str) -> ServerEntry | None:
+        """The edge for the next client among ``group``'s, or None.
+
+        This default walks the pool (O(edges)) for the least effective load; the
+        least-load redirectors keep an index per group instead."""
+        best: ServerEntry | None = None
+        for entry in servers:
+            if (entry.report.group == group and servers.is_available(entry, now)
+                    and (best is None or entry.effective_load < best.effective_load)):
+                best = entry
+        return best
+
+    def redirect(self, servers: ServerRegistry, now: float,
+                 groups: tuple[str, ...] = ()) -> ServerEntry | None:
+        """The next client's edge: from the first of ``groups`` that has one available,
+        else from the whole pool; counted against it."""
         if self.registry is not servers:
             self.attach(servers)
-        entry = self.choose(servers, now)
+        entry = None
+        for group in groups:
+            entry = self.choose_in(servers, now, group)
+            if entry is not None:
+                break
+        else:
+            entry = self.choose(servers, now)
         if entry is not None:
             servers.count_redirect(entry, now)
         return entry
@@ -148,7 +169,8 @@ class _LoadIndex:
             # (ServerRegistry.is_available and is_fresh, inlined: hot)
             age = live_now - entry.live_stamp
             if (not entry.running or entry.drained or age > entry.leave_after
-                    or entry.suspect_until > now or (usable is not None and not usable(entry))):
+                    or entry.suspect_until > now or entry.over_bandwidth
+                    or (usable is not None and not usable(entry))):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue
             if age > entry.fresh_for:
@@ -183,20 +205,45 @@ class ConcurrentConnects(Redirector):
         super().__init__(rng=rng)
         self.index = _LoadIndex(self.rng, self.resolution)
         self.usable: Callable[[ServerEntry], bool] | None = None  # a further filter
+        # edges that report a group, indexed again by it (none: no cost per redirect)
+        self.groups: dict[str, _LoadIndex] = {}
+        self.group_of: dict[ServerEntry, str] = {}
 
     def key(self, entry: ServerEntry) -> float:
         return entry.effective_load
 
     def updated(self, entry: ServerEntry) -> None:
         # on every redirect: effective_load without a call (a subclass's key is called)
-        self.index.push(entry, entry.report.load + entry.pending_load
-                        if type(self).key is ConcurrentConnects.key else self.key(entry))
+        key = (entry.report.load + entry.pending_load
+               if type(self).key is ConcurrentConnects.key else self.key(entry))
+        self.index.push(entry, key)
+        if self.group_of or entry.report.group is not None:
+            self._regroup(entry, key)
+
+    def _regroup(self, entry: ServerEntry, key: float) -> None:
+        group, old = entry.report.group, self.group_of.get(entry)
+        if old is not None and old != group:
+            self.groups[old].forget(entry)
+            del self.group_of[entry]
+        if group is not None:
+            self.group_of[entry] = group
+            index = self.groups.get(group)
+            if index is None:
+                index = self.groups[group] = _LoadIndex(self.rng, self.resolution)
+            index.push(entry, key)
 
     def removed(self, entry: ServerEntry) -> None:
         self.index.forget(entry)
+        group = self.group_of.pop(entry, None)
+        if group is not None:
+            self.groups[group].forget(entry)
 
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
         return self.index.best(servers, now, self.usable)
+
+    def choose_in(self, servers: ServerRegistry, now: float, group: str) -> ServerEntry | None:
+        index = self.groups.get(group)
+        return None if index is None else index.best(servers, now, self.usable)
 
 
 class Weighted(ConcurrentConnects):
@@ -218,6 +265,37 @@ class Weighted(ConcurrentConnects):
     def __init__(self, *, rng: random.Random | None = None) -> None:
         super().__init__(rng=rng)
         self.usable = _has_room
+
+
+class Bandwidth(ConcurrentConnects):
+    """Outbound bandwidth ÷ the edge's limit, for edges that report both: the headroom is
+    what is balanced, and an edge at its limit gets nothing (as from every redirector).
+
+    Clients sent since the edge's report are counted at its bandwidth per client
+    (``CLIENT_BPS`` until it reports a client), so a burst spreads rather than herding
+    onto the emptiest edge. Edges without a limit come after every edge with room.
+    """
+
+    name = "bandwidth"
+    resolution = 1000.0  # to within 0.1 % of the limit
+    NO_LIMIT = 1e6
+    CLIENT_BPS = 2_500_000.0  # one viewer of a 720p stream, until the edge says better
+
+    def key(self, entry: ServerEntry) -> float:
+        report = entry.report
+        limit, sent = report.bandwidth_limit, report.bandwidth or 0.0
+        per_client = sent / report.load if report.load >= 1 else self.CLIENT_BPS
+        used = sent + entry.pending_load * per_client
+        if limit is None:
+            return self.NO_LIMIT + used / self.CLIENT_BPS
+        return used / limit
+
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        super().__init__(rng=rng)
+        self.usable = self._has_headroom
+
+    def _has_headroom(self, entry: ServerEntry) -> bool:
+        return entry.report.bandwidth_limit is None or self.key(entry) < 1.0
 
 
 def _has_room(entry: ServerEntry) -> bool:
@@ -277,12 +355,26 @@ class RoundRobin(Redirector):
                 stale = stale or entry
         return stale
 
+    def choose_in(self, servers: ServerRegistry, now: float, group: str) -> ServerEntry | None:
+        order = servers._order
+        stale: ServerEntry | None = None
+        for _ in range(len(order)):
+            self._next %= len(order)
+            entry = order[self._next]
+            self._next += 1
+            if entry.report.group == group and servers.is_available(entry, now):
+                if servers.is_fresh(entry, now):
+                    return entry
+                stale = stale or entry
+        return stale
+
 
 BUILTIN_REDIRECTORS: dict[str, type[Redirector]] = {
     ConcurrentConnects.name: ConcurrentConnects,
     Weighted.name: Weighted,
     PowerOfTwoChoices.name: PowerOfTwoChoices,
     RoundRobin.name: RoundRobin,
+    Bandwidth.name: Bandwidth,
 }
 
 

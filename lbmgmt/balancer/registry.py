@@ -80,6 +80,8 @@ class ServerEntry:
     which stands still while the balancer cannot hear its edges: silence counts from it."""
     departed_at: float | None = field(init=False, default=None)
     """When it timed out, while its entry waits for its return; None while present."""
+    over_bandwidth: bool = field(init=False, default=False)
+    """Its last report says it sends at or over its bandwidth limit: no new client."""
     suspect_until: float = field(init=False, default=float("-inf"))
     """Until then (monotonic) no new client goes to it: the proxy could not reach it
     (``ServerRegistry.suspect``). Its reports still count; only choices avoid it."""
@@ -91,6 +93,9 @@ class ServerEntry:
         report = self.report
         self.running = report.state is EdgeState.RUNNING
         self.fresh_for = FRESH_INTERVALS * report.interval_ms / 1000
+        limit = report.bandwidth_limit
+        self.over_bandwidth = (limit is not None and report.bandwidth is not None
+                               and report.bandwidth >= limit)
 
     @property
     def address(self) -> str:
@@ -341,8 +346,10 @@ class ServerRegistry:
         return self.liveness_now(now) - entry.live_stamp <= entry.leave_after
 
     def is_available(self, entry: ServerEntry, now: float) -> bool:
-        """Would get a new client now: live, running, not drained, not suspect."""
+        """Would get a new client now: live, running, not drained, not suspect, under its
+        bandwidth limit."""
         return (entry.running and not entry.drained and entry.suspect_until <= now
+                and not entry.over_bandwidth
                 and self.liveness_now(now) - entry.live_stamp <= entry.leave_after)
 
     def suspect(self, entry: ServerEntry, until: float) -> None:

@@ -59,9 +59,9 @@ class RtmpService:
     def keep_raw(self) -> bool:
         return any(app.mode == "proxy" for app in self.config.apps.values())
 
-    def redirect(self) -> ServerEntry | None:
+    def redirect(self, client: str | None = None) -> ServerEntry | None:
         """The edge for one new RTMP client (counted by the core), or None."""
-        return self.core.redirect("rtmp", self.clocks.monotonic())
+        return self.core.redirect("rtmp", self.clocks.monotonic(), client)
 
     def session(self, release: Callable[[], None] = lambda: None) -> RtmpSession:
         """A session; ``release`` is called once, when it is gone for good."""
@@ -203,9 +203,11 @@ class RtmpSession(asyncio.Protocol):
             assert self.transport is not None
             sockname = self.transport.get_extra_info("sockname")
             service = self.service
+            peer = self.transport.get_extra_info("peername")
             self.commands = RtmpCommands(service.core, service.config, service.counters,
                                          self.conn,
-                                         local_port=sockname[1] if sockname else None)
+                                         local_port=sockname[1] if sockname else None,
+                                         client=str(peer[0]) if peer else None)
         proxy = self.commands.handle(command, self.service.clocks.monotonic())
         if proxy is not None:
             assert self.transport is not None
@@ -230,7 +232,8 @@ class RtmpSession(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         service = self.service
-        host, port = split_address(entry.address)
+        # (the balancer reaches it as a client outside the fleet's networks would)
+        host, port = split_address(service.core.address_for(entry))
         port = app.redirect_port or port or 1935
         timeout = service.config.proxy_connect_timeout_ms / 1000
         edge: socket.socket | None = None
@@ -283,7 +286,7 @@ class RtmpSession(asyncio.Protocol):
         tried: list[str] = []
         edge: socket.socket | None = None
         for _ in range(1 + config.proxy_retries):
-            entry = service.redirect()
+            entry = service.redirect(self.commands.client if self.commands else None)
             if entry is None:
                 break
             edge = await self._reach(app, entry)

@@ -1,4 +1,5 @@
-"""The ``?serverInfoXML`` status document: every edge the balancer knows.
+"""The ``?serverInfoXML`` and ``?serverInfoJSON`` status documents: every edge the
+balancer knows, the same content in either form.
 
 Element names are documented in docs/protocol.md and kept stable: monitoring
 scripts of the original system scraped this document.
@@ -13,6 +14,7 @@ when its step runs, and the header counts what the rows show.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
 from operator import attrgetter
 from xml.sax.saxutils import escape, quoteattr
@@ -59,6 +61,12 @@ def server_info_steps(core: BalancerCore, now: float, *,
                      _element("messageCount", str(e.reports_received)),
                      _element("agent", e.report.agent or ""),
                      _element("unhealthy", e.report.unhealthy or ""),
+                     _element("group", e.report.group or ""),
+                     _element("privateAddress", e.report.private_address or ""),
+                     _element("bandwidth", "" if e.report.bandwidth is None
+                              else _fmt(e.report.bandwidth)),
+                     _element("bandwidthLimit", "" if e.report.bandwidth_limit is None
+                              else _fmt(e.report.bandwidth_limit)),
                      "  </Server>\n")
         pieces.append("".join(rows).encode("utf-8"))
     receiver = core.receiver
@@ -80,3 +88,48 @@ def server_info_steps(core: BalancerCore, now: float, *,
 def render_server_info(core: BalancerCore, now: float) -> bytes:
     """The whole document at once (small pools, tests)."""
     return finish(server_info_steps(core, now))
+
+
+def _number(value: float | None) -> float | int | None:
+    return None if value is None else (int(value) if float(value).is_integer() else value)
+
+
+def server_info_json_steps(core: BalancerCore, now: float, *,
+                           per_slice: int = PER_SLICE) -> Generator[None, None, bytes]:
+    """``?serverInfoJSON``: the XML document's content as JSON, made in steps the same way.
+    Element names become keys; empty elements ``null``; numbers and booleans are typed."""
+    registry = core.registry
+    entries = sorted(registry, key=_by_address)
+    available = 0
+    pieces: list[str] = []
+    for start in range(0, len(entries), per_slice):
+        yield
+        for e in entries[start:start + per_slice]:
+            is_available = registry.is_available(e, now)
+            available += is_available
+            report = e.report
+            pieces.append(json.dumps({
+                "guid": str(e.guid), "redirect": e.address, "state": e.state.name,
+                "available": is_available, "drained": e.drained, "load": _number(e.load),
+                "capacity": _number(e.capacity),
+                "redirectsSinceReport": e.redirects_since_report,
+                "secondsSinceReport": round(e.seconds_since_report(now), 3),
+                "messageCount": e.reports_received, "agent": report.agent,
+                "unhealthy": report.unhealthy, "group": report.group,
+                "privateAddress": report.private_address,
+                "bandwidth": _number(report.bandwidth),
+                "bandwidthLimit": _number(report.bandwidth_limit)}, ensure_ascii=False))
+    receiver = core.receiver
+    drops = {str(reason): count for reason, count in sorted(receiver.drops.items(),
+                                                             key=lambda item: str(item[0]))}
+    head = json.dumps({"version": 1, "redirector": core.redirector.name,
+                       "serverCount": len(entries), "availableCount": available,
+                       "receiver": {"accepted": receiver.accepted,
+                                    "dropped": sum(drops.values()), "drops": drops}},
+                      ensure_ascii=False)
+    yield
+    return (head[:-1] + ', "servers": [' + ", ".join(pieces) + "]}").encode("utf-8")
+
+
+def render_server_info_json(core: BalancerCore, now: float) -> bytes:
+    return finish(server_info_json_steps(core, now))

@@ -32,6 +32,10 @@ class EdgeConfig:
     message_interval_ms: int = MESSAGE_INTERVAL.default
     load_sample_ms: int = LOAD_SAMPLE.default
     capacity: float | None = None
+    group: str | None = None  # its group (region, site) for the balancers' [routing]
+    private_address: str | None = None  # for clients inside the fleet's own networks
+    bandwidth_limit: float | None = None  # bits/s it may send: past it, no new clients
+    bandwidth_interface: str | None = None  # its outbound bits/s from this interface
     monitor: LoadMonitor = field(default_factory=ManualMonitor)
     management: ManagementConfig | None = None  # None: no management port (embedding)
 
@@ -59,6 +63,22 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     interval = MESSAGE_INTERVAL.read(edge)
     sample = LOAD_SAMPLE.read(edge)
     capacity = edge.get_number("capacity", None, positive=True)
+    group = edge.get_str("group", None)
+    if group is not None and not 1 <= len(group.encode()) <= 64:
+        edge.fail("group", "must be 1-64 bytes")
+    private = edge.get_str("private_address", None)
+    if private is not None:
+        private = expand_env(private, edge, "private_address").strip()
+        if not private or len(private.encode()) > 255:
+            edge.fail("private_address", "must expand to 1-255 bytes")
+    limit_mbps = edge.get_number("bandwidth_limit_mbps", None, positive=True)
+    interface = edge.get_str("bandwidth_interface", None)
+    if interface is not None:
+        from lbmgmt.edge.bandwidth import BandwidthError, InterfaceBandwidth
+        try:
+            InterfaceBandwidth(interface).check()
+        except (ValueError, BandwidthError) as exc:
+            edge.fail("bandwidth_interface", str(exc))
     edge.finish()
 
     mon = cfg.section("monitor")
@@ -70,6 +90,9 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     mon.finish()
     return EdgeConfig(redirect_address=address, targets_file=targets, guid_file=guid,
                       message_interval_ms=interval, load_sample_ms=sample, capacity=capacity,
+                      group=group, private_address=private,
+                      bandwidth_limit=None if limit_mbps is None else limit_mbps * 1e6,
+                      bandwidth_interface=interface,
                       monitor=monitor,
                       management=load_management(cfg, EDGE_PORT))
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
+from lbmgmt.edge.bandwidth import InterfaceBandwidth
 from lbmgmt.edge.config import LOAD_SAMPLE, MESSAGE_INTERVAL, EdgeConfig
 from lbmgmt.edge.identity import load_or_create_guid
 from lbmgmt.edge.mbeans import SenderBeans
@@ -103,6 +104,10 @@ class EdgeDaemon:
         self.state = EdgeState.RUNNING
         self.load = 0.0
         self.load_error: str | None = None
+        # outbound bits/s, from an interface's counter or the monitor's own figure
+        self.bandwidth: float | None = None
+        self._interface = (InterfaceBandwidth(config.bandwidth_interface)
+                           if config.bandwidth_interface else None)
         # What the last report said (a load move or a health change since is reported at
         # once), and when it went out (monotonic).
         self._reported_load = 0.0
@@ -292,9 +297,12 @@ class EdgeDaemon:
         state, unhealthy = self.state, None
         if self.load_error is not None and state is EdgeState.RUNNING:
             state, unhealthy = EdgeState.PAUSED, _clip(f"monitor: {self.load_error}", 200)
-        return Report(state=state, address=self.config.redirect_address, load=self.load,
-                      interval_ms=self.config.message_interval_ms,
-                      capacity=self.config.capacity, agent=AGENT, unhealthy=unhealthy)
+        config = self.config
+        return Report(state=state, address=config.redirect_address, load=self.load,
+                      interval_ms=config.message_interval_ms,
+                      capacity=config.capacity, agent=AGENT, unhealthy=unhealthy,
+                      group=config.group, private_address=config.private_address,
+                      bandwidth=self.bandwidth, bandwidth_limit=config.bandwidth_limit)
 
     async def send_now(self) -> None:
         """Seal the current report once per distinct key and send it to every target.
@@ -366,6 +374,22 @@ class EdgeDaemon:
         await self._refresh_load()
         await self.send_now()
 
+    def _refresh_bandwidth(self) -> None:
+        """With the load: the interface's rate since the last read, else the monitor's."""
+        if self._interface is not None:
+            try:
+                rate = self._interface.rate(time.monotonic())  # (an interval: any clock)
+            except OSError as exc:
+                if self.bandwidth is not None:  # (said once per failure, not per read)
+                    log.warning("cannot read the bandwidth; reporting none",
+                                extra=fields(error=str(exc)))
+                self.bandwidth = None
+                return
+            if rate is not None:
+                self.bandwidth = rate
+            return
+        self.bandwidth = self.monitor.bandwidth()
+
     async def _refresh_load(self) -> None:
         try:
             # A slow monitor must not delay the report: past half an interval it has
@@ -378,6 +402,7 @@ class EdgeDaemon:
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             self.load = float(load)
+            self._refresh_bandwidth()
         except Exception as exc:  # of any type: a plugin's bug must not end the reports
             message = str(exc) or type(exc).__name__
             if not isinstance(exc, (MonitorError, OSError, ValueError, TimeoutError)):

@@ -42,6 +42,7 @@ class Sender(Protocol):
     config: EdgeConfig
     state: EdgeState
     load: float
+    bandwidth: float | None
     load_error: str | None
     monitor: LoadMonitor
     reports_sent: int
@@ -90,6 +91,15 @@ class SenderMBean(MBean):
     @attribute("number", "Load in the last report")
     def Load(self) -> float:
         return self.sender.load
+
+    @attribute("number", "Outbound bits/s in the last report (null: not measured)")
+    def Bandwidth(self) -> float | None:
+        return self.sender.bandwidth
+
+    @attribute("string", "The group the balancers route clients to this edge by (null: "
+               "none)", metric=None)
+    def Group(self) -> str | None:
+        return self.sender.config.group
 
     @attribute("string", "The load monitor and its settings", metric=None)
     def Monitor(self) -> str:

@@ -43,6 +43,11 @@ class LoadMonitor(abc.ABC):
     def describe(self) -> str:
         return self.name
 
+    def bandwidth(self) -> float | None:
+        """Outbound bits/s the media server says it sends, as of the last ``read``;
+        None if this monitor cannot tell (the default)."""
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -194,6 +199,7 @@ class NginxRtmpMonitor(LoadMonitor):
         self.applications = frozenset(applications) if applications else None
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._bandwidth: float | None = None
 
     @classmethod
     def from_config(cls, section: Section) -> NginxRtmpMonitor:
@@ -220,7 +226,13 @@ class NginxRtmpMonitor(LoadMonitor):
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise MonitorError(f"cannot read {self.url}: {exc or type(exc).__name__}") from None
-        return float(count_nginx_rtmp_clients(body, self.applications))
+        root = stat_page(body)
+        self._bandwidth = bw_out(root)
+        return float(count_nginx_rtmp_clients(root, self.applications))
+
+    def bandwidth(self) -> float | None:
+        """nginx-rtmp's own ``bw_out`` (bits/s, all applications), from the last read."""
+        return self._bandwidth
 
     async def close(self) -> None:
         if self._session is not None:
@@ -228,13 +240,30 @@ class NginxRtmpMonitor(LoadMonitor):
             self._session = None
 
 
-def count_nginx_rtmp_clients(xml: bytes, applications: frozenset[str] | None = None) -> int:
+def stat_page(xml: bytes) -> ET.Element:
+    """nginx-rtmp's ``rtmp_stat all`` document, or MonitorError saying what it is not."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
         raise MonitorError(f"stat page is not XML: {exc}") from None
     if root.tag != "rtmp":
         raise MonitorError(f"stat page root is <{root.tag}>, not <rtmp> (rtmp_stat all?)")
+    return root
+
+
+def bw_out(root: ET.Element) -> float | None:
+    """The server's outbound bits/s (``<rtmp><bw_out>``), None if absent or not a number."""
+    text = root.findtext("bw_out")
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 <= value < float("inf") else None
+
+
+def count_nginx_rtmp_clients(xml: bytes | ET.Element,
+                             applications: frozenset[str] | None = None) -> int:
+    root = xml if isinstance(xml, ET.Element) else stat_page(xml)
     total = 0
     for app in root.iterfind("server/application"):
         if applications is not None and (app.findtext("name") or "") not in applications:

@@ -149,6 +149,10 @@ class Extension:
 
 EXT_AGENT = 1
 EXT_UNHEALTHY = 2
+EXT_GROUP = 3
+EXT_PRIVATE_ADDRESS = 4
+EXT_BANDWIDTH = 5
+EXT_BANDWIDTH_LIMIT = 6
 
 EXTENSIONS: tuple[Extension, ...] = (
     Extension(EXT_AGENT, "agent", Utf8(max_size=64)),  # sender software, "lbmgmt/0.2.0"
@@ -156,6 +160,15 @@ EXTENSIONS: tuple[Extension, ...] = (
     # does not answer): sent with state PAUSED, so a balancer that does not know this type
     # keeps clients away all the same.
     Extension(EXT_UNHEALTHY, "unhealthy", Utf8(max_size=200)),
+    # The edge's group (a region, a site): balancers route clients to groups by rule.
+    Extension(EXT_GROUP, "group", Utf8(max_size=64)),
+    # Its address for clients inside the fleet's own networks (the redirect address is
+    # the public one).
+    Extension(EXT_PRIVATE_ADDRESS, "private_address", Utf8(max_size=255)),
+    # Outbound bits per second now, and the most it may send: an edge at or over its
+    # limit takes no new client from any redirector.
+    Extension(EXT_BANDWIDTH, "bandwidth", Number("d")),
+    Extension(EXT_BANDWIDTH_LIMIT, "bandwidth_limit", Number("d", exclusive=True)),
 )
 
 _BY_TYPE = {ext.type: ext for ext in EXTENSIONS}
@@ -174,6 +187,10 @@ class Report:
     # Extension fields, one per EXTENSIONS row; None is "not sent".
     agent: str | None = None
     unhealthy: str | None = None
+    group: str | None = None
+    private_address: str | None = None
+    bandwidth: float | None = None  # bits/s out
+    bandwidth_limit: float | None = None  # bits/s
 
     def __post_init__(self) -> None:
         raw = self.address.encode("utf-8")

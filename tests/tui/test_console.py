@@ -61,7 +61,7 @@ async def test_attach_and_see_the_edges_appear(daemons):
         assert "balancer readwrite" in status(app)
         table = rows(app)
         assert [r[0] for r in table] == ["light.example:1935", "heavy.example:1935"]  # by load
-        assert table[1][4].endswith("40") and "█" in table[1][4]  # a load bar
+        assert table[1][5].endswith("40") and "█" in table[1][5]  # a load bar
         app.query_one(Overview).sort_by("load")  # the same column again: descending
         app.query_one(Overview).show(app.current)
         assert rows(app)[0][0] == "heavy.example:1935"

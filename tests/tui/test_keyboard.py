@@ -193,7 +193,7 @@ async def test_load_bars_are_against_capacity_when_reported(daemons):
     async with app.run_test(size=(160, 40)) as pilot:
         daemons.report("cap.example:1935", 25, capacity=100, interval_ms=60_000)
         await until(pilot, lambda: len(rows(app)) == 1)
-        load = rows(app)[0][4]
+        load = rows(app)[0][5]
         assert load.endswith("25/100") and load.count("█") == 2  # a quarter of 8
 
 

@@ -86,7 +86,7 @@ SANS_IO = CODECS + [
     "lbmgmt.balancer.serverinfo", "lbmgmt.balancer.front.http",
     "lbmgmt.balancer.front.answers", "lbmgmt.balancer.front.rtsp",
     "lbmgmt.balancer.front.rtmpt", "lbmgmt.balancer.front.rtmp_apps",
-    "lbmgmt.balancer.front.sniff", "lbmgmt.admission",
+    "lbmgmt.balancer.front.sniff", "lbmgmt.balancer.routing", "lbmgmt.admission",
     "lbmgmt.balancer.report_gate", "lbmgmt.balancer.state", "lbmgmt.management.strict_json"]
 IO = {"asyncio", "socket", "time", "selectors", "aiohttp", "uvloop", "threading"}
 

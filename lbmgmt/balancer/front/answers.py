@@ -46,6 +46,7 @@ NOT_ALLOWED = (SERVER, TEXT, ("Allow", "GET, HEAD"))
 FOUND = (SERVER, TEXT, NO_CACHE, ANY_ORIGIN)  # (hls.js on another origin follows it)
 POLICY = (SERVER, ("Content-Type", "text/xml"))
 STATUS = (SERVER, XML, NO_CACHE)
+JSON_STATUS = (SERVER, ("Content-Type", "application/json"), NO_CACHE, ANY_ORIGIN)
 # WHIP/WHEP: a browser's fetch() reads the 307's Location only if it is exposed; the
 # preflight allows the POST with its bearer token and SDP body from any origin.
 CORS = (ANY_ORIGIN, ("Access-Control-Expose-Headers", "Location"))
@@ -58,7 +59,13 @@ WEBRTC_NOT_ALLOWED = (*WEBRTC_REFUSED, ("Allow", "POST, OPTIONS"))
 
 @dataclass(frozen=True, slots=True)
 class ServerInfoWanted:
-    """Answer with ``Answers.server_info(document)`` once the document is made."""
+    """Answer with ``Answers.server_info(document, json)`` once the document is made."""
+
+    json: bool = False  # ?serverInfoJSON, else ?serverInfoXML
+
+
+SERVER_INFO_XML = ServerInfoWanted(json=False)
+SERVER_INFO_JSON = ServerInfoWanted(json=True)
 
 
 def http_date(wall: float) -> bytes:
@@ -86,31 +93,39 @@ class Answers:
         reached (an edge's port by default where neither config nor address has one);
         ``address`` the client's (RTMPT's sessions are counted per address)."""
         path = request.path
+        if self.core.routing.active:  # (through a trusted proxy: the client it names)
+            address = self.core.routing.client(address, request.header(b"x-forwarded-for"),
+                                               request.header(b"forwarded"))
         if request.method != "GET" and request.method != "HEAD":
             kind = WEBRTC_KINDS.get(path[:6])
             if kind is not None and self.webrtc.enabled:
-                return self._webrtc(kind, request, now, local_port)
+                return self._webrtc(kind, request, now, local_port, address)
             if self.rtmpt is not None and is_rtmpt(path):
                 return self.rtmpt.answer(request, now=now, local_port=local_port,
                                          address=address)
             return Response(405, b"405: Method Not Allowed", NOT_ALLOWED)
         if path == b"/loadbalancer":
-            if request.query is not None and _has_key(request.query, b"serverInfoXML"):
-                if not self.config.enable_server_info_xml:
-                    return Response(404, b"error=serverInfoXML is disabled\n", PLAIN)
-                return ServerInfoWanted()
-            entry = self.core.redirect("http", now)
+            query = request.query
+            if query is not None and b"serverInfo" in query:
+                wants_json = _has_key(query, b"serverInfoJSON")
+                if wants_json or _has_key(query, b"serverInfoXML"):
+                    if not self.config.enable_server_info_xml:
+                        return Response(404, b"error=server info is disabled\n", PLAIN)
+                    return SERVER_INFO_JSON if wants_json else SERVER_INFO_XML
+            core = self.core
+            entry = core.redirect("http", now, address)
             if entry is None:
                 return Response(503, NO_SERVER_BODY, REDIRECT)
-            return Response(200, b"redirect=" + entry.address.encode("utf-8"), REDIRECT)
+            return Response(200, b"redirect=" + core.address_for(entry, address).encode("utf-8"),
+                            REDIRECT)
         if path.startswith(b"/redirect/"):
-            return self._found(request, now)
+            return self._found(request, now, address)
         if path == b"/crossdomain.xml":
             return Response(200, CROSSDOMAIN, POLICY)
         return Response(404, b"404: Not Found", PLAIN)
 
-    def _webrtc(self, kind: str, request: Request, now: float,
-                local_port: int | None) -> Response:
+    def _webrtc(self, kind: str, request: Request, now: float, local_port: int | None,
+                client: str) -> Response:
         """307 to the edge's WHIP or WHEP resource; the preflight for OPTIONS."""
         counters = self.webrtc_counters
         if request.method == "OPTIONS":
@@ -124,13 +139,13 @@ class Answers:
             counters["not_found"] += 1
             return Response(404, b"404: no stream named (POST /%s/<stream>)" % kind.encode(),
                             WEBRTC_REFUSED)
-        entry = self.core.redirect(kind, now)
+        entry = self.core.redirect(kind, now, client)
         if entry is None:
             counters["no_server"] += 1
             return Response(503, NO_SERVER_BODY, WEBRTC_REFUSED)
         counters[kind] += 1
         config = self.webrtc
-        host, port = split_address(entry.address)
+        host, port = split_address(self.core.address_for(entry, client))
         port = config.redirect_port or port or local_port
         template = config.whip_path if kind == "whip" else config.whep_path
         # the name as sent, still percent-encoded (latin-1: llhttp took no control bytes)
@@ -140,15 +155,15 @@ class Answers:
             location += "?" + request.query.decode("latin-1")
         return Response(307, b"", (SERVER, NO_CACHE, *CORS, ("Location", location)))
 
-    def server_info(self, document: bytes) -> Response:
-        return Response(200, document, STATUS)
+    def server_info(self, document: bytes, json: bool = False) -> Response:
+        return Response(200, document, JSON_STATUS if json else STATUS)
 
-    def _found(self, request: Request, now: float) -> Response:
+    def _found(self, request: Request, now: float, client: str) -> Response:
         """302 to the chosen edge, keeping path and query byte for byte (still encoded)."""
-        entry = self.core.redirect("http", now)
+        entry = self.core.redirect("http", now, client)
         if entry is None:
             return Response(503, NO_SERVER_BODY, FOUND)
-        host, port = split_address(entry.address)
+        host, port = split_address(self.core.address_for(entry, client))
         if self.config.redirect_port is not None:
             port = self.config.redirect_port
         # llhttp refuses control bytes in a target, so latin-1 carries it unchanged

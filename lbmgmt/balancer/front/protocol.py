@@ -41,7 +41,9 @@ from lbmgmt.balancer.front.sniff import RTMP, RTSP, ProtocolSniffer, Sniffed
 from lbmgmt.balancer.front.timer import ConnectionTimer, Deadlines
 from lbmgmt.balancer.rtmp import RtmpService
 from lbmgmt.balancer.rtsp_config import RtspConfig
-from lbmgmt.balancer.serverinfo import PER_SLICE, render_server_info, server_info_steps
+from lbmgmt.balancer.serverinfo import (PER_SLICE, render_server_info,
+                                        render_server_info_json, server_info_json_steps,
+                                        server_info_steps)
 from lbmgmt.clocks import Clocks
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.logs import fields
@@ -70,9 +72,12 @@ class ServerInfoCache:
     ``max_age`` old; who is in the pool never is).
     """
 
-    def __init__(self, core: BalancerCore, clocks: Clocks, *, max_age: float = 1.0) -> None:
+    def __init__(self, core: BalancerCore, clocks: Clocks, *, max_age: float = 1.0,
+                 json: bool = False) -> None:
         self.core = core
         self.clocks = clocks
+        self.render = render_server_info_json if json else render_server_info
+        self.steps = server_info_json_steps if json else server_info_steps
         self.max_age = max_age
         self._document: bytes | None = None
         self._made_at = 0.0
@@ -87,7 +92,7 @@ class ServerInfoCache:
         now = self.clocks.monotonic()
         if len(self.core.registry) <= PER_SLICE:
             self.made += 1
-            return render_server_info(self.core, now)
+            return self.render(self.core, now)
         if self._document is not None and now - self._made_at < self.max_age:
             return self._document
         if self._making is None:
@@ -96,7 +101,7 @@ class ServerInfoCache:
 
     async def _make(self, now: float) -> bytes:
         try:
-            document = await finish_between_turns(server_info_steps(self.core, now))
+            document = await finish_between_turns(self.steps(self.core, now))
             self._document, self._made_at = document, now
             self.made += 1
             return document
@@ -141,6 +146,7 @@ class ClientPort:
                                  max_head=http.max_head_bytes, max_body=http.max_body_bytes)
         self.admission = Admission(clients.max_connections, clients.max_connections_per_address)
         self.server_info = ServerInfoCache(core, clocks)
+        self.server_info_json = ServerInfoCache(core, clocks, json=True)
         self.deadlines = Deadlines()  # every connection's deadline, on one loop handle
         self.connections: set[FrontConnection] = set()  # before the hand-over to RTMP
         self.http_counters: Counter[str] = core.front(
@@ -184,6 +190,7 @@ class ClientPort:
     def close_connections(self) -> None:
         self.closing = True
         self.server_info.close()
+        self.server_info_json.close()
         for conn in list(self.connections):
             conn.abort()
         self.rtmp.close_connections()
@@ -372,7 +379,7 @@ class FrontConnection(asyncio.Protocol):
                         queue.extend(events[i + 1:])
                         assert self._input is not None
                         self._input.hold()
-                        self._loop.create_task(self._server_info(event))
+                        self._loop.create_task(self._server_info(event, answer.json))
                         break
                     http.send(event, answer, now=self._loop.time())  # type: ignore[arg-type]
                 elif isinstance(event, Refused):
@@ -393,16 +400,18 @@ class FrontConnection(asyncio.Protocol):
             self.transport.close()  # after the queued bytes are written
         self._timer.update(None if self._busy else http.get_timer())
 
-    async def _server_info(self, request: Request) -> None:
+    async def _server_info(self, request: Request, json: bool) -> None:
         try:
-            document = await self.port.server_info.document()
+            cache = self.port.server_info_json if json else self.port.server_info
+            document = await cache.document()
         except asyncio.CancelledError:
             self.abort()
             raise
         if self.transport is None or self.transport.is_closing() or self.http is None:
             return
         self.http.date_line = self.port.date_line()
-        self.http.send(request, self.port.answers.server_info(document), now=self._loop.time())
+        self.http.send(request, self.port.answers.server_info(document, json),
+                       now=self._loop.time())
         if not await self._write_in_slices(self.http.data_to_send()):
             return
         self._busy = False
@@ -464,7 +473,8 @@ class FrontConnection(asyncio.Protocol):
                 if rtsp.finished:  # read behind a redirect: the client is gone elsewhere
                     continue
                 response = port.rtsp_answers.answer(event, now=port.clocks.monotonic(),
-                                                    client_port=self.listener.port)
+                                                    client_port=self.listener.port,
+                                                    client=self.address)
                 rtsp.send(event, response, now=self._loop.time())
             elif isinstance(event, RtspRefused):
                 counters["too_large" if event.status in (413, 414) else "bad_requests"] += 1

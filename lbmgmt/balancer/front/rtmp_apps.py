@@ -60,12 +60,13 @@ class RtmpCommands:
 
     def __init__(self, core: BalancerCore, config: RtmpConfig, counters: Counter[str],
                  conn: ServerConnection, *, local_port: int | None, protocol: str = "rtmp",
-                 proxy: bool = True) -> None:
+                 proxy: bool = True, client: str | None = None) -> None:
         self.core = core
         self.config = config
         self.counters = counters
         self.conn = conn
         self.local_port = local_port  # the port the client reached: its port by default
+        self.client = client  # its address (routing: groups, private addresses)
         self.protocol = protocol  # what the core counts the redirects under
         self.proxy = proxy  # proxy applications can be served (not over RTMPT)
         self.connect: Command | None = None
@@ -96,7 +97,7 @@ class RtmpCommands:
         return scheme, port or self.local_port
 
     def _edge(self) -> ServerEntry | None:
-        entry = self.core.redirect(self.protocol, self._now)
+        entry = self.core.redirect(self.protocol, self._now, self.client)
         if entry is None:
             self.counters["no_server"] += 1
         return entry
@@ -131,7 +132,8 @@ class RtmpCommands:
                 f"Connection rejected: {NO_SERVER}"))
             return None
         scheme, port = self.client_scheme_port()
-        url = edge_url(app, entry.address, client_scheme=scheme, client_port=port,
+        url = edge_url(app, self.core.address_for(entry, self.client), client_scheme=scheme,
+                       client_port=port,
                        instance=instance, query=query)
         counters["redirected"] += 1
         self.conn.reject_connect(command.transaction_id, status(
@@ -148,7 +150,8 @@ class RtmpCommands:
             info = status("error", code, f"Rejected: {NO_SERVER}")
         else:
             scheme, port = self.client_scheme_port()
-            url = edge_url(app, entry.address, client_scheme=scheme, client_port=port)
+            url = edge_url(app, self.core.address_for(entry, self.client),
+                           client_scheme=scheme, client_port=port)
             url = f"{url}/{stream}" if stream else url
             self.counters["redirected"] += 1
             info = status("error", code, f"Rejected: redirect to {url}",

@@ -131,7 +131,8 @@ class RtmptSessions:
                                 time_ms=int(now * 1000), min_chunk_size=config.min_chunk_size,
                                 now=now)
         commands = RtmpCommands(self.core, config, self.rtmp_counters, conn,
-                                local_port=local_port, protocol="rtmpt", proxy=False)
+                                local_port=local_port, protocol="rtmpt", proxy=False,
+                                client=address)
         self.sessions[session_id] = _Tunnel(conn, commands, now, address)
         self.by_address.setdefault(address, OrderedDict())[session_id] = None
         self.counters["sessions"] += 1

@@ -54,8 +54,8 @@ class RtspAnswers:
         self.config = config
         self.counters = counters
 
-    def answer(self, request: RtspRequest, *, now: float, client_port: int | None
-               ) -> RtspResponse:
+    def answer(self, request: RtspRequest, *, now: float, client_port: int | None,
+               client: str | None = None) -> RtspResponse:
         """``now`` is the core's monotonic clock; ``client_port`` the port the client
         reached (the edge's port when neither the config nor its address gives one)."""
         self.counters["requests"] += 1
@@ -74,11 +74,11 @@ class RtspAnswers:
         if parts is None or path is None:
             self.counters["not_found"] += 1
             return RtspResponse(404, (TEXT,), b"404: no such application on this balancer\n")
-        entry = self.core.redirect("rtsp", now)
+        entry = self.core.redirect("rtsp", now, client)
         if entry is None:
             self.counters["no_server"] += 1
             return RtspResponse(503, (TEXT,), f"503: {NO_SERVER}\n".encode())
-        host, port = split_address(entry.address)
+        host, port = split_address(self.core.address_for(entry, client))
         port = self.config.redirect_port or port or client_port
         # llhttp takes no control bytes in a URL: latin-1 carries it unchanged
         location = (f"{self.config.redirect_scheme}://{url_authority(host, port)}"

@@ -1,0 +1,46 @@
+"""An edge's outbound bandwidth, from a network interface's byte counter.
+
+``InterfaceBandwidth`` reads ``/sys/class/net/<interface>/statistics/tx_bytes``
+(the kernel's count of bytes sent) and gives bits per second over the time
+between two reads; ``rate(now)`` is sans-clock (``now`` passed in). The first
+read has nothing to compare with and gives None; so does a counter that went
+backwards (the interface was reset), once. nginx-rtmp's own figure (``bw_out``
+on its stat page) comes from the nginx-rtmp monitor instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SYS_NET = Path("/sys/class/net")
+
+
+class BandwidthError(OSError):
+    pass
+
+
+class InterfaceBandwidth:
+    def __init__(self, interface: str, *, root: Path = SYS_NET) -> None:
+        if not interface or "/" in interface or interface in (".", ".."):
+            raise ValueError(f"not an interface name: {interface!r}")
+        self.interface = interface
+        self.path = root / interface / "statistics" / "tx_bytes"
+        self._last: tuple[float, int] | None = None
+
+    def check(self) -> None:
+        """BandwidthError if the counter cannot be read (no such interface)."""
+        self._read()
+
+    def _read(self) -> int:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise BandwidthError(f"cannot read {self.path}: {exc}") from None
+
+    def rate(self, now: float) -> float | None:
+        """Bits per second sent since the last call (None the first time)."""
+        sent = self._read()
+        last, self._last = self._last, (now, sent)
+        if last is None or now <= last[0] or sent < last[1]:
+            return None
+        return (sent - last[1]) * 8 / (now - last[0])
