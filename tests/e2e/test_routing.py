@@ -118,3 +118,22 @@ async def test_an_edge_over_its_bandwidth_limit_gets_no_client(fleet):
     for _ in range(5):
         assert await curl(f"{lb.url}/loadbalancer", "127.0.0.1") == (
             "redirect=roomy.example:1935")
+
+
+async def test_an_nginx_rtmp_edge_reports_the_bandwidth_its_stat_page_says(fleet, edges,
+                                                                          background):
+    from tests.e2e.test_rtmp import HAVE, nginx_edge, publish
+    if not HAVE:
+        pytest.skip("needs ffmpeg and nginx-rtmp")
+    lb = fleet.balancer()
+    server = edges("bw")
+    nginx_edge(fleet, lb, "bw", server)
+    await listed(fleet, lb, 1)
+    publish(background, server.rtmp_url("live/s"))  # nginx-rtmp counts bw_out from it on
+    background("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+               "-i", server.rtmp_url("live/s"), "-f", "null", "-")
+
+    async def sending() -> bool:
+        [row] = (await fleet.servers(lb)).values()
+        return float(row.get("bandwidth") or 0) > 0
+    await wait_until(sending, what="the edge reports nginx-rtmp's bw_out")
