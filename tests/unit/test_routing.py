@@ -204,6 +204,16 @@ def test_server_info_json_says_what_the_xml_says():
                 text = f"{value:.3f}"
             assert (child.text or "") == text, child.tag
     assert doc["servers"][0]["group"] == "eu" and doc["servers"][1]["group"] is None
+    # per group: edges, available ones and clients sent, in both
+    balancer.redirect("http", T0)
+    doc = json.loads(render_server_info_json(balancer, T0))
+    xml = ET.fromstring(render_server_info(balancer, T0))
+    assert doc["groups"] == {row.get("name"): {k: int(row.get(k)) for k in (
+        "edges", "available", "redirects")} for row in xml.iter("Group")}
+    assert doc["groups"]["eu"]["edges"] == 1 and doc["groups"][""]["edges"] == 1
+    plain = core()
+    report(plain, 1, "e:1935")
+    assert json.loads(render_server_info_json(plain, T0))["groups"] == {}  # no groups
 
 
 def test_the_new_report_fields_travel_and_old_reports_still_decode():
