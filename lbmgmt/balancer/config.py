@@ -12,7 +12,7 @@ from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_manag
 from lbmgmt.plugins import PluginError
 from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
-from lbmgmt.balancer.routing import Network, Rule, RoutingConfig
+from lbmgmt.balancer.routing import FORWARDED_HEADERS, Network, Rule, RoutingConfig
 from lbmgmt.balancer.rtsp_config import RtspConfig, load_rtsp
 from lbmgmt.settings import Setting
 from lbmgmt.status import SharedKey
@@ -220,6 +220,9 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
                           routing=load_routing(cfg), state_file=state_file)
 
 
+CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})  # GeoIP's codes
+
+
 def _networks(section: Section, key: str) -> tuple[Network, ...]:
     out = []
     for text in section.get_str_list(key, []):
@@ -236,6 +239,13 @@ def load_routing(cfg: ConfigFile) -> RoutingConfig:
     section = cfg.section("routing")
     out = RoutingConfig(trusted_proxies=_networks(section, "trusted_proxies"),
                         private_networks=_networks(section, "private_networks"))
+    if any(n.prefixlen == 0 for n in out.trusted_proxies):
+        section.fail("trusted_proxies", "a /0 network trusts every address: any client "
+                     "could name its own")
+    out.forwarded_header = section.get_str("forwarded_header", "x-forwarded-for").lower()
+    if out.forwarded_header not in FORWARDED_HEADERS:
+        section.fail("forwarded_header", "must be X-Forwarded-For or Forwarded (the one "
+                     "your proxies write: the other would be a client's)")
     database = section.get_str("geoip_database", None)
     if database is not None:
         path = cfg.path.parent / database
@@ -280,6 +290,12 @@ def _rule(rule: Section, routing: RoutingConfig) -> Rule:
     countries = frozenset(c.upper() for c in rule.get_str_list("countries", []))
     continents = frozenset(c.upper() for c in rule.get_str_list("continents", []))
     rule.finish()
+    bad = sorted(c for c in countries if len(c) != 2 or not c.isalpha() or not c.isascii())
+    if bad:
+        rule.fail("countries", f"ISO 3166 two-letter codes (DE, US), not {bad[0]!r}")
+    bad = sorted(continents - CONTINENTS)
+    if bad:
+        rule.fail("continents", f"one of {', '.join(sorted(CONTINENTS))}, not {bad[0]!r}")
     if not groups:
         rule.fail("groups", "must name at least one group")
     if not (networks or countries or continents):

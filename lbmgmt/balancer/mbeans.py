@@ -179,6 +179,13 @@ class BalancerMBean(MBean):
     def Routed(self) -> dict[str, int]:
         return dict(self.core.routed)
 
+    @attribute("object", "Client addresses looked up by the [routing] rules (each once, "
+               "then cached) and those the GeoIP database had no country for",
+               metric="counter", metric_label="what")
+    def RoutingLookups(self) -> dict[str, int]:
+        routing = self.core.routing
+        return {"lookups": routing.lookups, "geoip_misses": routing.geoip_misses}
+
     @attribute("string", "RTMP address (the HTTP one when they share a port)", metric=None)
     def RtmpAddress(self) -> str:
         return self.core.addresses.get("rtmp", "off")

@@ -24,6 +24,7 @@ from lbmgmt.balancer.registry import ServerEntry, ServerRegistry
 from lbmgmt.plugins import resolve_plugin
 
 P2C_TRIES = 8  # random picks before p2c falls back to its least-load index
+MAX_KEY = 1e12  # a key past it is indexed as it: the group number stays a small int
 
 
 class Redirector(abc.ABC):
@@ -127,6 +128,8 @@ class _LoadIndex:
 
     def push(self, entry: ServerEntry, key: float) -> None:
         """(Re)index ``entry`` under ``key`` (on every redirect: ``_take_out`` inlined)."""
+        if not key < MAX_KEY:  # (an edge's absurd figures, inf or NaN: last, not a crash)
+            key = MAX_KEY
         where, groups = self.where, self.groups
         spot = where.get(entry)
         if spot is not None:
@@ -223,8 +226,11 @@ class ConcurrentConnects(Redirector):
     def _regroup(self, entry: ServerEntry, key: float) -> None:
         group, old = entry.report.group, self.group_of.get(entry)
         if old is not None and old != group:
-            self.groups[old].forget(entry)
+            previous = self.groups[old]
+            previous.forget(entry)
             del self.group_of[entry]
+            if not previous.key:  # its last edge: a group name is not kept for ever
+                del self.groups[old]
         if group is not None:
             self.group_of[entry] = group
             index = self.groups.get(group)
@@ -236,7 +242,10 @@ class ConcurrentConnects(Redirector):
         self.index.forget(entry)
         group = self.group_of.pop(entry, None)
         if group is not None:
-            self.groups[group].forget(entry)
+            index = self.groups[group]
+            index.forget(entry)
+            if not index.key:
+                del self.groups[group]
 
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
         return self.index.best(servers, now, self.usable)
@@ -271,20 +280,24 @@ class Bandwidth(ConcurrentConnects):
     """Outbound bandwidth ÷ the edge's limit, for edges that report both: the headroom is
     what is balanced, and an edge at its limit gets nothing (as from every redirector).
 
-    Clients sent since the edge's report are counted at its bandwidth per client
-    (``CLIENT_BPS`` until it reports a client), so a burst spreads rather than herding
-    onto the emptiest edge. Edges without a limit come after every edge with room.
+    Clients sent since the edge's report are counted at its bandwidth per client (at
+    least ``CLIENT_BPS``), so a burst spreads rather than herding onto the emptiest edge.
+    Edges without a limit come after every edge with room.
     """
 
     name = "bandwidth"
     resolution = 1000.0  # to within 0.1 % of the limit
     NO_LIMIT = 1e6
-    CLIENT_BPS = 2_500_000.0  # one viewer of a 720p stream, until the edge says better
+    # A client sent since the edge's report counts as its measured bandwidth per client,
+    # but never less than one viewer of a 720p stream: an edge that reports clients and
+    # (yet) no bandwidth would otherwise take every client sent until its next report.
+    CLIENT_BPS = 2_500_000.0
 
     def key(self, entry: ServerEntry) -> float:
         report = entry.report
         limit, sent = report.bandwidth_limit, report.bandwidth or 0.0
-        per_client = sent / report.load if report.load >= 1 else self.CLIENT_BPS
+        per_client = (max(sent / report.load, self.CLIENT_BPS) if report.load >= 1
+                      else self.CLIENT_BPS)
         used = sent + entry.pending_load * per_client
         if limit is None:
             return self.NO_LIMIT + used / self.CLIENT_BPS

@@ -4,10 +4,14 @@ Sans-IO: ``Routing`` is built from the ``[routing]`` table (and, when one is
 configured, a GeoIP2/GeoLite2 database the operator supplies, read with
 ``maxminddb``) and answers, for a client's IP address:
 
-- ``client(peer, forwarded)``: the client's address. ``X-Forwarded-For`` and
-  ``Forwarded`` are honoured only when the connection comes from a configured
-  trusted proxy, read right to left past the trusted hops (a client can put
-  anything at the left of the list; only what a trusted proxy appended counts);
+- ``client(peer, forwarded)``: the client's address. The one header the proxies
+  write (``forwarded_header``: ``X-Forwarded-For``, or ``Forwarded``; the other
+  is a client's and ignored) is honoured only when the connection comes from a
+  configured trusted proxy, every line of it in order, read right to left past
+  the trusted hops (a client can put anything at the left of the list; only
+  what a trusted proxy appended counts). A hop that is no address (``unknown``,
+  an obfuscated ``_hidden``, garbage) makes the client unknown (None): no
+  group, never private;
 - ``groups(ip)``: the ordered groups it should be sent to, from the first rule
   that matches it (CIDR networks, or the GeoIP country or continent); the
   balancer tries each group in order and then any edge;
@@ -47,10 +51,14 @@ class Rule:
     continents: frozenset[str] = frozenset()  # "EU", "NA", … (GeoIP continent codes)
 
 
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+
+
 @dataclass(slots=True)
 class RoutingConfig:
     rules: tuple[Rule, ...] = ()
     trusted_proxies: tuple[Network, ...] = ()
+    forwarded_header: str = "x-forwarded-for"  # the one the trusted proxies write
     private_networks: tuple[Network, ...] = ()
     geoip_database: str | None = None  # a GeoIP2/GeoLite2 Country or City .mmdb file
     addresses: dict[str, str] = field(default_factory=dict)  # reported -> sent to clients
@@ -63,6 +71,9 @@ class RoutingConfig:
 
 def _ip(text: str) -> Address | None:
     text = text.strip().strip('"')
+    if "%" in text:  # an IPv6 zone: not part of whom the client is (and unbounded)
+        head, _, rest = text.partition("%")
+        text = head + ("]" + rest.partition("]")[2] if text.startswith("[") else "")
     if text.startswith("["):  # "[v6]:port" in Forwarded
         text = text[1:].partition("]")[0]
     elif text.count(":") == 1:  # "v4:port"
@@ -94,28 +105,36 @@ class Routing:
         self.geoip_misses = 0  # addresses the database had no country for
 
     # -- who the client is ------------------------------------------------------------
-    def client(self, peer: str, forwarded_for: bytes | None = None,
-               forwarded: bytes | None = None) -> str:
-        """The client's address: ``peer``, or the one a trusted proxy says it relays."""
+    def client(self, peer: str, headers: list[tuple[bytes, bytes]] | None = None
+               ) -> str | None:
+        """The client's address: ``peer``, or the one a trusted proxy says it relays
+        (``headers``: the request's); None when the proxy cannot say (unknown)."""
         trusted = self.config.trusted_proxies
-        if not trusted or (forwarded_for is None and forwarded is None):
+        if not trusted or not headers:
             return peer
         peer_ip = _ip(peer)
         if peer_ip is None or not _within(peer_ip, trusted):
             return peer  # anyone can send the headers: only a trusted proxy's count
+        wanted = self.config.forwarded_header.encode()
+        lines = [v for n, v in headers if n.lower() == wanted]
+        if not lines:
+            return peer  # (the proxy's own request)
+        joined = b",".join(lines).decode("latin-1")  # repeated lines are one list, in order
         hops: list[str] = []
-        if forwarded is not None:
-            for element in forwarded.decode("latin-1").split(","):
+        if wanted == b"forwarded":
+            for element in joined.split(","):
+                found = "unknown"  # an element without for= says nothing of the client
                 for pair in element.split(";"):
                     name, _, value = pair.strip().partition("=")
                     if name.lower() == "for":
-                        hops.append(value)
-        elif forwarded_for is not None:
-            hops = forwarded_for.decode("latin-1").split(",")
+                        found = value
+                hops.append(found)
+        else:
+            hops = joined.split(",")
         for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
             address = _ip(hop)
             if address is None:
-                return peer  # garbage from the right: not a client address to act on
+                return None  # unknown, hidden or garbage: not an address to act on
             if not _within(address, trusted):
                 return str(address)
         return peer

@@ -1,11 +1,14 @@
 """An edge's outbound bandwidth, from a network interface's byte counter.
 
 ``InterfaceBandwidth`` reads ``/sys/class/net/<interface>/statistics/tx_bytes``
-(the kernel's count of bytes sent) and gives bits per second over the time
-between two reads; ``rate(now)`` is sans-clock (``now`` passed in). The first
-read has nothing to compare with and gives None; so does a counter that went
-backwards (the interface was reset), once. nginx-rtmp's own figure (``bw_out``
-on its stat page) comes from the nginx-rtmp monitor instead.
+(the kernel's count of bytes sent) and gives bits per second over at least
+``window`` seconds (the edge's report interval: a rate over one 50 ms load
+sample would read bursty traffic as nothing between its bursts); between two
+windows it gives the last one's rate. ``rate(now, window)`` is sans-clock
+(``now`` passed in). The first read has nothing to compare with and gives None;
+so does a counter that went backwards (the interface was reset), once.
+nginx-rtmp's own figure (``bw_out`` on its stat page) comes from the nginx-rtmp
+monitor instead.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ class InterfaceBandwidth:
             raise ValueError(f"not an interface name: {interface!r}")
         self.interface = interface
         self.path = root / interface / "statistics" / "tx_bytes"
-        self._last: tuple[float, int] | None = None
+        self._last: tuple[float, int] | None = None  # the window's start: time, bytes
+        self._rate: float | None = None
 
     def check(self) -> None:
         """BandwidthError if the counter cannot be read (no such interface)."""
@@ -37,10 +41,16 @@ class InterfaceBandwidth:
         except (OSError, ValueError) as exc:
             raise BandwidthError(f"cannot read {self.path}: {exc}") from None
 
-    def rate(self, now: float) -> float | None:
-        """Bits per second sent since the last call (None the first time)."""
+    def rate(self, now: float, window: float = 0.0) -> float | None:
+        """Bits per second over the last whole window of at least ``window`` seconds
+        (None before the first one)."""
         sent = self._read()
-        last, self._last = self._last, (now, sent)
-        if last is None or now <= last[0] or sent < last[1]:
+        last = self._last
+        if last is None or sent < last[1]:
+            self._last, self._rate = (now, sent), None
             return None
-        return (sent - last[1]) * 8 / (now - last[0])
+        elapsed = now - last[0]
+        if elapsed > 0 and elapsed >= window:
+            self._rate = (sent - last[1]) * 8 / elapsed
+            self._last = (now, sent)
+        return self._rate

@@ -58,6 +58,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     address = expand_env(edge.get_str("redirect_address"), edge, "redirect_address").strip()
     if not address or len(address.encode()) > 255:
         edge.fail("redirect_address", "must expand to 1-255 bytes")
+    if any(c <= " " or c == "\x7f" for c in address):
+        edge.fail("redirect_address", "must have no spaces or control characters")
     targets = base / edge.get_str("targets_file", "targets.txt")
     guid = base / edge.get_str("guid_file", "edge.guid")
     interval = MESSAGE_INTERVAL.read(edge)
@@ -71,6 +73,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
         private = expand_env(private, edge, "private_address").strip()
         if not private or len(private.encode()) > 255:
             edge.fail("private_address", "must expand to 1-255 bytes")
+        if any(c <= " " or c == "\x7f" for c in private):
+            edge.fail("private_address", "must have no spaces or control characters")
     limit_mbps = edge.get_number("bandwidth_limit_mbps", None, positive=True)
     interface = edge.get_str("bandwidth_interface", None)
     if interface is not None:

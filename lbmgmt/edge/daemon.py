@@ -378,7 +378,8 @@ class EdgeDaemon:
         """With the load: the interface's rate since the last read, else the monitor's."""
         if self._interface is not None:
             try:
-                rate = self._interface.rate(time.monotonic())  # (an interval: any clock)
+                # over a report interval at least: bursts must not read as nothing
+                rate = self._interface.rate(time.monotonic(), self.message_interval)
             except OSError as exc:
                 if self.bandwidth is not None:  # (said once per failure, not per read)
                     log.warning("cannot read the bandwidth; reporting none",

@@ -74,16 +74,20 @@ class Codec(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Utf8:
-    """Text: ``min_size`` to ``max_size`` bytes of UTF-8."""
+    """Text: ``min_size`` to ``max_size`` bytes of UTF-8; ``address``: a host[:port] that
+    goes into URLs and answers as it is, so no control character, space or blank."""
 
     max_size: int
     min_size: int = 1
+    address: bool = False
 
     def check(self, value: Any) -> None:
         if not isinstance(value, str):
             raise ValueError(f"must be a string, not {type(value).__name__}")
         if not self.min_size <= len(value.encode("utf-8")) <= self.max_size:
             raise ValueError(f"must be {self.min_size} to {self.max_size} bytes of UTF-8")
+        if self.address and not _is_address_text(value):
+            raise ValueError("must be an address without spaces or control characters")
 
     def encode(self, value: Any) -> bytes:
         return str(value).encode("utf-8")
@@ -92,6 +96,10 @@ class Utf8:
         if not self.min_size <= len(raw) <= self.max_size:
             raise MalformedPayload(f"{len(raw)} bytes, not {self.min_size} to {self.max_size}")
         return raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
+
+
+def _is_address_text(text: str) -> bool:
+    return all(c > " " and c != "\x7f" for c in text)
 
 
 _FLOAT_FORMATS = frozenset("efd")
@@ -164,11 +172,11 @@ EXTENSIONS: tuple[Extension, ...] = (
     Extension(EXT_GROUP, "group", Utf8(max_size=64)),
     # Its address for clients inside the fleet's own networks (the redirect address is
     # the public one).
-    Extension(EXT_PRIVATE_ADDRESS, "private_address", Utf8(max_size=255)),
+    Extension(EXT_PRIVATE_ADDRESS, "private_address", Utf8(max_size=255, address=True)),
     # Outbound bits per second now, and the most it may send: an edge at or over its
     # limit takes no new client from any redirector.
     Extension(EXT_BANDWIDTH, "bandwidth", Number("d")),
-    Extension(EXT_BANDWIDTH_LIMIT, "bandwidth_limit", Number("d", exclusive=True)),
+    Extension(EXT_BANDWIDTH_LIMIT, "bandwidth_limit", Number("d", minimum=1.0)),
 )
 
 _BY_TYPE = {ext.type: ext for ext in EXTENSIONS}
@@ -196,6 +204,8 @@ class Report:
         raw = self.address.encode("utf-8")
         if not 1 <= len(raw) <= MAX_ADDRESS:
             raise ValueError(f"redirect address must be 1 to {MAX_ADDRESS} bytes of UTF-8")
+        if not _is_address_text(self.address):
+            raise ValueError("redirect address must have no spaces or control characters")
         if not (math.isfinite(self.load) and self.load >= 0):
             raise ValueError(f"load must be a finite number >= 0, not {self.load!r}")
         if self.capacity is not None and not (math.isfinite(self.capacity) and self.capacity > 0):

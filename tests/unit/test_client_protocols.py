@@ -264,9 +264,9 @@ def test_an_edge_address_in_unicode_goes_out_as_idna_and_junk_percent_encoded():
     found = answers.answer(Request("GET", b"/redirect/a", b"/redirect/a", None, [], "1.1", True),
                            now=T0)
     assert dict(found.headers)["Location"] == "http://xn--r8jz45g.example:8554/a"  # type: ignore[union-attr]
-    peer = RtspPeer(core_with_edge("bad host/x?y#z"))
+    peer = RtspPeer(core_with_edge("bad@host/x?y#z"))
     [(status, headers, _)] = peer.feed(request("DESCRIBE", "rtsp://lb/s"))
-    assert headers["location"] == "rtsp://bad%20host%2Fx%3Fy%23z:554/s"
+    assert headers["location"] == "rtsp://bad%40host%2Fx%3Fy%23z:554/s"
 
 
 # -- RTMPT ---------------------------------------------------------------------------------

@@ -63,17 +63,51 @@ def report(core: BalancerCore, n: int, address: str, load: float = 0, **fields) 
 
 
 # -- who the client is --------------------------------------------------------------------
+def xff(*values: str) -> list[tuple[bytes, bytes]]:
+    return [(b"X-Forwarded-For", v.encode()) for v in values]
+
+
 def test_forwarded_headers_count_only_from_a_trusted_proxy_read_from_the_right():
     routing = Routing(RoutingConfig(trusted_proxies=(NET("10.0.0.0/8"),)))
-    xff = b"6.6.6.6, 198.51.100.7, 10.1.1.1"  # a client's lie, the client, an inner proxy
-    assert routing.client("10.0.0.2", xff) == "198.51.100.7"
-    assert routing.client("203.0.113.9", xff) == "203.0.113.9"  # not a trusted proxy
-    assert routing.client("10.0.0.2", None, b'for="[2001:db8::7]:4711";proto=https, '
-                                            b"for=10.0.0.3") == "2001:db8::7"
-    assert routing.client("10.0.0.2", b"10.0.0.3, 10.0.0.4") == "10.0.0.2"  # all trusted
-    assert routing.client("10.0.0.2", b"198.51.100.7, junk") == "10.0.0.2"  # garbage
-    assert routing.client("::ffff:10.0.0.2", b"192.0.2.1") == "192.0.2.1"  # dual stack
-    assert Routing(RoutingConfig()).client("10.0.0.2", xff) == "10.0.0.2"  # none trusted
+    lie = "6.6.6.6, 198.51.100.7, 10.1.1.1"  # a client's lie, the client, an inner proxy
+    assert routing.client("10.0.0.2", xff(lie)) == "198.51.100.7"
+    assert routing.client("203.0.113.9", xff(lie)) == "203.0.113.9"  # not a trusted proxy
+    assert routing.client("10.0.0.2", xff("10.0.0.3, 10.0.0.4")) == "10.0.0.2"  # all trusted
+    assert routing.client("::ffff:10.0.0.2", xff("192.0.2.1")) == "192.0.2.1"  # dual stack
+    assert routing.client("10.0.0.2", []) == "10.0.0.2"  # the proxy's own request
+    assert Routing(RoutingConfig()).client("10.0.0.2", xff(lie)) == "10.0.0.2"  # none trusted
+    # (found by an attack) repeated lines are one list, in order: the proxy's line is last
+    assert routing.client("10.0.0.2", xff("127.0.0.70", "203.0.113.7")) == "203.0.113.7"
+    # a hop that is no address makes the client unknown: never the proxy's own (private)
+    for hidden in ("198.51.100.7, junk", "unknown", "_hidden"):
+        assert routing.client("10.0.0.2", xff(hidden)) is None
+    # IPv6 zones are not part of the address (nor of the cache's keys)
+    assert routing.client("10.0.0.2", xff("fe80::1%" + "x" * 5000)) == "fe80::1"
+
+
+def test_only_the_header_the_proxies_write_counts():
+    # (found by an attack) nginx appends to X-Forwarded-For and passes a client's own
+    # Forwarded through: believing both let a client name itself
+    routing = Routing(RoutingConfig(trusted_proxies=(NET("10.0.0.0/8"),)))
+    headers = [(b"Forwarded", b"for=127.0.0.70"), *xff("203.0.113.7")]
+    assert routing.client("10.0.0.2", headers) == "203.0.113.7"
+    forwarded = Routing(RoutingConfig(trusted_proxies=(NET("10.0.0.0/8"),),
+                                      forwarded_header="forwarded"))
+    assert forwarded.client("10.0.0.2", [(b"X-Forwarded-For", b"127.0.0.70"),
+                                         (b"Forwarded", b'for="[2001:db8::7]:4711";proto=https'),
+                                         (b"forwarded", b"for=10.0.0.3")]) == "2001:db8::7"
+    assert forwarded.client("10.0.0.2", [(b"Forwarded", b"for=_hidden")]) is None
+    assert forwarded.client("10.0.0.2", [(b"Forwarded", b"proto=https")]) is None
+
+
+def test_an_unknown_client_gets_no_group_and_no_private_address():
+    routing = Routing(RoutingConfig(rules=(Rule(("a",), networks=(NET("0.0.0.0/0"),)),),
+                                    private_networks=(NET("10.0.0.0/8"),)))
+    balancer = core(routing)
+    report(balancer, 1, "pub:1935", private_address="10.9.9.9:1935", group="a")
+    entry = balancer.redirect("http", T0, None)
+    assert entry is not None and balancer.address_for(entry, None) == "pub:1935"
+    assert balancer.routed == {"in_group": 0, "fallback": 0}
 
 
 # -- where it goes ------------------------------------------------------------------------
@@ -177,6 +211,13 @@ def test_the_bandwidth_redirector_balances_headroom_without_a_herd():
     # headroom: 975 Mbit/s against 100 Mbit/s, at 2.5 Mbit/s a client: small fills up
     # to its limit (40 clients) and never past it; big takes the rest
     assert chosen.count("small:1935") <= 40 and chosen.count("big:1935") >= 160
+    # (found by an attack) an edge with clients and no bandwidth yet: pending clients
+    # still count, at least CLIENT_BPS each, so it does not take every client sent
+    quiet = core(redirector="bandwidth")
+    report(quiet, 1, "quiet:1935", load=1, bandwidth=0.0, bandwidth_limit=50e6)
+    report(quiet, 2, "other:1935", load=0, bandwidth=0.0, bandwidth_limit=50e6)
+    spread = [quiet.redirect("http", T0).address for _ in range(40)]
+    assert 15 <= spread.count("quiet:1935") <= 25
     twins = core(redirector="bandwidth")  # two idle edges alike: no herd onto either
     report(twins, 1, "a:1935", bandwidth=0.0, bandwidth_limit=1e9)
     report(twins, 2, "b:1935", bandwidth=0.0, bandwidth_limit=1e9)
@@ -222,8 +263,34 @@ def test_the_new_report_fields_travel_and_old_reports_still_decode():
     assert decode_payload(encode_payload(full)) == full
     plain = Report(EdgeState.RUNNING, "e:1935", 1, 2500)
     assert decode_payload(encode_payload(plain)) == plain
-    with pytest.raises(ValueError):
-        Report(EdgeState.RUNNING, "e:1935", 1, 2500, bandwidth_limit=0.0)
+    for bad in ("a b:1935", "e:1935\r\nX: y", "e\x7f"):  # it goes into answers as it is
+        with pytest.raises(ValueError):
+            Report(EdgeState.RUNNING, bad, 1, 2500)
+        with pytest.raises(ValueError):
+            Report(EdgeState.RUNNING, "e:1935", 1, 2500, private_address=bad)
+    for limit in (0.0, 1e-300):  # under 1 bit/s: refused (an absurd divisor)
+        with pytest.raises(ValueError):
+            Report(EdgeState.RUNNING, "e:1935", 1, 2500, bandwidth_limit=limit)
+
+
+@pytest.mark.parametrize("redirector", ["weighted", "bandwidth"])
+def test_absurd_figures_from_an_edge_rank_it_last_and_never_raise(redirector: str):
+    balancer = core(redirector=redirector)
+    report(balancer, 1, "absurd:1935", load=1e308, capacity=1e-300, bandwidth=1e308,
+           bandwidth_limit=1.0)
+    report(balancer, 2, "fine:1935", capacity=100, bandwidth=0.0, bandwidth_limit=1e9)
+    assert {balancer.redirect("http", T0).address for _ in range(5)} == {"fine:1935"}
+
+
+def test_a_group_name_is_forgotten_with_its_last_edge():
+    balancer = core(Routing(RoutingConfig(rules=(Rule(("a",), networks=(NET("0.0.0.0/0"),)),))))
+    for n in range(50):
+        report(balancer, n + 1, f"e{n}:1935", group=f"g{n}")
+    redirector = balancer.redirector
+    assert len(redirector.groups) == 50  # type: ignore[attr-defined]
+    for n in range(50):
+        report(balancer, n + 1, f"e{n}:1935", group="same")
+    assert set(redirector.groups) == {"same"}  # type: ignore[attr-defined]
 
 
 # -- config -------------------------------------------------------------------------------
@@ -257,8 +324,15 @@ def test_routing_config_loads_rules_proxies_networks_and_a_geoip_database(tmp_pa
     ('[[routing.rules]]\nnetworks = ["10.0.0.0/8"]\ngroups = ["a"]\nzone = 1\n', "unknown key"),
     ('[routing]\ngeoip_database = "missing.mmdb"\n', "cannot open"),
     ('[routing]\ngeoip_database = "balancer.toml"\n', "not a MaxMind database"),
+    ('[routing]\ntrusted_proxies = ["0.0.0.0/0"]\n', "trusts every address"),
+    ('[routing]\nforwarded_header = "X-Real-IP"\n', "X-Forwarded-For or Forwarded"),
+    ('[routing]\ngeoip_database = "geo.mmdb"\n[[routing.rules]]\ncountries = ["Germany"]\n'
+     'groups = ["a"]\n', "two-letter"),
+    ('[routing]\ngeoip_database = "geo.mmdb"\n[[routing.rules]]\ncontinents = ["Europe"]\n'
+     'groups = ["a"]\n', "one of AF"),
 ])
 def test_routing_config_errors_name_the_field(tmp_path: Path, text: str, words: str):
+    geo_database(tmp_path / "geo.mmdb")
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert caught.value.field.startswith("routing.") and words in str(caught.value)
@@ -275,6 +349,14 @@ def test_an_interfaces_counter_gives_bits_per_second(tmp_path: Path):
     assert meter.rate(12.0) == 125_000 * 8 / 2  # 500 kbit/s
     counter.write_text("5\n")  # reset: said as nothing, once
     assert meter.rate(13.0) is None
+    # over a window: a burst then silence reads as its average, not as the silence
+    windowed = InterfaceBandwidth("eth9", root=tmp_path)
+    counter.write_text("0\n")
+    windowed.rate(0.0, window=2.5)
+    counter.write_text("1250000\n")  # 10 Mbit in the first second
+    assert windowed.rate(1.0, window=2.5) is None  # the window is not over yet
+    assert windowed.rate(2.5, window=2.5) == 1_250_000 * 8 / 2.5  # 4 Mbit/s on average
+    assert windowed.rate(2.6, window=2.5) == 4e6  # the last window's, till the next
     with pytest.raises(ValueError):
         InterfaceBandwidth("../etc")
     with pytest.raises(OSError):

@@ -93,13 +93,13 @@ class Answers:
         reached (an edge's port by default where neither config nor address has one);
         ``address`` the client's (RTMPT's sessions are counted per address)."""
         path = request.path
+        client: str | None = address
         if self.core.routing.active:  # (through a trusted proxy: the client it names)
-            address = self.core.routing.client(address, request.header(b"x-forwarded-for"),
-                                               request.header(b"forwarded"))
+            client = self.core.routing.client(address, request.headers)
         if request.method != "GET" and request.method != "HEAD":
             kind = WEBRTC_KINDS.get(path[:6])
             if kind is not None and self.webrtc.enabled:
-                return self._webrtc(kind, request, now, local_port, address)
+                return self._webrtc(kind, request, now, local_port, client)
             if self.rtmpt is not None and is_rtmpt(path):
                 return self.rtmpt.answer(request, now=now, local_port=local_port,
                                          address=address)
@@ -113,19 +113,19 @@ class Answers:
                         return Response(404, b"error=server info is disabled\n", PLAIN)
                     return SERVER_INFO_JSON if wants_json else SERVER_INFO_XML
             core = self.core
-            entry = core.redirect("http", now, address)
+            entry = core.redirect("http", now, client)
             if entry is None:
                 return Response(503, NO_SERVER_BODY, REDIRECT)
-            return Response(200, b"redirect=" + core.address_for(entry, address).encode("utf-8"),
+            return Response(200, b"redirect=" + core.address_for(entry, client).encode("utf-8"),
                             REDIRECT)
         if path.startswith(b"/redirect/"):
-            return self._found(request, now, address)
+            return self._found(request, now, client)
         if path == b"/crossdomain.xml":
             return Response(200, CROSSDOMAIN, POLICY)
         return Response(404, b"404: Not Found", PLAIN)
 
     def _webrtc(self, kind: str, request: Request, now: float, local_port: int | None,
-                client: str) -> Response:
+                client: str | None) -> Response:
         """307 to the edge's WHIP or WHEP resource; the preflight for OPTIONS."""
         counters = self.webrtc_counters
         if request.method == "OPTIONS":
@@ -158,7 +158,7 @@ class Answers:
     def server_info(self, document: bytes, json: bool = False) -> Response:
         return Response(200, document, JSON_STATUS if json else STATUS)
 
-    def _found(self, request: Request, now: float, client: str) -> Response:
+    def _found(self, request: Request, now: float, client: str | None) -> Response:
         """302 to the chosen edge, keeping path and query byte for byte (still encoded)."""
         entry = self.core.redirect("http", now, client)
         if entry is None:
