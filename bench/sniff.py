@@ -83,8 +83,12 @@ def main() -> None:
         columns = {"before": (True, args.before, False), **columns}
     rates: dict[tuple[str, bool], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.rounds):
-            for name, (rtsp, tree, routing) in columns.items():
+        names = list(columns)
+        for round_number in range(args.rounds):
+            # each round starts from another column: no column always runs first or last
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                rtsp, tree, routing = columns[name]
                 proc, port = serve(Path(tmp), name.replace(" ", "-"), rtsp=rtsp, tree=tree,
                                    routing=routing, edges=args.edges)
                 try:

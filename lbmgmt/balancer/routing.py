@@ -101,6 +101,7 @@ class Routing:
         self.geoip = geoip
         self._groups: dict[str, tuple[str, ...]] = {}
         self._private: dict[str, bool] = {}
+        self._trusted: dict[str, bool] = {}  # peer address -> a trusted proxy
         self.lookups = 0  # cache misses: rule walks done
         self.geoip_misses = 0  # addresses the database had no country for
 
@@ -112,8 +113,14 @@ class Routing:
         trusted = self.config.trusted_proxies
         if not trusted or not headers:
             return peer
-        peer_ip = _ip(peer)
-        if peer_ip is None or not _within(peer_ip, trusted):
+        is_trusted = self._trusted.get(peer)
+        if is_trusted is None:  # (once per peer: parsing an address costs a microsecond)
+            peer_ip = _ip(peer)
+            is_trusted = peer_ip is not None and _within(peer_ip, trusted)
+            if len(self._trusted) >= CACHE_SIZE:
+                self._trusted.clear()
+            self._trusted[peer] = is_trusted
+        if not is_trusted:
             return peer  # anyone can send the headers: only a trusted proxy's count
         wanted = self.config.forwarded_header.encode()
         lines = [v for n, v in headers if n.lower() == wanted]
