@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from lbmgmt.balancer.registry import ServerRegistry
 from lbmgmt.status import (DatagramDropped, DropReason, EdgeState, Report, ReportAccepted,
                            ReportReceiver, ReportSealer, SharedKey)
+from lbmgmt.status.wire import (EXTENSION_HEADER, HEADER_SIZE, MAX_ADDRESS, MAX_DATAGRAM,
+                                TAG_SIZE)
 from lbmgmt.status.wire import (EXT_AGENT, EXTENSIONS, MAX_EXTENSION_AREA, MAX_EXTENSIONS, PAYLOAD,
                                 PAYLOAD_FIXED, decode_payload, encode_extension,
                                 encode_payload)
@@ -128,3 +130,10 @@ def test_any_bytes_after_the_address_decode_or_are_malformed_never_raise_otherwi
         assert event.reason is DropReason.MALFORMED
     else:
         assert event.report.address == BASE.address
+
+
+def test_every_known_extension_at_its_longest_fits_the_area_and_the_datagram():
+    area = sum(EXTENSION_HEADER.size + ext.codec.max_size for ext in EXTENSIONS)
+    assert area <= MAX_EXTENSION_AREA
+    assert HEADER_SIZE + PAYLOAD_FIXED + MAX_ADDRESS + MAX_EXTENSION_AREA + TAG_SIZE <= (
+        MAX_DATAGRAM)
