@@ -356,26 +356,22 @@ class RoundRobin(Redirector):
         self._next = 0
 
     def choose(self, servers: ServerRegistry, now: float) -> ServerEntry | None:
-        order = servers._order
-        stale: ServerEntry | None = None
-        for _ in range(len(order)):
-            self._next %= len(order)
-            entry = order[self._next]
-            self._next += 1
-            if servers.is_available(entry, now):
-                if servers.is_fresh(entry, now):
-                    return entry
-                stale = stale or entry
-        return stale
+        return self._turn(servers, now, None)
 
     def choose_in(self, servers: ServerRegistry, now: float, group: str) -> ServerEntry | None:
+        return self._turn(servers, now, group)
+
+    def _turn(self, servers: ServerRegistry, now: float,
+              group: str | None) -> ServerEntry | None:
+        """The next available edge in the rotation (of ``group``'s, unless None)."""
         order = servers._order
         stale: ServerEntry | None = None
         for _ in range(len(order)):
             self._next %= len(order)
             entry = order[self._next]
             self._next += 1
-            if entry.report.group == group and servers.is_available(entry, now):
+            if ((group is None or entry.report.group == group)
+                    and servers.is_available(entry, now)):
                 if servers.is_fresh(entry, now):
                     return entry
                 stale = stale or entry
