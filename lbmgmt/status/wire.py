@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Any, Protocol
 
 MAGIC = b"LB"
@@ -35,7 +35,9 @@ FLAG_CAPACITY = 0x01
 
 EXTENSION_HEADER = struct.Struct("!BH")  # type, value length
 # Limits of the extension area (headers included). Every known extension at its longest
-# fits it (a test adds them up), and with the longest address a report still fits
+# fits it (a test adds them up), but for the stream keys, which take the room left
+# (``fit``: 64 keys in a typical report, fewer beside a long private address and
+# unhealthy reason); and with the longest address a report still fits
 # MAX_DATAGRAM: 44 + 24 + 255 + 768 + 16 = 1107 bytes. (512 until the group, private
 # address and bandwidth types: an area over 512 bytes, which only a long private address
 # and a long unhealthy reason together make, needs a balancer of that release or later.)
@@ -146,6 +148,36 @@ class Number:
 
 
 @dataclass(frozen=True, slots=True)
+class Keys:
+    """Up to ``max_count`` distinct 64-bit keys, 8 bytes each, big-endian, in the
+    sender's order (most important first: a report that must shrink drops the last)."""
+
+    max_count: int
+
+    @property
+    def max_size(self) -> int:
+        return 8 * self.max_count
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, tuple):
+            raise ValueError(f"must be a tuple of keys, not {type(value).__name__}")
+        if not 1 <= len(value) <= self.max_count:
+            raise ValueError(f"must hold 1 to {self.max_count} keys, not {len(value)}")
+        if not all(type(k) is int and 0 <= k < 1 << 64 for k in value):
+            raise ValueError("must hold integers from 0 to 2**64 - 1")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a key")
+
+    def encode(self, value: Any) -> bytes:
+        return struct.pack(f"!{len(value)}Q", *value)
+
+    def decode(self, raw: bytes) -> tuple[int, ...]:
+        if not raw or len(raw) % 8 or len(raw) > self.max_size:
+            raise MalformedPayload(f"{len(raw)} bytes, not 8 to {self.max_size} in 8s")
+        return struct.unpack(f"!{len(raw) // 8}Q", raw)
+
+
+@dataclass(frozen=True, slots=True)
 class Extension:
     """One known extension type: its number, the ``Report`` field it fills, its codec."""
 
@@ -164,6 +196,10 @@ EXT_GROUP = 3
 EXT_PRIVATE_ADDRESS = 4
 EXT_BANDWIDTH = 5
 EXT_BANDWIDTH_LIMIT = 6
+EXT_STREAMS = 7
+EXT_MAX_CLIENTS = 8
+EXT_DRAINING = 9
+MAX_STREAMS = 64  # stream keys one report can carry (fewer when the rest of it is long)
 
 EXTENSIONS: tuple[Extension, ...] = (
     Extension(EXT_AGENT, "agent", Utf8(max_size=64)),  # sender software, "lbmgmt/0.2.0"
@@ -180,6 +216,18 @@ EXTENSIONS: tuple[Extension, ...] = (
     # limit takes no new client from any redirector.
     Extension(EXT_BANDWIDTH, "bandwidth", Number("d")),
     Extension(EXT_BANDWIDTH_LIMIT, "bandwidth_limit", Number("d", minimum=1.0)),
+    # The streams it carries now, as keys of their names (lbmgmt.streams.stream_key),
+    # most watched first: the stream-affinity redirector sends a stream's viewers where
+    # it already flows. The only extension that may not fit whole: ``fit`` drops its
+    # last keys until the report fits the area and the datagram.
+    Extension(EXT_STREAMS, "streams", Keys(max_count=MAX_STREAMS)),
+    # The most clients it takes: at it (reported load plus clients sent since), no
+    # redirector sends it another.
+    Extension(EXT_MAX_CLIENTS, "max_clients", Number("I", minimum=1)),
+    # It is draining to stop (``[edge] drain_on_stop``): milliseconds until it stops at
+    # the latest, whatever its load. Sent with state PAUSED, so a balancer that does not
+    # know this type keeps new clients away all the same.
+    Extension(EXT_DRAINING, "draining", Number("I")),
 )
 
 _BY_TYPE = {ext.type: ext for ext in EXTENSIONS}
@@ -202,6 +250,9 @@ class Report:
     private_address: str | None = None
     bandwidth: float | None = None  # bits/s out
     bandwidth_limit: float | None = None  # bits/s
+    streams: tuple[int, ...] | None = None  # stream keys, most watched first
+    max_clients: int | None = None
+    draining: int | None = None  # ms until it stops at the latest (with state PAUSED)
 
     def __post_init__(self) -> None:
         raw = self.address.encode("utf-8")
@@ -222,6 +273,21 @@ class Report:
                     ext.codec.check(value)
                 except ValueError as exc:
                     raise ValueError(f"{ext.name} {exc}") from None
+
+
+def fit(report: Report) -> Report:
+    """``report``, with as many of its stream keys as fit the extension area and the
+    datagram (the last ones dropped; none if none fit): every other field fits always."""
+    streams = report.streams
+    if not streams:
+        return report
+    payload = len(encode_payload(report))
+    area = payload - PAYLOAD_FIXED - len(report.address.encode("utf-8"))
+    over = max(area - MAX_EXTENSION_AREA, HEADER_SIZE + payload + TAG_SIZE - MAX_DATAGRAM)
+    if over <= 0:
+        return report
+    keep = len(streams) - (over + 7) // 8
+    return replace(report, streams=streams[:keep] if keep > 0 else None)
 
 
 def encode_extension(ext_type: int, value: bytes) -> bytes:

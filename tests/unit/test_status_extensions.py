@@ -7,6 +7,7 @@ builds payloads no ``Report`` of this version produces, as a newer edge would.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -17,9 +18,11 @@ from lbmgmt.status import (DatagramDropped, DropReason, EdgeState, Report, Repor
                            ReportReceiver, ReportSealer, SharedKey)
 from lbmgmt.status.wire import (EXTENSION_HEADER, HEADER_SIZE, MAX_ADDRESS, MAX_DATAGRAM,
                                 TAG_SIZE)
-from lbmgmt.status.wire import (EXT_AGENT, EXTENSIONS, MAX_EXTENSION_AREA, MAX_EXTENSIONS, PAYLOAD,
-                                PAYLOAD_FIXED, decode_payload, encode_extension,
-                                encode_payload)
+from lbmgmt.status.wire import (EXT_AGENT, EXT_STREAMS, EXTENSIONS, MAX_EXTENSION_AREA,
+                                MAX_EXTENSIONS, MAX_STREAMS, PAYLOAD, PAYLOAD_FIXED,
+                                MalformedPayload, decode_payload, encode_extension,
+                                encode_payload, fit)
+from lbmgmt.streams import stream_key
 
 KEY = SharedKey("extensions")
 NOW = 1_800_000_000.0
@@ -50,7 +53,7 @@ def test_an_unknown_extension_is_skipped_and_the_report_accepted():
 def test_known_extensions_are_read_around_unknown_ones():
     sealer, rx = pair()
     payload = (encode_payload(BASE) + encode_extension(250, b"\xff" * 40)
-               + encode_extension(EXT_AGENT, b"lbmgmt/9.9") + encode_extension(7, b"x"))
+               + encode_extension(EXT_AGENT, b"lbmgmt/9.9") + encode_extension(77, b"x"))
     event = rx.receive(sealer.seal_payload(payload, KEY, now=NOW), NOW)
     assert isinstance(event, ReportAccepted) and event.report.agent == "lbmgmt/9.9"
 
@@ -133,7 +136,59 @@ def test_any_bytes_after_the_address_decode_or_are_malformed_never_raise_otherwi
 
 
 def test_every_known_extension_at_its_longest_fits_the_area_and_the_datagram():
-    area = sum(EXTENSION_HEADER.size + ext.codec.max_size for ext in EXTENSIONS)
+    # (but the stream keys, which take the room left: the next test)
+    area = sum(EXTENSION_HEADER.size + ext.codec.max_size for ext in EXTENSIONS
+               if ext.name != "streams")
     assert area <= MAX_EXTENSION_AREA
     assert HEADER_SIZE + PAYLOAD_FIXED + MAX_ADDRESS + MAX_EXTENSION_AREA + TAG_SIZE <= (
         MAX_DATAGRAM)
+
+
+def _longest(**fields):
+    return Report(EdgeState.RUNNING, "e" * MAX_ADDRESS, load=1.0, interval_ms=2500,
+                  capacity=100.0, agent="a" * 64, group="g" * 64, bandwidth=1e9,
+                  bandwidth_limit=2e9, max_clients=1000, **fields)
+
+
+def test_fit_keeps_every_stream_key_that_fits_and_drops_the_last_ones():
+    keys = tuple(range(1, MAX_STREAMS + 1))
+    short = Report(EdgeState.RUNNING, "e.example:1935", load=1.0, interval_ms=2500,
+                   agent="lbmgmt/0.3.0", streams=keys)
+    assert fit(short) is short  # a typical report carries all 64
+    for report in (_longest(streams=keys), _longest(streams=keys, unhealthy="u" * 200,
+                                                   private_address="p" * 255)):
+        fitted = fit(report)
+        payload = encode_payload(fitted)
+        area = len(payload) - PAYLOAD_FIXED - MAX_ADDRESS
+        assert area <= MAX_EXTENSION_AREA
+        assert HEADER_SIZE + len(payload) + TAG_SIZE <= MAX_DATAGRAM
+        kept = fitted.streams or ()
+        assert kept == keys[:len(kept)]  # the most watched kept, in order
+        if 0 < len(kept) < len(keys):  # one more would not have fitted
+            bigger = replace(fitted, streams=keys[:len(kept) + 1])
+            assert len(encode_payload(bigger)) - PAYLOAD_FIXED - MAX_ADDRESS > (
+                MAX_EXTENSION_AREA) or HEADER_SIZE + len(encode_payload(bigger)) + (
+                TAG_SIZE) > MAX_DATAGRAM
+        assert decode_payload(payload) == fitted
+    # every other field at its longest still leaves room for some
+    assert len(fit(_longest(streams=keys, unhealthy="u" * 200,
+                            private_address="p" * 255)).streams or ()) >= 16
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00" * 7, b"\x00" * 12, b"\x00" * 8 * 65])
+def test_a_streams_value_not_in_whole_keys_or_too_many_is_malformed(raw):
+    payload = encode_payload(BASE) + encode_extension(EXT_STREAMS, raw)
+    with pytest.raises(MalformedPayload):
+        decode_payload(payload)
+
+
+@pytest.mark.parametrize("streams", [(), (1, 1), (-1,), (1 << 64,), [1], (True,)])
+def test_a_report_refuses_stream_keys_it_cannot_carry(streams):
+    with pytest.raises(ValueError, match="streams"):
+        Report(EdgeState.RUNNING, "e:1", load=0.0, interval_ms=1, streams=streams)
+
+
+def test_stream_keys_and_max_clients_round_trip():
+    report = Report(EdgeState.RUNNING, "e:1", load=0.0, interval_ms=1,
+                    streams=(stream_key("live/a"), stream_key("live/b")), max_clients=50)
+    assert decode_payload(encode_payload(report)) == report
