@@ -10,6 +10,7 @@ from lbmgmt.configfile import ConfigError, ConfigFile, Section
 from lbmgmt.endpoints import Endpoint
 from lbmgmt.management.config import BALANCER_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
+from lbmgmt.balancer.affinity import DEFAULT_BALANCE_FACTOR, MAX_BALANCE_FACTOR
 from lbmgmt.balancer.redirectors import redirector_class
 from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
 from lbmgmt.balancer.routing import FORWARDED_HEADERS, Network, Rule, RoutingConfig
@@ -37,6 +38,10 @@ GRACE = Setting(
     "balancer", "grace_ms", "Grace", 500, 0, 60_000, "ms",
     "Redirects this long before a report was sent still count "
     "(weighted by the chance the client had not connected)")
+AFFINITY_FLOOR = Setting(
+    "balancer", "affinity_floor", "AffinityFloor", 8, 0, 1_000_000, None,
+    "With stream affinity, an edge under this many clients takes more viewers of a "
+    "stream it carries whatever the mean (docs: Choosing an edge)")
 MAX_CLOCK_SKEW = Setting(
     "balancer", "max_clock_skew_ms", None, 30_000, 100, 3_600_000, "ms",
     "Reports stamped further than this from the balancer's clock are dropped as stale")
@@ -58,8 +63,9 @@ MAX_CLIENTS = Setting(
 MAX_CLIENTS_PER_ADDRESS = Setting(
     "clients", "max_connections_per_address", None, 256, 1, 1_000_000, None,
     "Of those, from one client IP address")
-SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, MAX_CLOCK_SKEW, HEAD_TIMEOUT,
-            KEEPALIVE_TIMEOUT, MAX_HEAD, MAX_BODY, MAX_CLIENTS, MAX_CLIENTS_PER_ADDRESS)
+SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, AFFINITY_FLOOR, MAX_CLOCK_SKEW,
+            HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD, MAX_BODY, MAX_CLIENTS,
+            MAX_CLIENTS_PER_ADDRESS)
 
 
 @dataclass(slots=True)
@@ -112,6 +118,11 @@ class BalancerConfig:
     max_silence_ms: int = MAX_SILENCE.default
     max_clock_skew_ms: int = MAX_CLOCK_SKEW.default
     redirector: str = "concurrent-connects"
+    # a named stream's viewers where it flows, whatever the redirector (stream-affinity:
+    # always), within balance_factor × the mean load
+    affinity: bool = False
+    balance_factor: float = DEFAULT_BALANCE_FACTOR
+    affinity_floor: int = AFFINITY_FLOOR.default
     grace_ms: int = GRACE.default
     http: HttpConfig = field(default_factory=HttpConfig)
     clients: ClientsConfig = field(default_factory=ClientsConfig)
@@ -162,6 +173,13 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     max_silence = MAX_SILENCE.read(bal)
     skew = MAX_CLOCK_SKEW.read(bal)
     redirector = bal.get_str("redirector", "concurrent-connects")
+    affinity = bal.get_bool("affinity", False)
+    balance_factor = bal.get_number("balance_factor", DEFAULT_BALANCE_FACTOR)
+    if not 1.0 < balance_factor <= MAX_BALANCE_FACTOR:
+        bal.fail("balance_factor", f"must be more than 1 and at most {MAX_BALANCE_FACTOR:g} "
+                                   f"(1.25: an edge takes a stream's viewer up to 25 % over "
+                                   f"the mean), not {balance_factor}")
+    affinity_floor = AFFINITY_FLOOR.read(bal)
     grace = GRACE.read(bal)
     state_text = bal.get_str("state_file", None, nonempty=False)
     if state_text is None:
@@ -214,6 +232,8 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     return BalancerConfig(key=SharedKey(key_text), listen=listen, message_timeout_ms=timeout,
                           missed_reports=missed, max_silence_ms=max_silence,
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
+                          affinity=affinity, balance_factor=balance_factor,
+                          affinity_floor=affinity_floor,
                           http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),
                           rtmp=load_rtmp(cfg), rtsp=load_rtsp(cfg), webrtc=webrtc_cfg,

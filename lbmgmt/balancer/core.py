@@ -18,6 +18,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from lbmgmt.balancer.affinity import DEFAULT_BALANCE_FACTOR, DEFAULT_FLOOR, StreamAffinity
 from lbmgmt.balancer.routing import Routing, RoutingConfig
 from lbmgmt.balancer.redirectors import Redirector, redirector_class
 from lbmgmt.balancer.report_gate import ReportGate
@@ -27,6 +28,7 @@ from lbmgmt.balancer.registry import (DEFAULT_MAX_SILENCE, DEFAULT_MISSED_REPORT
                                       ServerStateChanged)
 from lbmgmt.endpoints import join_host_port
 from lbmgmt.logs import fields
+from lbmgmt.streams import stream_key
 from lbmgmt.status import (DatagramDropped, DropReason, ReportAccepted, ReportReceiver,
                            SharedKey)
 from lbmgmt.throttle import Throttle
@@ -72,6 +74,8 @@ class ServerStatus:
     private_address: str | None = None
     bandwidth: float | None = None  # bits/s out, as it reports
     bandwidth_limit: float | None = None
+    max_clients: int | None = None
+    streams: int = 0  # streams it carries, as its reports say
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +196,9 @@ class BalancerCore:
                  redirector: str = "concurrent-connects",
                  missed_reports: int = DEFAULT_MISSED_REPORTS,
                  max_silence: float = DEFAULT_MAX_SILENCE,
-                 routing: Routing | None = None) -> None:
+                 routing: Routing | None = None, affinity: bool = False,
+                 balance_factor: float = DEFAULT_BALANCE_FACTOR,
+                 affinity_floor: int = DEFAULT_FLOOR) -> None:
         self.registry = ServerRegistry(timeout=timeout, grace=grace,
                                        missed_reports=missed_reports, max_silence=max_silence)
         self.receiver = ReportReceiver(key, max_age=max_clock_skew)
@@ -200,6 +206,12 @@ class BalancerCore:
         self.configured_redirector = redirector  # the one a config file named (may be a plug-in)
         self.redirector: Redirector = redirector_class(redirector)()
         self.redirector.attach(self.registry)
+        # Viewers of a named stream where it flows: on for the stream-affinity redirector,
+        # or for any with the ``affinity`` option (then it follows the registry too).
+        self.affinity_option = affinity
+        self.stream_affinity = StreamAffinity(balance_factor, affinity_floor)
+        self._affinity_on = False
+        self._follow_streams()
         self.redirects_served: Counter[str] = Counter()
         self.routing = routing or Routing(RoutingConfig())
         # where clients went by the group of their edge ("" for edges with none), and
@@ -386,13 +398,53 @@ class BalancerCore:
                                      max_ms=round(self.receiver.max_age * 1000)))
 
     # -- clients out ------------------------------------------------------------------
-    def redirect(self, protocol: str, now: float, client: str | None = None
-                 ) -> ServerEntry | None:
+    @property
+    def wants_streams(self) -> bool:
+        """Whether a client's stream name matters to the choice (fronts look it up only
+        then: on the plain path it costs nothing)."""
+        return self._affinity_on
+
+    def _follow_streams(self) -> None:
+        on = self.affinity_option or self.redirector.affinity
+        if on and not self._affinity_on:
+            self.stream_affinity.attach(self.registry)
+        elif not on and self._affinity_on:
+            self.stream_affinity.detach()
+        self._affinity_on = on
+
+    def set_affinity(self, on: bool, balance_factor: float | None = None) -> None:
+        """The ``affinity`` option and ``balance_factor``, live (ValueError for a factor
+        not over 1)."""
+        if balance_factor is not None and balance_factor != self.stream_affinity.balance_factor:
+            # (raises before anything changes)
+            fresh = StreamAffinity(balance_factor, self.stream_affinity.floor)
+            self.stream_affinity.detach()
+            self._affinity_on = False
+            self.stream_affinity = fresh
+        self.affinity_option = on
+        self._follow_streams()
+
+    def redirect(self, protocol: str, now: float, client: str | None = None,
+                 stream: str | None = None) -> ServerEntry | None:
         """The edge for one new client, counted against that edge and ``protocol``;
-        ``client`` (its address) picks the groups to try first (``[routing]``)."""
+        ``client`` (its address) picks the groups to try first (``[routing]``);
+        ``stream`` (its name, ``lbmgmt.streams``), where it already flows, if affinity
+        is on."""
         routing = self.routing
         groups = routing.groups(client) if client is not None and routing.active else ()
-        entry = self.redirector.redirect(self.registry, now, groups)
+        redirector = self.redirector
+        if stream is not None and self._affinity_on:
+            key = stream_key(stream)
+            registry, affinity, usable = self.registry, self.stream_affinity, redirector.usable
+
+            def first(group: str | None) -> ServerEntry | None:
+                return affinity.choose(registry, now, key, group, usable)
+
+            entry = redirector.redirect(registry, now, groups, first)
+            if entry is not None:
+                affinity.sent(key, entry, now)
+        else:
+            entry = redirector.redirect(self.registry, now, groups)
         if entry is not None:
             self.redirects_served[protocol] += 1
             group = entry.report.group
@@ -464,13 +516,33 @@ class BalancerCore:
         self.redirector.detach()
         self.redirector = new
         self.redirector_spec = spec
+        self._follow_streams()
+
+    def headroom(self, now: float) -> dict[str, float]:
+        """For autoscalers: clients the available edges can still take (each edge's
+        capacity, or its max_clients, less its effective load; none below 0), and how
+        many available edges report neither (their room is unknown, not counted)."""
+        registry = self.registry
+        room, unknown, edges = 0.0, 0, 0
+        for entry in registry:
+            if not registry.is_available(entry, now):
+                continue
+            edges += 1
+            limit = entry.report.capacity
+            if entry.report.max_clients is not None:
+                limit = min(limit or entry.max_clients, entry.max_clients)
+            if limit is None:
+                unknown += 1
+            else:
+                room += max(0.0, limit - entry.effective_load)
+        return {"clients": room, "edges": edges, "unknown_edges": unknown}
 
     # -- status -----------------------------------------------------------------------
     def status(self, now: float) -> PoolStatus:
         registry = self.registry
         dropped = self.dropped_senders.last_for
         rows = [ServerStatus(
-            guid=e.guid, address=e.address, state=e.state.name,
+            guid=e.guid, address=e.address, state=e.state_name,
             available=registry.is_available(e, now), drained=e.drained, load=e.load,
             capacity=e.capacity, redirects_since_report=e.redirects_since_report,
             seconds_since_report=e.seconds_since_report(now), interval=e.interval,
@@ -479,7 +551,8 @@ class BalancerCore:
             last_drop=None if (d := dropped(e.guid)) is None else d.reason,
             suspect_for=max(0.0, e.suspect_until - now), group=e.report.group,
             private_address=e.report.private_address, bandwidth=e.report.bandwidth,
-            bandwidth_limit=e.report.bandwidth_limit)
+            bandwidth_limit=e.report.bandwidth_limit, max_clients=e.report.max_clients,
+            streams=len(e.streams))
             for e in sorted(registry, key=lambda e: e.address)]
         return PoolStatus(redirector=self.redirector.name, servers=rows,
                           available_count=sum(r.available for r in rows),

@@ -135,7 +135,10 @@ class BalancerDaemon:
                                  max_silence=config.max_silence_ms / 1000,
                                  max_clock_skew=config.max_clock_skew_ms / 1000,
                                  redirector=config.redirector,
-                                 routing=Routing(config.routing, self._open_geoip()))
+                                 routing=Routing(config.routing, self._open_geoip()),
+                                 affinity=config.affinity,
+                                 balance_factor=config.balance_factor,
+                                 affinity_floor=config.affinity_floor)
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self.rtmp_address: tuple[str, int] | None = None

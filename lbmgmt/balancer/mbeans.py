@@ -11,7 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from lbmgmt.balancer.config import GRACE, MAX_SILENCE, MESSAGE_TIMEOUT, MISSED_REPORTS
+from lbmgmt.balancer.config import (AFFINITY_FLOOR, GRACE, MAX_SILENCE, MESSAGE_TIMEOUT,
+                                    MISSED_REPORTS)
 from lbmgmt.balancer.core import BalancerCore, ServerStatus
 from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
 from lbmgmt.balancer.state import StateKeeping
@@ -58,7 +59,8 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "unhealthy": row.unhealthy, "clockOffsetMs": round(row.clock_offset * 1000),
             "lastDrop": row.last_drop, "suspectMs": round(row.suspect_for * 1000),
             "group": row.group, "privateAddress": row.private_address,
-            "bandwidth": row.bandwidth, "bandwidthLimit": row.bandwidth_limit}
+            "bandwidth": row.bandwidth, "bandwidthLimit": row.bandwidth_limit,
+            "maxClients": row.max_clients, "streams": row.streams}
 
 
 class BalancerMBean(MBean):
@@ -108,6 +110,50 @@ class BalancerMBean(MBean):
             self.core.set_redirector(value)
         except PluginError as exc:
             raise ValueError(str(exc)) from None
+
+    @attribute("boolean", "Stream affinity for every redirector: a named stream's viewers "
+               "go to an edge that carries it, within BalanceFactor of the mean load "
+               "(the stream-affinity redirector has it whatever this says)")
+    def Affinity(self) -> bool:
+        return self.core.affinity_option
+
+    @Affinity.setter
+    def _set_affinity(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"Affinity must be true or false, not {value!r}")
+        self.core.set_affinity(value)
+
+    @attribute("number", "With stream affinity, an edge takes a stream's viewer while its "
+               "load stays within this factor of the mean (more than 1; 1.25: 25 % over)")
+    def BalanceFactor(self) -> float:
+        return self.core.stream_affinity.balance_factor
+
+    @BalanceFactor.setter
+    def _set_balance_factor(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"BalanceFactor must be a number, not {value!r}")
+        self.core.set_affinity(self.core.affinity_option, float(value))
+
+    @attribute.of(AFFINITY_FLOOR)
+    def AffinityFloor(self) -> int:
+        return self.core.stream_affinity.floor
+
+    @AffinityFloor.setter
+    def _set_affinity_floor(self, value: int) -> None:
+        self.core.stream_affinity.floor = value
+
+    @attribute("object", "Viewers of a named stream by how stream affinity chose: an edge "
+               "carrying it (carrier), the stream's ring (ring), or, no edge under the "
+               "bound, the redirector (fallback)", metric="counter", metric_label="how")
+    def StreamChoices(self) -> dict[str, int]:
+        return dict(self.core.stream_affinity.counters)
+
+    @attribute("object", "For autoscalers: clients the available edges can still take "
+               "(capacity or max_clients less load, summed), available edges, and those "
+               "of them that report neither (room unknown, not counted)",
+               metric_label="what")
+    def Headroom(self) -> dict[str, float]:
+        return self.core.headroom(self.clocks.monotonic())
 
     @attribute.of(MISSED_REPORTS)
     def MissedReports(self) -> int:
@@ -300,9 +346,10 @@ class ServerMBean(MBean):
     def RedirectAddress(self) -> str:
         return self.entry.address
 
-    @attribute("string", "RUNNING or PAUSED, as the edge reports", metric=None)
+    @attribute("string", "RUNNING or PAUSED, as the edge reports (DRAINING: paused to "
+               "stop once its clients are gone)", metric=None)
     def State(self) -> str:
-        return self.entry.state.name
+        return self.entry.state_name
 
     @attribute("boolean", "Would take a new client now")
     def Available(self) -> bool:

@@ -29,10 +29,16 @@ MAX_KEY = 1e12  # a key past it is indexed as it: the group number stays a small
 
 class Redirector(abc.ABC):
     name: ClassVar[str]
+    # Viewers of a named stream go where it flows (lbmgmt.balancer.affinity), whatever
+    # the balancer's ``affinity`` option says: the stream-affinity redirector.
+    affinity: ClassVar[bool] = False
 
     def __init__(self, *, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
         self.registry: ServerRegistry | None = None
+        # A further test an edge must pass to get a client (a weighted edge with room):
+        # what other choosers (stream affinity) must respect too. None: none.
+        self.usable: Callable[[ServerEntry], bool] | None = None
 
     def attach(self, registry: ServerRegistry) -> None:
         """Start following ``registry`` (and stop following the one before, if any)."""
@@ -71,19 +77,25 @@ class Redirector(abc.ABC):
                 best = entry
         return best
 
-    def redirect(self, servers: ServerRegistry, now: float,
-                 groups: tuple[str, ...] = ()) -> ServerEntry | None:
+    def redirect(self, servers: ServerRegistry, now: float, groups: tuple[str, ...] = (),
+                 first: Callable[[str | None], ServerEntry | None] | None = None
+                 ) -> ServerEntry | None:
         """The next client's edge: from the first of ``groups`` that has one available,
-        else from the whole pool; counted against it."""
+        else from the whole pool; counted against it. ``first(group)`` (group None: the
+        whole pool), if given, is asked before this redirector in each."""
         if self.registry is not servers:
             self.attach(servers)
         entry = None
         for group in groups:
-            entry = self.choose_in(servers, now, group)
+            entry = first(group) if first is not None else None
+            if entry is None:
+                entry = self.choose_in(servers, now, group)
             if entry is not None:
                 break
         else:
-            entry = self.choose(servers, now)
+            entry = first(None) if first is not None else None
+            if entry is None:
+                entry = self.choose(servers, now)
         if entry is not None:
             servers.count_redirect(entry, now)
         return entry
@@ -173,6 +185,7 @@ class _LoadIndex:
             age = live_now - entry.live_stamp
             if (not entry.running or entry.drained or age > entry.leave_after
                     or entry.suspect_until > now or entry.over_bandwidth
+                    or entry.report.load + entry.pending_load >= entry.max_clients
                     or (usable is not None and not usable(entry))):
                 self._take_out(entry)  # back in with its next report or undrain
                 continue
@@ -207,7 +220,6 @@ class ConcurrentConnects(Redirector):
     def __init__(self, *, rng: random.Random | None = None) -> None:
         super().__init__(rng=rng)
         self.index = _LoadIndex(self.rng, self.resolution)
-        self.usable: Callable[[ServerEntry], bool] | None = None  # a further filter
         # edges that report a group, indexed again by it (none: no cost per redirect)
         self.groups: dict[str, _LoadIndex] = {}
         self.group_of: dict[ServerEntry, str] = {}
@@ -253,6 +265,15 @@ class ConcurrentConnects(Redirector):
     def choose_in(self, servers: ServerRegistry, now: float, group: str) -> ServerEntry | None:
         index = self.groups.get(group)
         return None if index is None else index.best(servers, now, self.usable)
+
+
+class StreamAffinityRedirector(ConcurrentConnects):
+    """Least effective load, but a named stream's viewers go where it already flows,
+    within a bounded load (``lbmgmt.balancer.affinity``): as concurrent-connects with
+    the balancer's ``affinity`` option on."""
+
+    name = "stream-affinity"
+    affinity = True
 
 
 class Weighted(ConcurrentConnects):
@@ -384,6 +405,7 @@ BUILTIN_REDIRECTORS: dict[str, type[Redirector]] = {
     PowerOfTwoChoices.name: PowerOfTwoChoices,
     RoundRobin.name: RoundRobin,
     Bandwidth.name: Bandwidth,
+    StreamAffinityRedirector.name: StreamAffinityRedirector,
 }
 
 

@@ -82,6 +82,12 @@ class ServerEntry:
     """When it timed out, while its entry waits for its return; None while present."""
     over_bandwidth: bool = field(init=False, default=False)
     """Its last report says it sends at or over its bandwidth limit: no new client."""
+    max_clients: float = field(init=False, default=float("inf"))
+    """The most clients it takes (``report.max_clients``; inf if it says none): at it,
+    counting the clients sent since its report, no redirector sends it another."""
+    streams: frozenset[int] = field(init=False, default=frozenset())
+    """The keys of the streams it carries, as its last report says (a new object only
+    when they change)."""
     suspect_until: float = field(init=False, default=float("-inf"))
     """Until then (monotonic) no new client goes to it: the proxy could not reach it
     (``ServerRegistry.suspect``). Its reports still count; only choices avoid it."""
@@ -96,6 +102,11 @@ class ServerEntry:
         limit = report.bandwidth_limit
         self.over_bandwidth = (limit is not None and report.bandwidth is not None
                                and report.bandwidth >= limit)
+        self.max_clients = (float("inf") if report.max_clients is None
+                            else float(report.max_clients))
+        streams = report.streams or ()
+        if len(streams) != len(self.streams) or not self.streams.issuperset(streams):
+            self.streams = frozenset(streams)
 
     @property
     def address(self) -> str:
@@ -112,6 +123,17 @@ class ServerEntry:
     @property
     def capacity(self) -> float | None:
         return self.report.capacity
+
+    @property
+    def state_name(self) -> str:
+        """Its state as the status pages say it: DRAINING while it drains to stop."""
+        report = self.report
+        return "DRAINING" if report.draining is not None else report.state.name
+
+    @property
+    def full(self) -> bool:
+        """At its ``max_clients``, counting the clients sent since its report."""
+        return self.report.load + self.pending_load >= self.max_clients
 
     @property
     def interval(self) -> float:
@@ -347,9 +369,10 @@ class ServerRegistry:
 
     def is_available(self, entry: ServerEntry, now: float) -> bool:
         """Would get a new client now: live, running, not drained, not suspect, under its
-        bandwidth limit."""
+        bandwidth limit and its max_clients."""
         return (entry.running and not entry.drained and entry.suspect_until <= now
                 and not entry.over_bandwidth
+                and entry.report.load + entry.pending_load < entry.max_clients
                 and self.liveness_now(now) - entry.live_stamp <= entry.leave_after)
 
     def suspect(self, entry: ServerEntry, until: float) -> None:

@@ -75,7 +75,7 @@ def server_info_steps(core: BalancerCore, now: float, *,
             rows += ("  <Server>\n",
                      _element("guid", str(e.guid)),
                      _element("redirect", e.address),
-                     _element("state", e.state.name),
+                     _element("state", e.state_name),
                      _element("available", "true" if is_available else "false"),
                      _element("drained", "true" if e.drained else "false"),
                      _element("load", _fmt(e.load)),
@@ -91,6 +91,9 @@ def server_info_steps(core: BalancerCore, now: float, *,
                               else _fmt(e.report.bandwidth)),
                      _element("bandwidthLimit", "" if e.report.bandwidth_limit is None
                               else _fmt(e.report.bandwidth_limit)),
+                     _element("maxClients", "" if e.report.max_clients is None
+                              else str(e.report.max_clients)),
+                     _element("streams", str(len(e.streams))),
                      "  </Server>\n")
         pieces.append("".join(rows).encode("utf-8"))
     receiver = core.receiver
@@ -138,7 +141,7 @@ def server_info_json_steps(core: BalancerCore, now: float, *,
             groups.count(e.report.group, is_available)
             report = e.report
             pieces.append(json.dumps({
-                "guid": str(e.guid), "redirect": e.address, "state": e.state.name,
+                "guid": str(e.guid), "redirect": e.address, "state": e.state_name,
                 "available": is_available, "drained": e.drained, "load": _number(e.load),
                 "capacity": _number(e.capacity),
                 "redirectsSinceReport": e.redirects_since_report,
@@ -147,7 +150,9 @@ def server_info_json_steps(core: BalancerCore, now: float, *,
                 "unhealthy": report.unhealthy, "group": report.group,
                 "privateAddress": report.private_address,
                 "bandwidth": _number(report.bandwidth),
-                "bandwidthLimit": _number(report.bandwidth_limit)}, ensure_ascii=False))
+                "bandwidthLimit": _number(report.bandwidth_limit),
+                "maxClients": report.max_clients, "streams": len(e.streams)},
+                ensure_ascii=False))
     receiver = core.receiver
     drops = {str(reason): count for reason, count in sorted(receiver.drops.items(),
                                                              key=lambda item: str(item[0]))}

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from lbmgmt.balancer.config import BalancerConfig, HttpConfig
 from lbmgmt.balancer.daemon import BalancerDaemon
@@ -92,22 +93,26 @@ class InProcessFleet:
         return self.balancer.management.address[1]
 
     def report(self, address: str, load: float = 0.0, *, state: EdgeState = EdgeState.RUNNING,
-               interval_ms: int = 2500, capacity: float | None = None) -> None:
-        """Hand the balancer one sealed report from a made-up edge, as if it came by UDP."""
+               interval_ms: int = 2500, capacity: float | None = None,
+               **extensions: Any) -> None:
+        """Hand the balancer one sealed report from a made-up edge, as if it came by UDP
+        (``extensions``: Report's extension fields, ``streams=``, ``group=``…)."""
         assert self.balancer is not None
         sealer = self._sealers.get(address)
         if sealer is None:
             sealer = self._sealers[address] = ReportSealer(uuid.uuid4())
         clocks = self.balancer.clocks
         self.balancer.core.receive_datagram(
-            sealer.seal(Report(state, address, load, interval_ms, capacity), self.key,
-                        now=clocks.wall()),
+            sealer.seal(Report(state, address, load, interval_ms, capacity, **extensions),
+                        self.key, now=clocks.wall()),
             now=clocks.monotonic(), wall=clocks.wall())
 
-    def redirect(self, protocol: str = "http") -> str | None:
-        """Ask the balancer for an edge as a new client would now: its address, or None."""
+    def redirect(self, protocol: str = "http", stream: str | None = None) -> str | None:
+        """Ask the balancer for an edge as a new client would now (of ``stream``, if
+        named): its address, or None."""
         assert self.balancer is not None
-        entry = self.balancer.core.redirect(protocol, self.balancer.clocks.monotonic())
+        entry = self.balancer.core.redirect(protocol, self.balancer.clocks.monotonic(),
+                                            stream=stream)
         return None if entry is None else entry.address
 
     # -- edges --------------------------------------------------------------------

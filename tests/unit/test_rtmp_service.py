@@ -150,3 +150,24 @@ async def test_the_proxy_gives_up_after_its_retries_and_says_which_edges_it_trie
         assert daemon.rtmp.counters["protocol_errors"] == 0
     finally:
         await fleet.stop()
+
+
+async def test_play_names_the_stream_for_stream_affinity(tmp_path):
+    """With redirect_on_connect = false the balancer knows the stream at play: an edge
+    carrying it (as the edge's application names it) gets the viewer, though busier."""
+    from lbmgmt.streams import stream_key
+    fleet = InProcessFleet(tmp_path)
+    try:
+        daemon = await fleet.start_balancer(
+            mgmt_port=None, redirector="stream-affinity", rtmp=RtmpConfig(apps={
+                "tv": RtmpApp("tv", redirect_app_name="hd", redirect_on_connect=False)}))
+        fleet.report("edge1:1940", load=0)
+        fleet.report("edge2:1940", load=4, streams=(stream_key("hd/channel7"),))
+        for name, edge in (("channel7", "edge2"), ("channel7?token=x", "edge2"),
+                           ("other", "edge1")):
+            *_, status = await session(daemon.http_address[1], "tv", [
+                command_message("createStream", 2.0, None),
+                command_message("play", 3.0, None, name, stream_id=1)])
+            assert status.args[0]["ex"]["redirect"].startswith(f"rtmp://{edge}:1940/hd/")
+    finally:
+        await fleet.stop()

@@ -1,6 +1,8 @@
 """What each HTTP request on the client port gets, from the core: no I/O.
 
-``/loadbalancer`` → ``redirect=<address>`` (503 ``error=no available server``),
+``/loadbalancer`` → ``redirect=<address>`` (503 ``error=no available server``;
+``?stream=app/name`` names the client's stream for stream affinity, as do
+``/redirect/<app>/<stream>/…`` and the WHIP/WHEP path),
 ``/redirect/<path>`` → 302 to ``<scheme>://<edge>[:<port>]/<path>?<query>``
 with path and query byte for byte as sent, ``/crossdomain.xml``, and
 ``/loadbalancer?serverInfoXML``, which is ``ServerInfoWanted``: the document is
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.utils import formatdate
+from urllib.parse import unquote
 
 from lbmgmt.balancer.config import HttpConfig, WebRtcConfig
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.front.http import Request, Response
 from lbmgmt.balancer.front.rtmpt import RtmptSessions, is_rtmpt
 from lbmgmt.endpoints import split_address, url_authority
+from lbmgmt.streams import from_media_path, named
 
 CROSSDOMAIN = b"""<?xml version="1.0"?>
 <!DOCTYPE cross-domain-policy SYSTEM "http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">
@@ -113,7 +117,9 @@ class Answers:
                         return Response(404, b"error=server info is disabled\n", PLAIN)
                     return SERVER_INFO_JSON if wants_json else SERVER_INFO_XML
             core = self.core
-            entry = core.redirect("http", now, client)
+            stream = (_stream_in(query) if query is not None and core.wants_streams
+                      else None)
+            entry = core.redirect("http", now, client, stream)
             if entry is None:
                 return Response(503, NO_SERVER_BODY, REDIRECT)
             return Response(200, b"redirect=" + core.address_for(entry, client).encode("utf-8"),
@@ -139,7 +145,9 @@ class Answers:
             counters["not_found"] += 1
             return Response(404, b"404: no stream named (POST /%s/<stream>)" % kind.encode(),
                             WEBRTC_REFUSED)
-        entry = self.core.redirect(kind, now, client)
+        core = self.core
+        stream = named(_unquoted(name)) if core.wants_streams else None
+        entry = core.redirect(kind, now, client, stream)
         if entry is None:
             counters["no_server"] += 1
             return Response(503, NO_SERVER_BODY, WEBRTC_REFUSED)
@@ -160,7 +168,10 @@ class Answers:
 
     def _found(self, request: Request, now: float, client: str | None) -> Response:
         """302 to the chosen edge, keeping path and query byte for byte (still encoded)."""
-        entry = self.core.redirect("http", now, client)
+        core = self.core
+        stream = (from_media_path(_unquoted(request.path[10:])) if core.wants_streams
+                  else None)
+        entry = core.redirect("http", now, client, stream)
         if entry is None:
             return Response(503, NO_SERVER_BODY, FOUND)
         host, port = split_address(self.core.address_for(entry, client))
@@ -172,6 +183,23 @@ class Answers:
         if request.query:
             location += "?" + request.query.decode("latin-1")
         return Response(302, b"302: Found", (*FOUND, ("Location", location)))
+
+
+def _unquoted(raw: bytes) -> str:
+    """Percent-decoded text of a path or query part (UTF-8; a byte that is not stays
+    escaped, so a stream name compares as the edge would name it or not at all)."""
+    return unquote(raw.decode("latin-1"), errors="surrogateescape")
+
+
+def _stream_in(query: bytes) -> str | None:
+    """The ``stream=`` parameter's name (``app/stream``), if the query has one."""
+    if b"stream=" not in query:
+        return None
+    for part in query.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if key == b"stream":
+            return named(_unquoted(value))
+    return None
 
 
 def _has_key(query: bytes, key: bytes) -> bool:

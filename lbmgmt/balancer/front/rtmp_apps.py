@@ -16,6 +16,7 @@ from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.registry import ServerEntry
 from lbmgmt.balancer.rtmp_config import RtmpApp, RtmpConfig
 from lbmgmt.endpoints import split_address, url_authority
+from lbmgmt.streams import named
 from lbmgmt.rtmp.commands import Command, status
 from lbmgmt.rtmp.server import ServerConnection
 
@@ -96,8 +97,8 @@ class RtmpCommands:
                 scheme, port = parts.scheme.lower() or None, parts.port
         return scheme, port or self.local_port
 
-    def _edge(self) -> ServerEntry | None:
-        entry = self.core.redirect(self.protocol, self._now, self.client)
+    def _edge(self, stream: str | None = None) -> ServerEntry | None:
+        entry = self.core.redirect(self.protocol, self._now, self.client, stream)
         if entry is None:
             self.counters["no_server"] += 1
         return entry
@@ -145,7 +146,10 @@ class RtmpCommands:
         app = self.accepted
         assert app is not None
         code = "NetStream.Play.Failed" if command.name == "play" else "NetStream.Publish.BadName"
-        entry = self._edge()
+        # the stream as the edge names it: its application (rewritten) and the name
+        name = (named(f"{app.redirect_app_name}/{stream}")
+                if stream and self.core.wants_streams else None)
+        entry = self._edge(name)
         if entry is None:
             info = status("error", code, f"Rejected: {NO_SERVER}")
         else:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from urllib.parse import unquote
+
+from lbmgmt.streams import named
 from lbmgmt.balancer.core import NO_SERVER, BalancerCore
 from lbmgmt.balancer.rtsp_config import RtspConfig
 from lbmgmt.endpoints import split_address, url_authority
@@ -74,7 +77,13 @@ class RtspAnswers:
         if parts is None or path is None:
             self.counters["not_found"] += 1
             return RtspResponse(404, (TEXT,), b"404: no such application on this balancer\n")
-        entry = self.core.redirect("rtsp", now, client)
+        core = self.core
+        stream = None
+        if core.wants_streams:  # the path on the edge (SETUP's ends with its track)
+            stream = named(unquote(path.decode("latin-1")))
+            if stream is not None and method == "SETUP":
+                stream = named(stream.rpartition("/")[0]) if "/" in stream else stream
+        entry = core.redirect("rtsp", now, client, stream)
         if entry is None:
             self.counters["no_server"] += 1
             return RtspResponse(503, (TEXT,), f"503: {NO_SERVER}\n".encode())
