@@ -177,63 +177,66 @@ class StreamAffinity:
         self._listed[entry] = streams
 
     # -- choosing -------------------------------------------------------------------
-    def bound(self, entry: ServerEntry, factor: float | None = None) -> float:
-        """The most effective load ``entry`` may reach by taking this viewer, at
-        ``factor`` × its share of the mean (the balance factor unless given)."""
-        willing = len(self._load)
-        if willing == 0:
-            return 1.0
-        total = self.total_load + 1.0
-        capacity = entry.report.capacity
-        if self._without_capacity == 0 and capacity is not None and self.total_capacity > 0:
-            share = total * capacity / self.total_capacity
-        else:
-            share = total / willing
-        return float(math.ceil((factor or self.balance_factor) * share))
-
     def choose(self, servers: ServerRegistry, now: float, stream: int, group: str | None,
                usable: Callable[[ServerEntry], bool] | None) -> ServerEntry | None:
         """The edge for a viewer of ``stream`` (a key) among ``group``'s (None: any), or
         None for the redirector's own choice."""
+        loads = self._load  # the edges present and willing: membership checked here
+        willing = len(loads)
+        if not willing:
+            return None
+        live_now = servers.liveness_now(now)
+        total = self.total_load + 1.0
+        # the bound, ceil(factor * share): per unit of capacity when every edge has one
+        per_capacity = (total / self.total_capacity
+                        if self._without_capacity == 0 and self.total_capacity > 0 else None)
+        per_edge = total / willing
 
-        def fits(entry: ServerEntry, factor: float | None = None, floor: float = 0.0) -> bool:
-            return ((group is None or entry.report.group == group)
-                    and servers.get(entry.guid) is entry and servers.is_available(entry, now)
-                    and servers.is_fresh(entry, now)
-                    and (usable is None or usable(entry))
-                    and entry.report.load + entry.pending_load + 1.0 <= max(
-                        floor, self.bound(entry, factor)))
+        def fits(entry: ServerEntry, factor: float, floor: float = 0.0) -> bool:
+            report = entry.report
+            if entry not in loads or (group is not None and report.group != group):
+                return False
+            age = live_now - entry.live_stamp  # (is_available and is_fresh, inlined)
+            if (age > entry.fresh_for or age > entry.leave_after or entry.suspect_until > now
+                    or entry.over_bandwidth or (usable is not None and not usable(entry))):
+                return False
+            load = report.load + entry.pending_load + 1.0
+            if load > entry.max_clients or load <= floor:
+                return load <= floor and load <= entry.max_clients
+            capacity = report.capacity
+            share = (per_edge if per_capacity is None or capacity is None
+                     else per_capacity * capacity)
+            return load <= math.ceil(factor * share)
 
-        carriers = self._carriers(stream, now)
+        factor, floor = self.balance_factor, float(self.floor)
         best: ServerEntry | None = None
         best_load = 0.0
-        for entry in carriers:
-            if fits(entry, floor=self.floor):
-                load = entry.report.load + entry.pending_load
-                if best is None or load < best_load:
-                    best, best_load = entry, load
+        carried = self.carriers.get(stream)
+        sent = self.recent.get(stream)
+        if sent:
+            self._expire(stream, sent, now)
+        for edges in (carried, sent):
+            if edges:
+                for entry in edges:
+                    if fits(entry, factor, floor):
+                        load = entry.report.load + entry.pending_load
+                        if best is None or load < best_load:
+                            best, best_load = entry, load
         if best is not None:
             self.counters["carrier"] += 1
             return best
-        if carriers:  # every carrier is full: it spills to its next edge on the ring
-            best = self._walk(stream, now, fits)
+        if carried or sent:  # every carrier is full: it spills to its next edge on the ring
+            best = self._walk(stream, now, lambda e: fits(e, factor))
         else:  # a stream starts where the load is at most the mean
             best = self._walk(stream, now, lambda e: fits(e, NEW_STREAM_FACTOR))
         self.counters["ring" if best is not None else "fallback"] += 1
         return best
 
-    def _carriers(self, stream: int, now: float) -> list[ServerEntry]:
-        edges = list(self.carriers.get(stream, ()))
-        sent = self.recent.get(stream)
-        if sent:
-            for entry, until in list(sent.items()):
-                if until < now:
-                    del sent[entry]
-                elif entry not in edges:
-                    edges.append(entry)
-            if not sent:
-                del self.recent[stream]
-        return edges
+    def _expire(self, stream: int, sent: dict[ServerEntry, float], now: float) -> None:
+        for entry in [e for e, until in sent.items() if until < now]:
+            del sent[entry]
+        if not sent:
+            del self.recent[stream]
 
     def _walk(self, stream: int, now: float,
               fits: Callable[[ServerEntry], bool]) -> ServerEntry | None:
