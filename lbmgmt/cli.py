@@ -56,14 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
                       help="balancer management port (edges get free ports)")
     _add_logging(demo)
 
-    res = sub.add_parser("resolve", help="print the edge URL a redirect application sends to",
-                         description="Ask the balancer where a client should go and print "
-                                     "the edge URL, for clients that do not follow redirects: "
-                                     "an RTMP redirect application's answer (stream name "
-                                     "appended), or an RTSP 302 (for RTSP publishers). "
-                                     'ffmpeg -i "$(lbmgmt resolve rtmp://lb/redirect/stream)"')
-    res.add_argument("url", help="rtmp://HOST[:PORT]/APP/STREAM or rtsp://HOST[:PORT]/PATH "
-                                 "(RTSP's port defaults to 554)")
+    res = sub.add_parser(
+        "resolve", help="print the edge URL the balancer sends a client to",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ask the balancer where a client should go and print the edge URL, "
+                    "for\nclients that follow no redirect:\n"
+                    "  rtmp://  the redirect application's answer, the stream appended (an "
+                    "application\n"
+                    "           with redirect_on_connect = false is asked with play(STREAM))\n"
+                    "  rtsp://  the DESCRIBE's 302 Location (for RTSP publishers)\n"
+                    "  http(s)://LB/redirect/PATH  the 302/307 Location; "
+                    "/loadbalancer[?stream=APP/NAME]\n"
+                    "           the redirect= address as rtmp://ADDRESS[/APP/NAME]\n"
+                    "  srt://   the stream in streamid (#!::r=live/s,m=publish, read:live/s, "
+                    "publish:live/s:user:pass,\n"
+                    "           play/live/s, live/s) is asked for at --via, else the URL's "
+                    "host on port 1935;\n"
+                    "           the URL comes back with the edge's host, its port and query "
+                    "as given (the\n"
+                    "           port is the edges' SRT port: the edge address's port is its "
+                    "RTMP one)\n\n"
+                    'ffmpeg -i "$(lbmgmt resolve rtmp://lb/redirect/stream)" …\n'
+                    "ffmpeg -i \"$(lbmgmt resolve 'srt://lb:9000?streamid=read:live/s')\" …\n"
+                    "Errors: one line on stderr, exit status 1.")
+    res.add_argument("url", help="rtmp://HOST[:PORT]/APP/STREAM, rtsp://HOST[:PORT]/PATH "
+                                 "(port 554 by default), http(s)://HOST[:PORT]/redirect/PATH or "
+                                 "/loadbalancer, srt://HOST:PORT?streamid=…")
+    res.add_argument("--via", metavar="HOST[:PORT]",
+                     help="srt:// only: the balancer's client port to ask (default: the URL's "
+                          "host, port 1935)")
+    res.add_argument("--cafile", metavar="F",
+                     help="https:// only: CA bundle to verify the balancer's certificate "
+                          "(default: the system's)")
+    res.add_argument("--insecure", action="store_true",
+                     help="https:// only: do not verify the certificate (testing only)")
     res.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
 
     _add_init(sub)
@@ -159,7 +185,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from lbmgmt.resolve import ResolveError, resolve_sync
 
         try:
-            print(resolve_sync(args.url, timeout=args.timeout))
+            print(resolve_sync(args.url, timeout=args.timeout, via=args.via,
+                               cafile=args.cafile, insecure=args.insecure))
         except ResolveError as exc:
             print(f"lbmgmt resolve: {exc}", file=sys.stderr)
             return 1
