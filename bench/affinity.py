@@ -2,6 +2,7 @@
 
     python -m bench.affinity [--edges 20] [--streams 200] [--viewers 10000]
                              [--seconds 10] [--seeds 5] [--zipf 1.0]
+                             [--scale 2000 10000]
 
 A simulated fleet of pull edges driven through the real ``BalancerCore`` with
 time by hand: ``--viewers`` viewers arrive over ``--seconds`` (uniformly), each
@@ -14,7 +15,8 @@ Origin pulls are the edges per stream, summed (an edge pulls each stream it serv
 once); max/mean is the most loaded edge's viewers over the mean. Each seed runs
 both redirectors on the same arrivals. Issue 16's targets: pulls at most 0.35 ×
 least-load's, max/mean at most 1.25. Also the cost of one choice, named stream
-against none (µs, best of the seeds).
+against none (µs, best of 3), and with ``--scale`` at large fleets: a stream every edge
+carries, new names, an edge joining and leaving.
 """
 
 from __future__ import annotations
@@ -110,6 +112,37 @@ def choice_cost(edges: int, named: bool, rounds: int = 20_000) -> float:
     return (time.perf_counter() - start) / rounds * 1e6
 
 
+def at_scale(edges: int, rounds: int = 2000) -> dict[str, float]:
+    """µs per choice at ``edges`` edges, for a stream every edge carries and for new
+    names, and ms for one edge joining (its ring points going in) and leaving."""
+    core = BalancerCore(KEY, timeout=10.0, grace=0.5, max_clock_skew=30.0,
+                        redirector="stream-affinity")
+    hot = (stream_key("live/hot"),)
+
+    def join(i: int, state: EdgeState = EdgeState.RUNNING) -> None:
+        sealer = ReportSealer(uuid.UUID(int=i + 1))
+        r = Report(state, f"edge{i}.example:1935", load=100.0, interval_ms=2500,
+                   streams=hot)
+        core.receive_datagram(sealer.seal(r, KEY, now=WALL0), now=0.0, wall=WALL0,
+                              source=("127.0.0.1", 20000))
+    for i in range(edges):
+        join(i)
+    out = {}
+    for label, names in (("hot stream, us", ["live/hot"]),
+                         ("new names, us", [f"live/new{n}" for n in range(rounds)])):
+        start = time.perf_counter()
+        for n in range(rounds):
+            core.redirect("http", 0.0, stream=names[n % len(names)])
+        out[label] = (time.perf_counter() - start) / rounds * 1e6
+    start = time.perf_counter()
+    join(edges)
+    out["join, ms"] = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    join(edges, EdgeState.STOPPING)
+    out["leave, ms"] = (time.perf_counter() - start) * 1000
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--edges", type=int, default=20)
@@ -118,6 +151,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--zipf", type=float, default=1.0)
+    parser.add_argument("--scale", type=int, nargs="*", default=[],
+                        help="also the cost at these fleet sizes (e.g. 2000 10000)")
     args = parser.parse_args()
     print(f"{args.edges} edges, {args.streams} streams (Zipf {args.zipf}), "
           f"{args.viewers} viewers over {args.seconds:g} s")
@@ -141,6 +176,9 @@ def main() -> None:
             costs[named].append(choice_cost(args.edges, named))
     print(f"one choice, {args.edges} edges: no stream {min(costs[False]):.2f} µs, "
           f"stream named {min(costs[True]):.2f} µs (best of 3)")
+    for edges in args.scale:
+        figures = at_scale(edges)
+        print(f"{edges} edges: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def named(path: str) -> str | None:
     """A name as a client gives it (``?stream=live/s``, an RTSP or WHEP path): the query
     and surrounding slashes dropped; None if nothing is left or it is too long."""
     name = path.partition("?")[0].strip("/")
-    if not name or len(name) > MAX_NAME_BYTES:
+    if not name or len(name) > MAX_NAME_BYTES or (
+            len(name) * 4 > MAX_NAME_BYTES
+            and len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES):
         return None
     return name
 

@@ -42,6 +42,10 @@ AFFINITY_FLOOR = Setting(
     "balancer", "affinity_floor", "AffinityFloor", 8, 0, 1_000_000, None,
     "With stream affinity, an edge under this many clients takes more viewers of a "
     "stream it carries whatever the mean (docs: Choosing an edge)")
+PEERS = Setting(
+    "balancer", "peers", "Peers", 0, 0, 1000, None,
+    "Other balancers serving the same edges: stream affinity counts each redirect since "
+    "an edge's report this many times more, as if each of them had sent as many")
 MAX_CLOCK_SKEW = Setting(
     "balancer", "max_clock_skew_ms", None, 30_000, 100, 3_600_000, "ms",
     "Reports stamped further than this from the balancer's clock are dropped as stale")
@@ -63,7 +67,8 @@ MAX_CLIENTS = Setting(
 MAX_CLIENTS_PER_ADDRESS = Setting(
     "clients", "max_connections_per_address", None, 256, 1, 1_000_000, None,
     "Of those, from one client IP address")
-SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, AFFINITY_FLOOR, MAX_CLOCK_SKEW,
+SETTINGS = (MESSAGE_TIMEOUT, MISSED_REPORTS, MAX_SILENCE, GRACE, AFFINITY_FLOOR, PEERS,
+            MAX_CLOCK_SKEW,
             HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD, MAX_BODY, MAX_CLIENTS,
             MAX_CLIENTS_PER_ADDRESS)
 
@@ -123,6 +128,7 @@ class BalancerConfig:
     affinity: bool = False
     balance_factor: float = DEFAULT_BALANCE_FACTOR
     affinity_floor: int = AFFINITY_FLOOR.default
+    peers: int = PEERS.default
     grace_ms: int = GRACE.default
     http: HttpConfig = field(default_factory=HttpConfig)
     clients: ClientsConfig = field(default_factory=ClientsConfig)
@@ -180,6 +186,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
                                    f"(1.25: an edge takes a stream's viewer up to 25 % over "
                                    f"the mean), not {balance_factor}")
     affinity_floor = AFFINITY_FLOOR.read(bal)
+    peers = PEERS.read(bal)
     grace = GRACE.read(bal)
     state_text = bal.get_str("state_file", None, nonempty=False)
     if state_text is None:
@@ -233,7 +240,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
                           missed_reports=missed, max_silence_ms=max_silence,
                           max_clock_skew_ms=skew, redirector=redirector, grace_ms=grace,
                           affinity=affinity, balance_factor=balance_factor,
-                          affinity_floor=affinity_floor,
+                          affinity_floor=affinity_floor, peers=peers,
                           http=http_cfg, clients=clients_cfg,
                           management=load_management(cfg, BALANCER_PORT),
                           rtmp=load_rtmp(cfg), rtsp=load_rtsp(cfg), webrtc=webrtc_cfg,

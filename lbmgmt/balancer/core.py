@@ -198,7 +198,7 @@ class BalancerCore:
                  max_silence: float = DEFAULT_MAX_SILENCE,
                  routing: Routing | None = None, affinity: bool = False,
                  balance_factor: float = DEFAULT_BALANCE_FACTOR,
-                 affinity_floor: int = DEFAULT_FLOOR) -> None:
+                 affinity_floor: int = DEFAULT_FLOOR, peers: int = 0) -> None:
         self.registry = ServerRegistry(timeout=timeout, grace=grace,
                                        missed_reports=missed_reports, max_silence=max_silence)
         self.receiver = ReportReceiver(key, max_age=max_clock_skew)
@@ -209,7 +209,7 @@ class BalancerCore:
         # Viewers of a named stream where it flows: on for the stream-affinity redirector,
         # or for any with the ``affinity`` option (then it follows the registry too).
         self.affinity_option = affinity
-        self.stream_affinity = StreamAffinity(balance_factor, affinity_floor)
+        self.stream_affinity = StreamAffinity(balance_factor, affinity_floor, peers)
         self._affinity_on = False
         self._follow_streams()
         self.redirects_served: Counter[str] = Counter()
@@ -415,12 +415,8 @@ class BalancerCore:
     def set_affinity(self, on: bool, balance_factor: float | None = None) -> None:
         """The ``affinity`` option and ``balance_factor``, live (ValueError for a factor
         not over 1)."""
-        if balance_factor is not None and balance_factor != self.stream_affinity.balance_factor:
-            # (raises before anything changes)
-            fresh = StreamAffinity(balance_factor, self.stream_affinity.floor)
-            self.stream_affinity.detach()
-            self._affinity_on = False
-            self.stream_affinity = fresh
+        if balance_factor is not None:  # (raises before anything changes)
+            self.stream_affinity.set_balance_factor(balance_factor)
         self.affinity_option = on
         self._follow_streams()
 

@@ -138,7 +138,8 @@ class BalancerDaemon:
                                  routing=Routing(config.routing, self._open_geoip()),
                                  affinity=config.affinity,
                                  balance_factor=config.balance_factor,
-                                 affinity_floor=config.affinity_floor)
+                                 affinity_floor=config.affinity_floor,
+                                 peers=config.peers)
         self.udp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self.rtmp_address: tuple[str, int] | None = None

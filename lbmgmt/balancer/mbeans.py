@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from lbmgmt.balancer.config import (AFFINITY_FLOOR, GRACE, MAX_SILENCE, MESSAGE_TIMEOUT,
-                                    MISSED_REPORTS)
+                                    MISSED_REPORTS, PEERS)
 from lbmgmt.balancer.core import BalancerCore, ServerStatus
 from lbmgmt.balancer.redirectors import BUILTIN_REDIRECTORS
 from lbmgmt.balancer.state import StateKeeping
@@ -141,6 +141,14 @@ class BalancerMBean(MBean):
     @AffinityFloor.setter
     def _set_affinity_floor(self, value: int) -> None:
         self.core.stream_affinity.floor = value
+
+    @attribute.of(PEERS)
+    def Peers(self) -> int:
+        return self.core.stream_affinity.peers
+
+    @Peers.setter
+    def _set_peers(self, value: int) -> None:
+        self.core.stream_affinity.peers = value
 
     @attribute("object", "Viewers of a named stream by how stream affinity chose: an edge "
                "carrying it (carrier), the stream's ring (ring), or, no edge under the "

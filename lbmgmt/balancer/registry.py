@@ -97,7 +97,8 @@ class ServerEntry:
 
     def derive(self) -> None:
         report = self.report
-        self.running = report.state is EdgeState.RUNNING
+        # (draining to stop is never running, whatever state a sender put beside it)
+        self.running = report.state is EdgeState.RUNNING and report.draining is None
         self.fresh_for = FRESH_INTERVALS * report.interval_ms / 1000
         limit = report.bandwidth_limit
         self.over_bandwidth = (limit is not None and report.bandwidth is not None

@@ -12,6 +12,7 @@ from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor, MonitorError, monit
 from lbmgmt.management.config import EDGE_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
 from lbmgmt.settings import Setting
+from lbmgmt.status.wire import MAX_STREAMS
 
 MESSAGE_INTERVAL = Setting(
     "edge", "message_interval_ms", "MessageInterval", 2500, 10, 3_600_000, "ms",
@@ -21,7 +22,16 @@ LOAD_SAMPLE = Setting(
     "How often the load is read between reports: a change of max(1, 10 %) since the last "
     "report, or the monitor failing or answering again, is reported at once, at most every "
     "100 ms (0: only at each report)")
-SETTINGS = (MESSAGE_INTERVAL, LOAD_SAMPLE)
+MAX_STREAMS_SENT = Setting(
+    "edge", "max_streams", None, MAX_STREAMS, 0, MAX_STREAMS, None,
+    "Streams a report names at most, the most watched first (0: none; fewer when the rest "
+    "of the report is long)")
+DRAIN_TIMEOUT = Setting(
+    "edge", "drain_timeout_ms", None, 600_000, 0, 86_400_000, "ms",
+    "With drain_on_stop, SIGTERM stops the edge when its load reaches 0, or after this "
+    "long whatever its load")
+SETTINGS = (MESSAGE_INTERVAL, LOAD_SAMPLE, MAX_STREAMS_SENT, DRAIN_TIMEOUT)
+MAX_CLIENTS_LIMIT = 0xFFFFFFFF  # the report's max_clients is a u32
 
 
 @dataclass(slots=True)
@@ -38,6 +48,10 @@ class EdgeConfig:
     bandwidth_interface: str | None = None  # its outbound bits/s from this interface
     monitor: LoadMonitor = field(default_factory=ManualMonitor)
     management: ManagementConfig | None = None  # None: no management port (embedding)
+    max_streams: int = MAX_STREAMS_SENT.default  # stream keys a report carries at most
+    max_clients: int | None = None  # the most clients it takes, reported (None: no limit)
+    drain_on_stop: bool = False  # SIGTERM: no new clients, stop when the load is 0...
+    drain_timeout_ms: int = DRAIN_TIMEOUT.default  # ... or after this long, whatever the load
 
 
 def expand_env(text: str, section: Section, key: str) -> str:
@@ -83,6 +97,10 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
             InterfaceBandwidth(interface).check()
         except (ValueError, BandwidthError) as exc:
             edge.fail("bandwidth_interface", str(exc))
+    max_streams = MAX_STREAMS_SENT.read(edge)
+    max_clients = edge.get_int("max_clients", None, min=1, max=MAX_CLIENTS_LIMIT)
+    drain_on_stop = edge.get_bool("drain_on_stop", False)
+    drain_timeout = DRAIN_TIMEOUT.read(edge)
     edge.finish()
 
     mon = cfg.section("monitor")
@@ -98,7 +116,9 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
                       bandwidth_limit=None if limit_mbps is None else limit_mbps * 1e6,
                       bandwidth_interface=interface,
                       monitor=monitor,
-                      management=load_management(cfg, EDGE_PORT))
+                      management=load_management(cfg, EDGE_PORT),
+                      max_streams=max_streams, max_clients=max_clients,
+                      drain_on_stop=drain_on_stop, drain_timeout_ms=drain_timeout)
 
 
 __all__ = ["ConfigError", "EdgeConfig", "load_edge_config"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 import uuid
@@ -30,6 +31,8 @@ from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
 from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
+from lbmgmt.status.wire import fit
+from lbmgmt.streams import MAX_NAME_BYTES, stream_key
 from lbmgmt.throttle import Throttle
 
 log = logging.getLogger("lbmgmt.edge")
@@ -93,17 +96,30 @@ class _TargetProtocol(asyncio.DatagramProtocol):
 
 
 class EdgeDaemon:
-    """An edge sender you can start in-process (tests do) or from ``lbmgmt edge``."""
+    """An edge sender you can start in-process (tests do) or from ``lbmgmt edge``.
+
+    ``clock`` is the wall clock (report timestamps), ``monotonic`` the one intervals and
+    the drain's deadline are measured on: tests pass their own to drive time.
+    """
 
     def __init__(self, config: EdgeConfig, *, targets: list[ReportTarget] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.monitor: LoadMonitor = config.monitor
         self.clock = clock
+        self.monotonic = monotonic
         self.guid: uuid.UUID = load_or_create_guid(config.guid_file)
         self.state = EdgeState.RUNNING
         self.load = 0.0
         self.load_error: str | None = None
+        # The streams the monitor said the media server carries (None: it cannot tell),
+        # and of them, those the last report carried and how many it left out.
+        self.streams: list[str] | None = None
+        self.streams_reported: list[str] = []
+        self.streams_not_sent = 0
+        # Draining to stop (drain_on_stop): the monotonic time it stops at the latest.
+        self.drain_deadline: float | None = None
         # outbound bits/s, from an interface's counter or the monitor's own figure
         self.bandwidth: float | None = None
         self._interface = (InterfaceBandwidth(config.bandwidth_interface)
@@ -126,6 +142,7 @@ class EdgeDaemon:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._stop_requested = asyncio.Event()  # serve() stops when it is set
         self._closed = False
         self._reported = False  # a report went out: the stop must say "stopping"
         self.listeners: list[Callable[[str], None]] = []  # "paused", "unpaused", ...
@@ -136,7 +153,7 @@ class EdgeDaemon:
         self.management: ManagementServer | None = (
             ManagementServer(mgmt, self.mbeans, daemon="edge")
             if mgmt is not None and mgmt.enabled else None)
-        self._started_mono = time.monotonic()
+        self._started_mono = monotonic()
 
     # -- lifecycle -----------------------------------------------------------
     def _warn_placeholder_keys(self) -> None:
@@ -157,7 +174,7 @@ class EdgeDaemon:
             if self.management is not None:
                 await self.management.start()
             self.started_at = self.clock()
-            self._started_mono = time.monotonic()
+            self._started_mono = self.monotonic()
             self._reported = True
             await self.refresh_and_send()
         except BaseException as exc:
@@ -180,6 +197,7 @@ class EdgeDaemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self._stop_requested.set()  # (serve() waits on it)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -213,18 +231,75 @@ class EdgeDaemon:
     async def run(self) -> None:
         """Run until SIGINT or SIGTERM, then stop cleanly (the console script's body).
 
-        SIGHUP re-reads the targets file, as operators expect of a daemon.
+        Either signal is ``request_stop``: with ``drain_on_stop`` the edge drains first,
+        and a second signal stops it at once. SIGHUP re-reads the targets file, as
+        operators expect of a daemon.
         """
         loop = asyncio.get_running_loop()
-        done = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, done.set)
+            loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        await self.serve()
+
+    async def serve(self) -> None:
+        """Start, run until ``request_stop`` (and the drain it may begin) is done, stop."""
         await self.start()
         try:
-            await done.wait()
+            await self._stop_requested.wait()
         finally:
             await self.stop()
+
+    def request_stop(self) -> None:
+        """Stop (what SIGTERM and SIGINT do): at once, or with ``drain_on_stop`` once the
+        load reaches 0 or ``drain_timeout_ms`` passed, taking no new clients meanwhile.
+        Asked again while draining, it stops at once."""
+        if self._stop_requested.is_set():
+            return
+        if self.drain_deadline is not None:
+            log.info("asked again to stop while draining: stopping now",
+                     extra=fields(guid=str(self.guid), load=self.load))
+            self._stop_requested.set()
+        elif self.config.drain_on_stop and self._task is not None:
+            self._begin_drain()
+        else:
+            self._stop_requested.set()
+
+    def _begin_drain(self) -> None:
+        timeout_ms = self.config.drain_timeout_ms
+        self.drain_deadline = self.monotonic() + timeout_ms / 1000
+        self.state = EdgeState.PAUSED
+        log.info("draining: no new clients; stops when its load reaches 0 or at the "
+                 "drain timeout", extra=fields(guid=str(self.guid), load=self.load,
+                                               timeout_s=timeout_ms / 1000))
+        self._wake.set()  # reported at once, not at the next tick
+        self._tell("draining")
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop is due: asked for (``request_stop``, ``stop``) and any drain over."""
+        return self._stop_requested.is_set()
+
+    def draining_ms(self) -> int | None:
+        """Milliseconds until a drain stops the edge at the latest; None if not draining."""
+        if self.drain_deadline is None:
+            return None
+        return max(0, math.ceil((self.drain_deadline - self.monotonic()) * 1000))
+
+    def _check_drain(self) -> None:
+        """After a load read: a drain is done when the load is 0, or at its deadline."""
+        if self.drain_deadline is None or self._stop_requested.is_set():
+            return
+        if self.load_error is None and self.load == 0:
+            log.info("drained: no client left; stopping", extra=fields(guid=str(self.guid)))
+        elif self.monotonic() >= self.drain_deadline:
+            log.warning("drain timed out with clients left; stopping (raise "
+                        "drain_timeout_ms to let them finish)",
+                        extra=fields(guid=str(self.guid), load=self.load,
+                                     timeout_s=self.config.drain_timeout_ms / 1000,
+                                     monitor_error=self.load_error or "none"))
+        else:
+            return
+        self._stop_requested.set()
 
     # -- controls ------------------------------------------------------------
     async def pause(self) -> None:
@@ -236,6 +311,8 @@ class EdgeDaemon:
             self._tell("paused")
 
     async def unpause(self) -> None:
+        if self.drain_deadline is not None:
+            raise ValueError("the edge is draining to stop: it takes no new clients")
         if self.state is EdgeState.PAUSED:
             self.state = EdgeState.RUNNING
             log.info("edge unpaused", extra=fields(guid=str(self.guid)))
@@ -274,7 +351,7 @@ class EdgeDaemon:
                 log.exception("edge listener failed")
 
     def uptime(self) -> float:
-        return time.monotonic() - self._started_mono
+        return self.monotonic() - self._started_mono
 
     @property
     def message_interval(self) -> float:
@@ -293,16 +370,37 @@ class EdgeDaemon:
         """What goes out now. While the monitor fails, a running edge says PAUSED (no new
         clients) with the reason in ``unhealthy``: a media server that does not answer
         must not get clients, and a balancer that predates the reason still keeps them
-        away."""
+        away. Draining, it says PAUSED with the milliseconds left (``draining``).
+
+        It carries the keys of the monitor's first ``max_streams`` streams, as many as
+        fit the datagram (``wire.fit``); ``streams_reported`` and ``streams_not_sent``
+        say which went out and how many were left out."""
         state, unhealthy = self.state, None
         if self.load_error is not None and state is EdgeState.RUNNING:
             state, unhealthy = EdgeState.PAUSED, _clip(f"monitor: {self.load_error}", 200)
+        draining = None if state is EdgeState.STOPPING else self.draining_ms()
+        if draining is not None:
+            state = EdgeState.PAUSED
         config = self.config
-        return Report(state=state, address=config.redirect_address, load=self.load,
-                      interval_ms=config.message_interval_ms,
-                      capacity=config.capacity, agent=AGENT, unhealthy=unhealthy,
-                      group=config.group, private_address=config.private_address,
-                      bandwidth=self.bandwidth, bandwidth_limit=config.bandwidth_limit)
+        names = list(dict.fromkeys(self.streams or ()))  # each once, in the monitor's order
+        keys: dict[int, str] = {}
+        for name in names:
+            if len(keys) >= config.max_streams:
+                break
+            # (a name no client could ask for, the balancers never look up: no room taken)
+            if len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
+                keys.setdefault(stream_key(name), name)
+        report = fit(Report(
+            state=state, address=config.redirect_address, load=self.load,
+            interval_ms=config.message_interval_ms,
+            capacity=config.capacity, agent=AGENT, unhealthy=unhealthy,
+            group=config.group, private_address=config.private_address,
+            bandwidth=self.bandwidth, bandwidth_limit=config.bandwidth_limit,
+            streams=tuple(keys) or None, max_clients=config.max_clients, draining=draining))
+        sent = report.streams or ()
+        self.streams_reported = [keys[k] for k in sent]
+        self.streams_not_sent = len(names) - len(sent)
+        return report
 
     async def send_now(self) -> None:
         """Seal the current report once per distinct key and send it to every target.
@@ -314,7 +412,7 @@ class EdgeDaemon:
         report = self.current_report()
         now = self.clock()
         self._reported_load, self._reported_error = self.load, self.load_error
-        self._reported_at = time.monotonic()
+        self._reported_at = self.monotonic()
         sealed: dict[SharedKey, bytes] = {}
         for link in self.links:
             datagram = sealed.get(link.target.key)
@@ -373,13 +471,14 @@ class EdgeDaemon:
     async def refresh_and_send(self) -> None:
         await self._refresh_load()
         await self.send_now()
+        self._check_drain()
 
     def _refresh_bandwidth(self) -> None:
         """With the load: the interface's rate since the last read, else the monitor's."""
         if self._interface is not None:
             try:
                 # over a report interval at least: bursts must not read as nothing
-                rate = self._interface.rate(time.monotonic(), self.message_interval)
+                rate = self._interface.rate(self.monotonic(), self.message_interval)
             except OSError as exc:
                 if self.bandwidth is not None:  # (said once per failure, not per read)
                     log.warning("cannot read the bandwidth; reporting none",
@@ -402,7 +501,12 @@ class EdgeDaemon:
                 load = await self.monitor.read()
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
+            streams = self.monitor.streams()
+            if streams is not None and not (isinstance(streams, list | tuple) and all(
+                    isinstance(name, str) and name for name in streams)):
+                raise MonitorError("monitor's streams() is not a list of names")
             self.load = float(load)
+            self.streams = None if streams is None else list(streams)
             self._refresh_bandwidth()
         except Exception as exc:  # of any type: a plugin's bug must not end the reports
             message = str(exc) or type(exc).__name__
@@ -439,6 +543,8 @@ class EdgeDaemon:
             sample = self.config.load_sample_ms / 1000
             if sample > 0:
                 wait = min(wait, sample)
+            if self.drain_deadline is not None and not self._stop_requested.is_set():
+                wait = min(wait, self.drain_deadline - self.monotonic())  # (then it stops)
             # asyncio.timeout, not wait_for (here, in _refresh_load and _connect): on 3.11
             # wait_for drops a cancel that arrives as what it awaits completes, and stop()
             # would wait a whole interval for this task. _stopped is checked for the same.
@@ -451,8 +557,9 @@ class EdgeDaemon:
                     await self.refresh_and_send()
                     continue
                 await self._refresh_load()  # a sample: reported only if it moved
+                self._check_drain()
                 if (self._moved()
-                        and time.monotonic() - self._reported_at >= QUICK_REPORT_GAP):
+                        and self.monotonic() - self._reported_at >= QUICK_REPORT_GAP):
                     self.quick_reports += 1
                     await self.send_now()
             except Exception as exc:  # of any type: the next round still goes out

@@ -20,6 +20,8 @@ from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import EdgeState
 
 SENDER_NAME = ObjectName.parse("lbmgmt:type=Sender")
+# The edge began draining to stop ([edge] drain_on_stop and SIGTERM).
+SENDER_DRAINING = "lbmgmt.sender.draining"
 
 
 class Link(Protocol):
@@ -45,6 +47,8 @@ class Sender(Protocol):
     bandwidth: float | None
     load_error: str | None
     monitor: LoadMonitor
+    streams_reported: list[str]
+    streams_not_sent: int
     reports_sent: int
     send_errors: int
     quick_reports: int
@@ -54,6 +58,7 @@ class Sender(Protocol):
     @property
     def links(self) -> Sequence[Link]: ...
     def uptime(self) -> float: ...
+    def draining_ms(self) -> int | None: ...
     def set_message_interval(self, ms: int) -> None: ...
     def set_load_sample(self, ms: int) -> None: ...
     async def pause(self) -> None: ...
@@ -66,8 +71,8 @@ class Sender(Protocol):
 class SenderMBean(MBean):
     """An edge: what it reports, to whom, and how that goes."""
 
-    notification_types = (note.SENDER_PAUSED, note.SENDER_UNPAUSED, note.TARGETS_RELOADED,
-                          note.ATTRIBUTE_CHANGE)
+    notification_types = (note.SENDER_PAUSED, note.SENDER_UNPAUSED, SENDER_DRAINING,
+                          note.TARGETS_RELOADED, note.ATTRIBUTE_CHANGE)
 
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
@@ -108,6 +113,22 @@ class SenderMBean(MBean):
     @attribute("string", "The monitor's last error, null if it reads fine", metric=None)
     def MonitorError(self) -> str | None:
         return self.sender.load_error
+
+    @attribute("array", "Names of the streams in the last report (the keys of the "
+               "monitor's first max_streams that fit the datagram), most watched first",
+               metric=None)
+    def Streams(self) -> list[str]:
+        return list(self.sender.streams_reported)
+
+    @attribute("integer", "Streams the monitor named that the last report left out "
+               "(past max_streams, or no room left in the datagram)")
+    def StreamsNotSent(self) -> int:
+        return self.sender.streams_not_sent
+
+    @attribute("integer", "Draining to stop: ms until it stops at the latest (null: not "
+               "draining)", unit="ms")
+    def Draining(self) -> int | None:
+        return self.sender.draining_ms()
 
     @attribute.of(MESSAGE_INTERVAL)
     def MessageInterval(self) -> int:
@@ -190,6 +211,7 @@ class SenderBeans:
     def on_event(self, event: str) -> None:
         kinds = {"paused": (note.SENDER_PAUSED, "edge paused"),
                  "unpaused": (note.SENDER_UNPAUSED, "edge unpaused"),
+                 "draining": (SENDER_DRAINING, "edge draining to stop"),
                  "targets-reloaded": (note.TARGETS_RELOADED, "targets reloaded")}
         if event in kinds:
             kind, message = kinds[event]

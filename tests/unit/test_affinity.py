@@ -275,3 +275,111 @@ def test_rtsp_clients_name_their_stream_by_the_path(method, url):
     request = RtspRequest(method=method, url=url.encode(), cseq=b"1", headers=[], body=b"")
     answer = answers.answer(request, now=pool.now, client_port=554)
     assert answer.status == 302 and dict(answer.headers)["Location"].startswith("rtsp://b:")
+
+
+# -- what an outside-in attack found (each failed before its fix) ---------------------
+
+def true_tally(pool: Pool) -> tuple[float, float]:
+    willing = [e for e in pool.core.registry if e.willing]
+    return (sum(e.report.load for e in willing), sum(e.pending_load for e in willing))
+
+
+def test_the_mean_stays_the_true_mean_through_capacity_changes_and_pauses():
+    pool = Pool()
+    pool.report("a:1935", load=300, capacity=1000)
+    pool.report("b:1935", load=300, capacity=1000)
+    pool.report("b:1935", load=300, capacity=1000, state=EdgeState.PAUSED)
+    pool.report("a:1935", load=300, capacity=1200)  # the only willing edge changes capacity
+    pool.report("b:1935", load=300, capacity=1000)
+    for n in range(8):
+        pool.report(f"n{n}:1935", load=0, capacity=1000)
+    pool.report("a:1935", load=0, capacity=1200)
+    pool.report("b:1935", load=0, capacity=1000)
+    tally = pool.core.stream_affinity.tallies[None]
+    assert (tally.reported, tally.pending) == true_tally(pool)
+    assert tally.capacity == 1200 + 9 * 1000
+
+
+def test_the_ring_takes_edges_in_and_out_without_a_rebuild():
+    from lbmgmt.balancer.affinity import ring_points
+    pool = Pool()
+    for n in range(40):
+        pool.report(f"e{n}:1935")
+    for n in range(0, 40, 3):
+        pool.report(f"e{n}:1935", state=EdgeState.STOPPING)
+    ring = pool.core.stream_affinity.rings[None]
+    expected = sorted((p, e.address) for e in pool.core.registry for p in ring_points(e))
+    assert list(zip(ring.points, (o.address for o in ring.owners), strict=True)) == expected
+
+
+def test_a_choice_looks_at_a_bounded_number_of_carriers_and_sent_edges():
+    from lbmgmt.balancer import affinity
+    pool = Pool()
+    for n in range(100):
+        pool.report(f"e{n}:1935", load=n, streams=("live/hot",))
+    carriers = pool.core.stream_affinity.carriers[stream_key("live/hot")]
+    assert len(carriers.some(random.Random(1))) == affinity.CARRIERS_LOOKED_AT
+    for n in range(100):
+        pool.report(f"e{n}:1935", load=n)  # nobody lists it now: only what was sent counts
+    for _ in range(300):
+        pool.viewer("live/hot")
+    assert len(pool.core.stream_affinity.recent[stream_key("live/hot")]) <= (
+        affinity.MAX_SENT_EDGES)
+
+
+@pytest.mark.parametrize("peers,holds", [(3, True), (0, False)])
+def test_peers_keep_several_balancers_within_the_bound(peers, holds):
+    """Four balancers, each counting only its own redirects, fill one carrier at once."""
+    pools = [Pool(peers=peers) for _ in range(4)]
+    for pool in pools:
+        for n in range(10):
+            pool.report(f"e{n}:1935", load=100, streams=("live/s",) if n == 0 else ())
+    for _ in range(100):
+        for pool in pools:
+            pool.viewer("live/s")
+    loads = Counter()
+    for pool in pools:
+        for e in pool.core.registry:
+            loads[e.address] += e.report.load / 4 + e.redirects_since_report
+    mean = sum(loads.values()) / len(loads)
+    assert (max(loads.values()) <= math.ceil(1.25 * mean) + 4) is holds
+
+
+def test_a_group_has_its_own_mean_and_ring():
+    import ipaddress
+    from lbmgmt.balancer.routing import Routing, RoutingConfig, Rule
+    routing = Routing(RoutingConfig(rules=(Rule(
+        groups=("eu",), networks=(ipaddress.ip_network("10.0.0.0/8"),)),)))
+    pool = Pool(routing=routing)
+    for n in range(8):
+        pool.report(f"us{n}:1935", load=200, group="us")
+    for n in range(4):
+        pool.report(f"eu{n}:1935", load=0, group="eu")
+    for _ in range(200):
+        assert pool.viewer("live/s", client="10.1.2.3").startswith("eu")
+    eu = [e.effective_load for e in pool.core.registry if e.report.group == "eu"]
+    assert max(eu) <= math.ceil(1.25 * sum(eu) / len(eu))
+    assert pool.core.stream_affinity.counters["fallback"] == 0
+
+
+def test_draining_is_never_available_whatever_state_the_sender_put_beside_it():
+    pool = Pool()
+    pool.report("a:1935", load=50)
+    pool.report("d:1935", load=0, draining=5000)  # RUNNING and draining: a foreign sender
+    assert all(pool.viewer() == "a:1935" for _ in range(5))
+
+
+def test_changing_the_balance_factor_keeps_the_counters_and_what_was_sent():
+    pool = carrier_pool()
+    pool.viewer("live/s")
+    pool.viewer("live/new")
+    before = dict(pool.core.stream_affinity.counters)
+    pool.core.set_affinity(False, 1.5)
+    assert pool.core.stream_affinity.counters == before
+    assert stream_key("live/new") in pool.core.stream_affinity.recent
+
+
+def test_a_stream_name_is_bounded_in_bytes_not_characters():
+    from lbmgmt.streams import MAX_NAME_BYTES, named
+    assert named("é" * (MAX_NAME_BYTES // 2)) is not None
+    assert named("é" * (MAX_NAME_BYTES // 2 + 1)) is None

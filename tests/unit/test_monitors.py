@@ -159,3 +159,51 @@ async def test_without_netlink_it_reads_proc_and_still_checks_the_listener(tmp_p
         await monitor.read()  # 1927 (0x787) has its 0A row, 8080 none
     monitor = TcpConnectionsMonitor([1927], proc_files=[str(table)])
     assert await monitor.read() == 2
+
+
+# -- streams: what each monitor says the media server carries ------------------------------
+from lbmgmt.edge.bandwidth import CounterRate  # noqa: E402
+from lbmgmt.edge.monitors import LoadMonitor, nginx_rtmp_streams  # noqa: E402
+
+
+def stat(*servers: str) -> bytes:
+    return ("<rtmp><bw_out>0</bw_out>" + "".join(f"<server>{s}</server>" for s in servers)
+            + "</rtmp>").encode()
+
+
+def app(name: str, *streams: tuple[str, str]) -> str:
+    body = "".join(f"<stream><name>{n}</name><nclients>{c}</nclients></stream>"
+                   for n, c in streams)
+    return f"<application><name>{name}</name><live>{body}<nclients>0</nclients></live>" \
+           "</application>"
+
+
+def test_nginx_rtmp_streams_add_up_a_name_in_two_server_blocks():
+    page = stat(app("live", ("a", "2"), ("b", "3")), app("live", ("a", "4")))
+    assert nginx_rtmp_streams(page) == ["live/a", "live/b"]  # a: 6 clients
+    assert nginx_rtmp_streams(stat(app("live", ("", "9"), ("z", "0")))) == ["live/z"]
+    assert nginx_rtmp_streams(stat(app("vod"))) == []
+    with pytest.raises(MonitorError, match="nclients is not a number: 'many'"):
+        nginx_rtmp_streams(stat(app("live", ("a", "many"))))
+    with pytest.raises(MonitorError, match="nclients is negative"):
+        nginx_rtmp_streams(stat(app("live", ("a", "-1"))))
+
+
+async def test_the_manual_monitor_says_the_streams_it_is_given():
+    assert LoadMonitor.streams(ManualMonitor()) is None  # the default: cannot tell
+    monitor = ManualMonitor(2, streams=["live/a", "live/b"])
+    assert monitor.streams() == ["live/a", "live/b"]
+    monitor.set_streams(["cam1"])
+    assert monitor.streams() == ["cam1"]
+    with pytest.raises(ValueError, match="non-empty strings"):
+        monitor.set_streams(["live/a", ""])
+    assert monitor.streams() == ["cam1"]  # a refusal changes nothing
+
+
+def test_a_counter_rate_is_over_whole_windows():
+    rate = CounterRate()
+    assert rate.update(10.0, 1000, window=2.0) is None  # nothing to compare with
+    assert rate.update(11.0, 2000, window=2.0) is None  # half a window
+    assert rate.update(12.0, 3000, window=2.0) == 2000 * 8 / 2.0
+    assert rate.update(13.0, 9000, window=2.0) == 2000 * 8 / 2.0  # the last window's
+    assert rate.update(14.0, 100, window=2.0) is None  # went backwards: starts over

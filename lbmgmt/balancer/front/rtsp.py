@@ -80,7 +80,7 @@ class RtspAnswers:
         core = self.core
         stream = None
         if core.wants_streams:  # the path on the edge (SETUP's ends with its track)
-            stream = named(unquote(path.decode("latin-1")))
+            stream = named(unquote(path.decode("latin-1"), errors="surrogateescape"))
             if stream is not None and method == "SETUP":
                 stream = named(stream.rpartition("/")[0]) if "/" in stream else stream
         entry = core.redirect("rtsp", now, client, stream)
