@@ -143,6 +143,8 @@ class EdgeDaemon:
         self._task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()  # serve() stops when it is set
+        self._drain_asked = False  # a drain asked for before the report loop ran
+        self._read_once = False  # the monitor has answered once (a load to keep)
         self._closed = False
         self._reported = False  # a report went out: the stop must say "stopping"
         self.listeners: list[Callable[[str], None]] = []  # "paused", "unpaused", ...
@@ -231,19 +233,23 @@ class EdgeDaemon:
     async def run(self) -> None:
         """Run until SIGINT or SIGTERM, then stop cleanly (the console script's body).
 
-        Either signal is ``request_stop``: with ``drain_on_stop`` the edge drains first,
-        and a second signal stops it at once. SIGHUP re-reads the targets file, as
-        operators expect of a daemon.
+        SIGTERM is ``request_stop``: with ``drain_on_stop`` the edge drains first, and a
+        second SIGTERM stops it at once. SIGINT (ctrl-c in a terminal) stops it at once,
+        draining or not. SIGHUP re-reads the targets file, as operators expect of a
+        daemon.
         """
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop_now)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         await self.serve()
 
     async def serve(self) -> None:
         """Start, run until ``request_stop`` (and the drain it may begin) is done, stop."""
         await self.start()
+        if self._drain_asked and not self._stop_requested.is_set():
+            self._begin_drain()  # (SIGTERM came while it started: drained all the same)
+            await self.send_now()  # (said at once: the loop's first wait is a whole one)
         try:
             await self._stop_requested.wait()
         finally:
@@ -261,7 +267,17 @@ class EdgeDaemon:
             self._stop_requested.set()
         elif self.config.drain_on_stop and self._task is not None:
             self._begin_drain()
+        elif self.config.drain_on_stop and not self._stopped.is_set():
+            self._drain_asked = True  # starting: the drain begins once it reports
         else:
+            self._stop_requested.set()
+
+    def request_stop_now(self) -> None:
+        """Stop at once, draining or not (SIGINT: ctrl-c in a terminal)."""
+        if not self._stop_requested.is_set():
+            if self.drain_deadline is not None:
+                log.info("asked to stop now while draining: stopping",
+                         extra=fields(guid=str(self.guid), load=self.load))
             self._stop_requested.set()
 
     def _begin_drain(self) -> None:
@@ -376,9 +392,10 @@ class EdgeDaemon:
         fit the datagram (``wire.fit``); ``streams_reported`` and ``streams_not_sent``
         say which went out and how many were left out."""
         state, unhealthy = self.state, None
-        if self.load_error is not None and state is EdgeState.RUNNING:
-            state, unhealthy = EdgeState.PAUSED, _clip(f"monitor: {self.load_error}", 200)
         draining = None if state is EdgeState.STOPPING else self.draining_ms()
+        if self.load_error is not None and (state is EdgeState.RUNNING
+                                            or draining is not None):
+            state, unhealthy = EdgeState.PAUSED, _clip(f"monitor: {self.load_error}", 200)
         if draining is not None:
             state = EdgeState.PAUSED
         config = self.config
@@ -387,8 +404,13 @@ class EdgeDaemon:
         for name in names:
             if len(keys) >= config.max_streams:
                 break
-            # (a name no client could ask for, the balancers never look up: no room taken)
-            if len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
+            # (a name no client could ask for, the balancers never look up: no room taken;
+            # nor one that is not text, a lone surrogate from a JSON answer)
+            try:
+                size = len(name.encode("utf-8"))
+            except UnicodeEncodeError:
+                continue
+            if size <= MAX_NAME_BYTES:
                 keys.setdefault(stream_key(name), name)
         report = fit(Report(
             state=state, address=config.redirect_address, load=self.load,
@@ -497,8 +519,13 @@ class EdgeDaemon:
             # answers (current_report): a media server too slow to say its load is not
             # one to send viewers to.
             timeout = min(MONITOR_TIMEOUT, max(0.05, self.message_interval / 2))
-            async with asyncio.timeout(timeout):
-                load = await self.monitor.read()
+            try:
+                async with asyncio.timeout(timeout):
+                    load = await self.monitor.read()
+            except TimeoutError:
+                raise MonitorError(f"no answer within {timeout:g} s (half the report "
+                                   "interval: a server too slow to say its load gets no "
+                                   "clients)") from None
             if not (load == load and 0 <= load < float("inf")):
                 raise MonitorError(f"monitor returned {load!r}")
             streams = self.monitor.streams()
@@ -513,16 +540,20 @@ class EdgeDaemon:
             if not isinstance(exc, (MonitorError, OSError, ValueError, TimeoutError)):
                 message = f"{type(exc).__name__}: {message}"
             self._failed_reads += 1
-            if self.config.load_sample_ms > 0 and self._failed_reads < FAILED_SAMPLES:
-                return  # (one slow or failed sample on a busy host is not a dead server)
+            if (self.config.load_sample_ms > 0 and self._failed_reads < FAILED_SAMPLES
+                    and self._read_once):
+                return  # (one slow or failed sample on a busy host is not a dead server;
+                # but before a first answer there is no load to keep: nothing made up)
             if self.load_error is None:
                 log.warning("monitor failed; taking no new clients until it answers",
                             extra=fields(monitor=self.monitor.describe(), error=message))
             self.load_error = message
             return
         self._failed_reads = 0
+        self._read_once = True
         if self.load_error is not None:
-            log.warning("monitor answers again; taking clients",
+            log.warning("monitor answers again" + ("" if self.drain_deadline is not None
+                                                   else "; taking clients"),
                         extra=fields(monitor=self.monitor.describe()))
         self.load_error = None
 

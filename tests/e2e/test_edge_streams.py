@@ -74,13 +74,18 @@ async def test_sigterm_drains_until_the_load_is_0_then_the_process_exits_0(
     assert "drained: no client left; stopping" in edge.stderr
 
 
-async def test_a_second_signal_while_draining_stops_at_once(fleet: Fleet, receiver: Balancer):
+@pytest.mark.parametrize("second,said", [
+    (signal.SIGTERM, "asked again to stop while draining: stopping now"),
+    (signal.SIGINT, "asked to stop now while draining: stopping"),  # ctrl-c
+])
+async def test_a_second_signal_while_draining_stops_at_once(fleet: Fleet, receiver: Balancer,
+                                                            second, said):
     edge = fleet.edge("e", [(HOST, receiver.port, KEY)], monitor={"type": "manual", "load": 3},
                       config={"edge": {"drain_on_stop": True}})
     await receiver.until(lambda r: r.state is EdgeState.RUNNING)
     edge.signal(signal.SIGTERM)
     await receiver.until(lambda r: r.draining is not None)
-    edge.signal(signal.SIGINT)  # ctrl-c: the load is still 3
+    edge.signal(second)  # the load is still 3
     await receiver.until(lambda r: r.state is EdgeState.STOPPING)
     assert await asyncio.to_thread(edge.wait, DEADLINE) == 0
-    assert "asked again to stop while draining: stopping now" in edge.stderr
+    assert said in edge.stderr

@@ -245,3 +245,93 @@ async def test_no_unpausing_a_draining_edge(tmp_path, balancer):
     finally:
         await edge.stop()  # stop() itself stops at once, draining or not
         await asyncio.wait_for(served, HANG)
+
+
+# -- what an outside-in attack found (each failed before its fix) ---------------------
+
+class SlowStart(ManualMonitor):
+    """Its first read waits for ``go``: a SIGTERM can come while the edge starts."""
+
+    def __init__(self, load: float) -> None:
+        super().__init__(load)
+        self.go = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def read(self) -> float:
+        self.waiting.set()
+        await self.go.wait()
+        return self.load
+
+
+async def test_a_sigterm_while_the_edge_starts_drains_it_once_started(tmp_path, balancer):
+    monitor = SlowStart(2)
+    edge = draining_edge(tmp_path, balancer, monitor, message_interval_ms=60_000)
+    served = asyncio.create_task(edge.serve())
+    try:
+        await asyncio.wait_for(monitor.waiting.wait(), HANG)
+        edge.request_stop()  # SIGTERM before the first report
+        monitor.go.set()
+        report = await balancer.until(lambda r: r.draining is not None)
+        assert report.state is PAUSED and not served.done()
+    finally:
+        await edge.stop()
+
+
+async def test_sigint_stops_at_once_even_while_draining(tmp_path, balancer):
+    edge = draining_edge(tmp_path, balancer, ManualMonitor(5))
+    served = asyncio.create_task(edge.serve())
+    try:
+        await balancer.next()
+        edge.request_stop()  # SIGTERM: drains
+        await balancer.until(lambda r: r.draining is not None)
+        edge.request_stop_now()  # ctrl-c
+        await asyncio.wait_for(served, HANG)
+        await balancer.until(lambda r: r.state is STOPPING)
+    finally:
+        await edge.stop()
+
+
+async def test_a_monitor_failing_during_a_drain_is_said_in_the_reports(tmp_path, balancer):
+    monitor = CountingMonitor(4)
+    edge = draining_edge(tmp_path, balancer, monitor)
+    served = asyncio.create_task(edge.serve())
+    try:
+        await balancer.next()
+        edge.request_stop()
+        await balancer.until(lambda r: r.draining is not None)
+        monitor.failing = True
+        for _ in range(3):  # past the samples let pass
+            await edge.refresh_and_send()
+        report = await balancer.until(lambda r: r.unhealthy is not None)
+        assert report.draining is not None and "does not answer" in report.unhealthy
+        assert not served.done()  # a failed read is no load of 0
+    finally:
+        await edge.stop()
+
+
+async def test_a_monitor_failing_at_start_takes_the_edge_out_at_once(tmp_path, balancer):
+    monitor = CountingMonitor(0)
+    monitor.failing = True
+    edge = EdgeDaemon(config(tmp_path, monitor, load_sample_ms=50),
+                      targets=[balancer.target()])
+    await edge.start()
+    try:
+        first = await balancer.next()
+        assert first.state is PAUSED and "does not answer" in (first.unhealthy or "")
+    finally:
+        await edge.stop()
+
+
+async def test_a_stream_name_that_is_not_text_is_left_out_not_the_report(tmp_path, balancer):
+    monitor = ManualMonitor(1)
+    edge = EdgeDaemon(config(tmp_path, monitor), targets=[balancer.target()])
+    await edge.start()
+    try:
+        await balancer.next()
+        monitor.streams = lambda: ["live/\ud800x", "live/ok"]  # type: ignore[method-assign]
+        await edge.refresh_and_send()
+        report = await balancer.next()
+        assert report.streams is not None and len(report.streams) == 1
+        assert edge.streams_reported == ["live/ok"] and edge.streams_not_sent == 1
+    finally:
+        await edge.stop()

@@ -38,6 +38,7 @@ from lbmgmt.edge.monitors import (MediaMtxMonitor, MonitorError, NginxRtmpMonito
                                   SrsMonitor, monitor_class)
 from lbmgmt.edge.monitors import srs
 from lbmgmt.edge.monitors.fetch import MAX_ANSWER_BYTES, MAX_PAGES
+from lbmgmt.edge.monitors.nginx_rtmp import MAX_ELEMENTS, MAX_STAT_PAGE
 
 DATA = Path(__file__).parents[1] / "data"
 STAT_XML = (DATA / "nginx-rtmp-stat.xml").read_bytes()
@@ -327,7 +328,7 @@ async def test_srs_more_streams_than_the_pages_read_is_a_failure_not_a_part(medi
 @pytest.mark.parametrize("kind", ["nginx-rtmp", "mediamtx", "srs"])
 @pytest.mark.parametrize("announced", [True, False])
 async def test_an_answer_over_its_budget_is_refused(media, kind, announced):
-    limit = 32 * 1024 * 1024 if kind == "nginx-rtmp" else MAX_ANSWER_BYTES
+    limit = MAX_STAT_PAGE if kind == "nginx-rtmp" else MAX_ANSWER_BYTES
     big = b" " * (limit + 1)
     if announced:
         media.body = big
@@ -406,3 +407,34 @@ async def test_every_page_together_is_read_within_the_timeout():
         async with http.deadline("X"):
             await asyncio.Event().wait()  # pages that each answer in time, never all
     await http.close()
+
+
+# -- what an outside-in attack found (each failed before its fix) ---------------------
+
+def test_a_stat_page_of_too_many_elements_is_refused_not_parsed_whole():
+    from lbmgmt.edge.monitors.nginx_rtmp import stat_page
+    bomb = b"<rtmp>" + b"<a/>" * (MAX_ELEMENTS + 1) + b"</rtmp>"
+    with pytest.raises(MonitorError, match="more than 500000 elements"):
+        stat_page(bomb)
+
+
+def test_a_missing_nclients_is_a_failure_not_a_load_of_0():
+    from lbmgmt.edge.monitors.nginx_rtmp import count_nginx_rtmp_clients
+    page = (b"<rtmp><server><application><name>live</name><live><stream><name>s</name>"
+            b"</stream></live></application></server></rtmp>")
+    with pytest.raises(MonitorError, match="nclients missing"):
+        count_nginx_rtmp_clients(page)
+
+
+@pytest.mark.parametrize("kind", ["nginx-rtmp", "mediamtx", "srs"])
+async def test_a_redirect_is_not_followed_to_another_server(media, kind):
+    media.status = 302  # (aiohttp would follow a Location; none is followed at all)
+    with pytest.raises(MonitorError, match="answered HTTP 302"):
+        await read(make(kind, media))
+
+
+async def test_a_page_with_more_items_than_asked_for_is_refused(media):
+    media.body = json.dumps({"pageCount": 1, "itemCount": 101, "items": [
+        {**MEDIAMTX["items"][0], "name": f"p{n}"} for n in range(101)]}).encode()
+    with pytest.raises(MonitorError, match="101 items on a page of 100"):
+        await read(make("mediamtx", media))

@@ -63,7 +63,9 @@ class HttpSource:
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
         shown = shown_url(url)
         try:
-            async with self._session.get(url) as resp:
+            # (a redirect is an answer, not followed: the server beside the edge is the
+            # one measured, never another host it points to)
+            async with self._session.get(url, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise MonitorError(f"{shown} answered HTTP {resp.status}")
                 size = resp.content_length

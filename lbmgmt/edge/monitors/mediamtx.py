@@ -109,6 +109,9 @@ class MediaMtxMonitor(LoadMonitor):
                     raise MonitorError(f"{shown}: {pages} pages of {PAGE_SIZE} paths, more "
                                        f"than the {MAX_PAGES} read")
                 items = json_array(member(answer, "items"), f"{where}: items")
+                if len(items) > PAGE_SIZE:  # (the bound on the work is pages x this)
+                    raise MonitorError(f"{where}: {len(items)} items on a page of "
+                                       f"{PAGE_SIZE} asked for")
                 for index, item in enumerate(items):
                     name, value = _path(item, f"{where}: items[{index}]")
                     paths[name] = value  # (a path moved to the next page: listed twice)

@@ -11,15 +11,20 @@ included. tests/data/nginx-rtmp-stat.xml is such a page, recorded.
 
 from __future__ import annotations
 
+import asyncio
+
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+from typing import cast
 
 from lbmgmt.configfile import Section
 from lbmgmt.edge.monitors.base import LoadMonitor, MonitorError
 from lbmgmt.edge.monitors.fetch import HttpSource, checked_url, most_watched, shown_url
 
 # The stat page lists every client (some 250 bytes each): 32 MiB is 100 000 clients.
-MAX_STAT_PAGE = 32 * 1024 * 1024
+MAX_STAT_PAGE = 8 * 1024 * 1024  # bytes: ~25 000 clients' rows
+MAX_ELEMENTS = 500_000  # XML elements parsed at most (about 50 MB of tree)
+PARSE_CHUNK = 64 * 1024  # fed to the parser at a time, off the event loop
 
 
 class NginxRtmpMonitor(LoadMonitor):
@@ -58,7 +63,8 @@ class NginxRtmpMonitor(LoadMonitor):
         return f"{self.name} url={shown_url(self.url)}{apps}"
 
     async def read(self) -> float:
-        root = stat_page(await self._http.get(self.url))
+        # (parsed in a thread, a chunk at a time: the loop runs between chunks)
+        root = await asyncio.to_thread(stat_page, await self._http.get(self.url))
         load = count_nginx_rtmp_clients(root, self.applications)
         self._streams = nginx_rtmp_streams(root, self.applications)
         self._bandwidth = bw_out(root)
@@ -76,11 +82,26 @@ class NginxRtmpMonitor(LoadMonitor):
 
 
 def stat_page(xml: bytes) -> ET.Element:
-    """nginx-rtmp's ``rtmp_stat all`` document, or MonitorError saying what it is not."""
+    """nginx-rtmp's ``rtmp_stat all`` document, or MonitorError saying what it is not
+    (past ``MAX_ELEMENTS`` elements too: bytes alone do not bound a tree's CPU and
+    memory)."""
+    parser: ET.XMLPullParser = ET.XMLPullParser(events=("start",))
+    elements = 0
+    root: ET.Element | None = None
     try:
-        root = ET.fromstring(xml)
+        for offset in range(0, max(len(xml), 1), PARSE_CHUNK):
+            parser.feed(xml[offset:offset + PARSE_CHUNK])
+            for event in parser.read_events():
+                if root is None:
+                    root = cast(tuple[str, ET.Element], event)[1]
+                elements += 1
+            if elements > MAX_ELEMENTS:
+                raise MonitorError(f"stat page has more than {MAX_ELEMENTS} elements")
+        parser.close()
     except ET.ParseError as exc:
         raise MonitorError(f"stat page is not XML: {exc}") from None
+    if root is None:
+        raise MonitorError("stat page is not XML: no element")
     if root.tag != "rtmp":
         raise MonitorError(f"stat page root is <{root.tag}>, not <rtmp> (rtmp_stat all?)")
     return root
@@ -96,10 +117,10 @@ def bw_out(root: ET.Element) -> float | None:
     return value if value is not None and 0 <= value < float("inf") else None
 
 
-def _nclients(element: ET.Element, where: str) -> int | None:
+def _nclients(element: ET.Element, where: str) -> int:
     text = element.findtext("nclients")
     if text is None:
-        return None
+        raise MonitorError(f"nclients missing ({where})")
     try:
         value = int(text)
     except ValueError:
@@ -124,7 +145,7 @@ def count_nginx_rtmp_clients(xml: bytes | ET.Element,
     for name, app in _applications(root, applications):
         live = app.find("live")
         if live is not None:
-            total += _nclients(live, f"application {name}") or 0
+            total += _nclients(live, f"application {name}")
     return total
 
 
@@ -142,6 +163,6 @@ def nginx_rtmp_streams(xml: bytes | ET.Element,
             if not name:
                 continue
             key = f"{app_name}/{name}"
-            count = _nclients(stream, f"stream {key}") or 0
+            count = _nclients(stream, f"stream {key}")
             clients[key] = clients.get(key, 0) + count
     return most_watched(clients)

@@ -90,6 +90,9 @@ class SrsMonitor(LoadMonitor):
                 if code != 0:
                     raise MonitorError(f"{where} answered SRS error code {code}")
                 items = json_array(member(answer, "streams"), f"{where}: streams")
+                if len(items) > PAGE_SIZE:  # (the bound on the work is pages x this)
+                    raise MonitorError(f"{where}: {len(items)} streams on a page of "
+                                       f"{PAGE_SIZE} asked for")
                 if page == MAX_PAGES and items:
                     break
                 for index, item in enumerate(items):
