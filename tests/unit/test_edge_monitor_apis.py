@@ -438,3 +438,15 @@ async def test_a_page_with_more_items_than_asked_for_is_refused(media):
         {**MEDIAMTX["items"][0], "name": f"p{n}"} for n in range(101)]}).encode()
     with pytest.raises(MonitorError, match="101 items on a page of 100"):
         await read(make("mediamtx", media))
+
+
+@pytest.mark.parametrize("text,key", [('type = "mediamtx"\npaths = []', "paths"),
+                                      ('type = "nginx-rtmp"\napplications = []',
+                                       "applications")])
+def test_an_empty_filter_is_a_config_error_not_a_load_of_0_for_ever(tmp_path, text, key):
+    from lbmgmt.configfile import ConfigError
+    from lbmgmt.edge.config import load_edge_config
+    path = tmp_path / "edge.toml"
+    path.write_text(f'[edge]\nredirect_address = "a"\n[monitor]\n{text}\n')
+    with pytest.raises(ConfigError, match=f"monitor.{key}"):
+        load_edge_config(path)

@@ -61,6 +61,8 @@ class MediaMtxMonitor(LoadMonitor):
     def from_config(cls, section: Section) -> MediaMtxMonitor:
         url = section.get_str("api_url", "http://127.0.0.1:9997")
         paths = section.get_str_list("paths", None)
+        if paths == []:
+            section.fail("paths", "name at least one path, or leave it out to count all")
         timeout = section.get_int("timeout_ms", 2000, min=10, max=60_000) / 1000
         try:
             return cls(url, paths=paths, timeout=timeout)

@@ -52,6 +52,9 @@ class NginxRtmpMonitor(LoadMonitor):
     def from_config(cls, section: Section) -> NginxRtmpMonitor:
         url = section.get_str("url", "http://127.0.0.1:8080/stat")
         apps = section.get_str_list("applications", None)
+        if apps == []:
+            section.fail("applications", "name at least one application, or leave it out "
+                                         "to count all")
         timeout = section.get_int("timeout_ms", 2000, min=10, max=60_000) / 1000
         try:
             return cls(url, applications=apps, timeout=timeout)
