@@ -12,6 +12,7 @@ from typing import Any
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
+from lbmgmt.endpoints import BindError
 from lbmgmt.edge.identity import GuidFileError
 from lbmgmt.logs import setup_logging
 from lbmgmt.management import script
@@ -222,12 +223,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except GuidFileError as exc:
         print(f"lbmgmt {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BindError as exc:  # (names the protocol, the address and the setting)
+        print(f"lbmgmt {args.command}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            print(f"lbmgmt {args.command}: address already in use: {exc.strerror} "
-                  f"(another balancer running? set other ports)", file=sys.stderr)
-            return 1
-        if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             print(f"lbmgmt {args.command}: cannot bind: {exc}", file=sys.stderr)
             return 1
         raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -100,3 +102,36 @@ _NOT_IN_HOST = frozenset(" /?#@\"<>\\^`{|}")
 def format_address(address: tuple[str, int] | tuple[str, int, int, int] | None) -> str:
     """A bound socket's address (``getsockname()``), or "-" for none."""
     return "-" if address is None else join_host_port(address[0], address[1])
+
+
+class BindError(OSError):
+    """A port that could not be bound, named: its protocol, address and setting."""
+
+    def __init__(self, errno_: int | None, what: str, address: str, setting: str,
+                 reason: str) -> None:
+        super().__init__(errno_, reason)
+        self.what, self.address, self.setting = what, address, setting
+
+    def __str__(self) -> str:
+        text = f"cannot listen on {self.what} {self.address}: {self.strerror}"
+        if self.errno == errno.EADDRINUSE:
+            text += f" (another process holds it; set another port in {self.setting})"
+        elif self.errno == errno.EACCES:
+            text += " (a port under 1024 needs privileges: CAP_NET_BIND_SERVICE)"
+        return text
+
+
+@contextlib.contextmanager
+def binding(what: str, address: Endpoint | str, setting: str) -> Iterator[None]:
+    """Raise what goes wrong binding inside as a ``BindError`` naming ``what`` (the
+    protocol and its use: "UDP (edge reports)"), ``address`` and ``setting``."""
+    try:
+        yield
+    except BindError:
+        raise
+    except OSError as exc:
+        shown = str(address) if not isinstance(address, Endpoint) else (
+            join_host_port(address.host or "*", address.port))
+        raise BindError(exc.errno, what, shown, setting,
+                        exc.strerror or str(exc)) from exc
+

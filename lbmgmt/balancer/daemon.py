@@ -33,7 +33,7 @@ from lbmgmt.atomicfile import write_atomically
 from lbmgmt.steps import finish, finish_between_turns
 from lbmgmt.throttle import Throttle
 from lbmgmt.clocks import Clocks
-from lbmgmt.endpoints import Endpoint, format_address
+from lbmgmt.endpoints import Endpoint, binding, format_address
 from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
 from lbmgmt.management.http import ManagementServer
@@ -187,7 +187,8 @@ class BalancerDaemon:
         self._live = True
         try:
             self._load_state()
-            sock = bind_udp(self.config.listen)
+            with binding("UDP (edge reports)", self.config.listen, "[balancer] listen"):
+                sock = bind_udp(self.config.listen)
             try:
                 self._transport, self._status = await loop.create_datagram_endpoint(
                     lambda: _StatusProtocol(self), sock=sock)
@@ -197,7 +198,9 @@ class BalancerDaemon:
             self.udp_address = sock.getsockname()[:2]
             await self._start_clients()
             if self.management is not None:
-                await self.management.start()
+                with binding("TCP (management)", self.management.config.listen,
+                             "[management] listen"):
+                    await self.management.start()
         except BaseException as exc:
             log.debug("balancer start failed; closing what was started",
                       extra=fields(error=str(exc) or type(exc).__name__))
@@ -233,17 +236,21 @@ class BalancerDaemon:
         shared = rtmp.enabled and rtmp.listen is None
         rtsp_shared = rtsp.enabled and not rtsp.listen
         for endpoint in self.config.http.listen:
-            self.client_addresses.append(await self.clients.listen(
-                endpoint, http=True, rtmp=shared, rtsp=rtsp_shared))
+            with binding("TCP (clients)", endpoint, "[http] listen"):
+                self.client_addresses.append(await self.clients.listen(
+                    endpoint, http=True, rtmp=shared, rtsp=rtsp_shared))
         self.http_address = self.client_addresses[0]
         if shared:
             self.rtmp_address = self.http_address
         elif rtmp.enabled and rtmp.listen is not None:
-            self.rtmp_address = await self.clients.listen(rtmp.listen, http=False, rtmp=True)
+            with binding("TCP (RTMP)", rtmp.listen, "[rtmp] listen"):
+                self.rtmp_address = await self.clients.listen(rtmp.listen, http=False,
+                                                              rtmp=True)
         if rtsp.enabled:
             for endpoint in rtsp.listen:
-                self.rtsp_addresses.append(await self.clients.listen(
-                    endpoint, http=False, rtmp=False, rtsp=True))
+                with binding("TCP (RTSP)", endpoint, "[rtsp] listen"):
+                    self.rtsp_addresses.append(await self.clients.listen(
+                        endpoint, http=False, rtmp=False, rtsp=True))
 
     async def stop(self) -> None:
         """Close every port and connection; each step bounded, so this always returns.

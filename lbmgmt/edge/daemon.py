@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
+from lbmgmt.endpoints import binding
 from lbmgmt.edge.bandwidth import InterfaceBandwidth
 from lbmgmt.edge.config import LOAD_SAMPLE, MESSAGE_INTERVAL, EdgeConfig
 from lbmgmt.edge.identity import load_or_create_guid
@@ -54,6 +55,7 @@ QUICK_REPORT_GAP = 0.1  # ... and no sooner than this after the last report
 # Between reports the load is sampled; this many failed reads in a row take the edge out
 # (one read only, when it is read at each report alone).
 FAILED_SAMPLES = 2
+RECOVER_AFTER = 3  # sends in a row with no error: a failing target is said to be back
 
 
 @dataclass(slots=True)
@@ -66,6 +68,11 @@ class TargetLink:
     send_errors: int = 0
     last_result: str = "not sent yet"
     last_send_at: float | None = None
+    # Failing from an error until RECOVER_AFTER sends in a row met none: what is said
+    # (a warning as it starts, info as it ends), not each error (UDP's errors come back
+    # after a send that looked fine: "ok" and "error" alternate while a balancer is down).
+    failing: bool = False
+    clean_sends: int = 0
     pending: bytes | None = field(default=None, repr=False)
     _connecting: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -82,12 +89,15 @@ class TargetLink:
 
 
 class _TargetProtocol(asyncio.DatagramProtocol):
-    def __init__(self, link: TargetLink) -> None:
+    def __init__(self, link: TargetLink, failed: Callable[[TargetLink, str], None]) -> None:
         self.link = link
+        self.failed = failed
 
     def error_received(self, exc: Exception) -> None:
-        self.link.send_errors += 1
-        self.link.last_result = f"error: {exc.strerror if isinstance(exc, OSError) else exc}"
+        # (an ICMP error for an earlier datagram: the balancer's port is closed, its
+        # host unreachable)
+        self.failed(self.link, (exc.strerror if isinstance(exc, OSError) else None)
+                    or str(exc))
         # A fresh socket (and a fresh DNS answer) on the next send.
         self.link.close()
 
@@ -174,7 +184,9 @@ class EdgeDaemon:
                         extra=fields(file=str(self.config.targets_file)))
         try:
             if self.management is not None:
-                await self.management.start()
+                with binding("TCP (management)", self.management.config.listen,
+                             "[management] listen"):
+                    await self.management.start()
             self.started_at = self.clock()
             self._started_mono = self.monotonic()
             self._reported = True
@@ -453,15 +465,30 @@ class EdgeDaemon:
         try:
             link.transport.sendto(datagram)
         except OSError as exc:
-            link.send_errors += 1
-            self.send_errors += 1
-            link.last_result = f"error: {exc.strerror or exc}"
+            self._target_failed(link, exc.strerror or str(exc))
             link.close()
             return
         link.reports_sent += 1
         link.last_send_at = self.clock()
         link.last_result = "ok"
         self.reports_sent += 1
+        link.clean_sends += 1
+        if link.failing and link.clean_sends >= RECOVER_AFTER:
+            link.failing = False
+            log.info("reports reach the balancer again", extra=fields(
+                target=str(link.target), send_errors=link.send_errors))
+
+    def _target_failed(self, link: TargetLink, reason: str) -> None:
+        """A send to ``link`` failed: counted there and in the total; a warning as it
+        starts failing (not at every error), with the balancer's address and the error."""
+        link.send_errors += 1
+        self.send_errors += 1
+        link.last_result = f"error: {reason}"
+        link.clean_sends = 0
+        if not link.failing:
+            link.failing = True
+            log.warning("reports to a balancer fail", extra=fields(
+                target=str(link.target), error=reason, reports_sent=link.reports_sent))
 
     async def _connect(self, link: TargetLink) -> None:
         loop = asyncio.get_running_loop()
@@ -470,17 +497,11 @@ class EdgeDaemon:
             # a reload removing this target) that arrives as the socket is made.
             async with asyncio.timeout(RESOLVE_TIMEOUT):
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _TargetProtocol(link),
+                    lambda: _TargetProtocol(link, self._target_failed),
                     remote_addr=(link.target.host, link.target.port))
         except (OSError, TimeoutError) as exc:
-            link.send_errors += 1
-            self.send_errors += 1
-            reason = "timed out resolving" if isinstance(exc, TimeoutError) else (
-                getattr(exc, "strerror", None) or str(exc))
-            if link.last_result != f"error: {reason}":
-                log.warning("target unreachable", extra=fields(target=str(link.target),
-                                                               error=reason))
-            link.last_result = f"error: {reason}"
+            self._target_failed(link, "timed out resolving" if isinstance(exc, TimeoutError)
+                                else getattr(exc, "strerror", None) or str(exc))
             return
         if self._closed:
             transport.close()

@@ -35,6 +35,8 @@ class Link(Protocol):
     def reports_sent(self) -> int: ...
     @property
     def send_errors(self) -> int: ...
+    @property
+    def failing(self) -> bool: ...
 
 
 class Sender(Protocol):
@@ -158,7 +160,8 @@ class SenderMBean(MBean):
         # The key stays out: it is never readable through management.
         return [{"address": str(link.target), "line": link.target.line,
                  "lastResult": link.last_result, "reportsSent": link.reports_sent,
-                 "sendErrors": link.send_errors} for link in self.sender.links]
+                 "sendErrors": link.send_errors, "failing": link.failing}
+                for link in self.sender.links]
 
     @attribute("integer", "Reports sent (one per target per report)", metric="counter")
     def ReportsSent(self) -> int:

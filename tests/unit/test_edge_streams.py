@@ -38,10 +38,10 @@ class Balancer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
 
-    async def start(self) -> Balancer:
+    async def start(self, port: int = 0) -> Balancer:
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=("127.0.0.1", 0))
+            lambda: self, local_addr=("127.0.0.1", port))
         self.port = self.transport.get_extra_info("sockname")[1]
         return self
 
