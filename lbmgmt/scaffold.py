@@ -124,7 +124,7 @@ def render_edge(opts: Options, key: str) -> list[Rendered]:
                            lambda _: f"redirect_address = {_toml_string(address)}")
     if opts.state_dir is not None:
         guid = str(opts.state_dir / "edge.guid")
-        text = _substitute(text, "edge.toml", r'^guid_file = ".*"$',
+        text = _substitute(text, "edge.toml", r'^# guid_file = ".*"$',
                            lambda _: f"guid_file = {_toml_string(guid)}")
     targets = template("targets.txt")
     balancers = opts.balancers or [Endpoint("127.0.0.1", REPORT_PORT)]

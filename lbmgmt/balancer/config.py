@@ -16,6 +16,7 @@ from lbmgmt.balancer.rtmp_config import RtmpConfig, load_rtmp
 from lbmgmt.balancer.routing import FORWARDED_HEADERS, Network, Rule, RoutingConfig
 from lbmgmt.balancer.rtsp_config import RtspConfig, load_rtsp
 from lbmgmt.settings import Setting
+from lbmgmt.statedir import default_file
 from lbmgmt.status import SharedKey
 from lbmgmt.status.keys import key_problem
 
@@ -190,7 +191,7 @@ def load_balancer_config(path: str | Path) -> BalancerConfig:
     grace = GRACE.read(bal)
     state_text = bal.get_str("state_file", None, nonempty=False)
     if state_text is None:
-        state_file: Path | None = cfg.path.with_name(cfg.path.stem + ".state")
+        state_file: Path | None = default_file(cfg.path, ".state")  # (lbmgmt.statedir)
     elif state_text == "":
         state_file = None
     else:

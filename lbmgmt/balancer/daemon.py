@@ -402,6 +402,8 @@ class BalancerDaemon:
         assert path is not None
         with self._state_lock:
             if packed > self._state_written:
+                # (the state directory may not exist yet: made private, as systemd would)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 write_atomically(path, data)
                 self._state_written = packed
 

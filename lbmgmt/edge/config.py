@@ -12,6 +12,7 @@ from lbmgmt.edge.monitors import LoadMonitor, ManualMonitor, MonitorError, monit
 from lbmgmt.management.config import EDGE_PORT, ManagementConfig, load_management
 from lbmgmt.plugins import PluginError
 from lbmgmt.settings import Setting
+from lbmgmt.statedir import default_file
 from lbmgmt.status.wire import MAX_STREAMS
 
 MESSAGE_INTERVAL = Setting(
@@ -75,7 +76,9 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     if any(c <= " " or c == "\x7f" for c in address):
         edge.fail("redirect_address", "must have no spaces or control characters")
     targets = base / edge.get_str("targets_file", "targets.txt")
-    guid = base / edge.get_str("guid_file", "edge.guid")
+    guid_text = edge.get_str("guid_file", None)
+    # unset: the state directory, never beside the config (lbmgmt.statedir)
+    guid = (default_file(cfg.path, ".guid") if guid_text is None else base / guid_text)
     interval = MESSAGE_INTERVAL.read(edge)
     sample = LOAD_SAMPLE.read(edge)
     capacity = edge.get_number("capacity", None, positive=True)

@@ -39,7 +39,7 @@ def load_or_create_guid(path: str | Path) -> uuid.UUID:
 def _create(path: Path) -> uuid.UUID:
     guid = uuid.uuid4()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # so that a crash never leaves a half-written GUID behind
         write_atomically(path, f"{guid}\n".encode(), mode=0o644)
     except OSError as exc:

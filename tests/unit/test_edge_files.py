@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from lbmgmt.edge.config import load_edge_config
 from lbmgmt.edge.identity import GuidFileError, load_or_create_guid
 from lbmgmt.edge.monitors import ManualMonitor, TcpConnectionsMonitor
 from lbmgmt.edge.targets import load_targets, parse_targets
+from lbmgmt.statedir import default_file, state_directory
 from lbmgmt.status import SharedKey
 
 
@@ -83,9 +85,36 @@ def test_edge_config_defaults_env_and_relative_paths(tmp_path, monkeypatch):
     cfg = load_edge_config(write(tmp_path, '[edge]\nredirect_address = "${EDGE_HOST}:1935"\n'))
     assert cfg.redirect_address == "edge7.example.net:1935"
     assert cfg.targets_file == tmp_path / "targets.txt"
-    assert cfg.guid_file == tmp_path / "edge.guid"
+    # the GUID: in the state directory, named for the config, never beside it
+    assert cfg.guid_file == state_directory() / "edge.guid"
+    assert not cfg.guid_file.is_relative_to(tmp_path)
     assert cfg.message_interval_ms == 2500 and cfg.capacity is None
     assert isinstance(cfg.monitor, ManualMonitor)
+    set_relative = load_edge_config(write(tmp_path, '[edge]\nredirect_address = "a"\n'
+                                                    'guid_file = "ids/edge.guid"\n'))
+    assert set_relative.guid_file == tmp_path / "ids" / "edge.guid"  # as set: by the config
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"STATE_DIRECTORY": "/var/lib/lbmgmt:/var/lib/other"}, "/var/lib/lbmgmt"),
+    ({"STATE_DIRECTORY": "/var/lib/lbmgmt", "XDG_STATE_HOME": "/x"}, "/var/lib/lbmgmt"),
+    ({"XDG_STATE_HOME": "/home/op/.state"}, "/home/op/.state/lbmgmt"),
+    ({"XDG_STATE_HOME": "relative", "STATE_DIRECTORY": "also"}, "HOME"),
+    ({}, "HOME"),
+])
+def test_the_state_directory_is_systemds_then_xdgs_then_the_home_default(env, expected):
+    home = Path.home() / ".local" / "state" / "lbmgmt"
+    assert state_directory(env) == (home if expected == "HOME" else Path(expected))
+    assert default_file(Path("/etc/lbmgmt/edge-b.toml"), ".guid", env).name == "edge-b.guid"
+
+
+async def test_an_edge_makes_its_guid_in_a_state_directory_that_does_not_exist_yet(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    guid = load_or_create_guid(default_file(tmp_path / "edge.toml", ".guid"))
+    made = tmp_path / "state" / "lbmgmt"
+    assert (made / "edge.guid").read_text().strip() == str(guid)
+    assert made.stat().st_mode & 0o777 == 0o700
 
 
 def test_edge_config_tcp_monitor(tmp_path):

@@ -214,7 +214,8 @@ async def test_a_file_it_cannot_take_is_said_and_the_balancer_starts_empty(tmp_p
 
 
 async def test_a_state_file_that_cannot_be_written_is_counted_and_said(tmp_path, caplog):
-    path = tmp_path / "missing-dir" / "lb.state"
+    (tmp_path / "a-file").write_text("")  # where the state file's directory should be
+    path = tmp_path / "a-file" / "lb.state"
     clock = Clock()
     balancer = daemon(path, clock)
     await balancer.start()
@@ -231,13 +232,17 @@ async def test_a_state_file_that_cannot_be_written_is_counted_and_said(tmp_path,
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("", "lb.state"),  # unset: beside the config, named for it
+    ("", "STATE/lb.state"),  # unset: the state directory, named for the config
     ('state_file = "var/pool.state"\n', "var/pool.state"),  # relative to the config
     ('state_file = ""\n', None),  # none kept
 ])
-def test_the_state_file_is_beside_the_config_unless_set(tmp_path, line, expected):
+def test_the_state_file_is_in_the_state_directory_unless_set(tmp_path, line, expected):
     from lbmgmt.balancer.config import load_balancer_config
+    from lbmgmt.statedir import state_directory
     config = tmp_path / "lb.toml"
     config.write_text(f'[balancer]\nkey = "k-0123456789abcdef"\n{line}')
     got = load_balancer_config(config).state_file
-    assert got == (None if expected is None else tmp_path / expected)
+    if expected is not None and expected.startswith("STATE/"):
+        assert got == state_directory() / expected.removeprefix("STATE/")
+    else:
+        assert got == (None if expected is None else tmp_path / expected)
