@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -34,6 +35,22 @@ async def _edge_page(name: str) -> tuple[web.AppRunner, int]:
     app.router.add_get("/{tail:.*}", page)
     runner, (_, port) = await serve_app(app, Endpoint(HOST, 0))
     return runner, port
+
+
+def command(name: str) -> str:
+    """How to run console script ``name`` from where the demo was started: its name if
+    the shell finds this install's, else its path (a venv not activated:
+    ``.venv/bin/lbmgmt``), so that every line printed works as printed."""
+    script = Path(sys.executable).parent / name
+    if not script.exists():  # (not installed as a script: the name is all there is)
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return name
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script.absolute())
 
 
 async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 1934,
@@ -63,6 +80,11 @@ async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 193
         print(f"  balancer  HTTP {lb}   status reports on UDP {HOST}:{fleet.udp_port}"
               f"   management {mgmt}", file=out)
         print("\n".join(lines), file=out)
+        lbmgmt, console = command("lbmgmt"), command("lb-console")
+        stop = asyncio.Event()  # (before the lines: one may act on them at once)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         print(f"""
 Edge loads drift every few seconds; pick a URL and run it a few times:
   curl {lb}/loadbalancer
@@ -71,15 +93,12 @@ Edge loads drift every few seconds; pick a URL and run it a few times:
   curl -L {lb}/redirect/live/stream.m3u8
 
 Manage it (JSON-RPC 2.0 on the management ports; lb-console attaches there too):
-  lbmgmt get {mgmt} lbmgmt:type=Balancer
-  lbmgmt invoke {mgmt} lbmgmt:type=Balancer listServers
-  lbmgmt call {mgmt} pollNotifications null 30
+  {lbmgmt} get {mgmt} lbmgmt:type=Balancer
+  {lbmgmt} invoke {mgmt} lbmgmt:type=Balancer listServers
+  {lbmgmt} call {mgmt} pollNotifications 0 30
   curl -s {mgmt}/metrics
+  {console} {mgmt}
 """, file=out, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         while not stop.is_set():
             for edge in fleet.edges:
                 drifting = edge.monitor

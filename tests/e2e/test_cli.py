@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import tomli_w
@@ -71,6 +72,54 @@ def test_demo_prints_urls_that_work_with_curl(tmp_path, daemon_loop):
         proc.stderr.close()
 
 
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.skipif(not (Path(sys.executable).parent / "lbmgmt").exists(),
+                    reason="lbmgmt is not installed as a console script")
+def test_every_command_the_demo_prints_runs_as_printed(daemon_loop):
+    """As the README's first line leaves a new user: in the checkout, the venv's scripts
+    not on PATH. Each command the demo prints is run as printed, by a shell."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if p and Path(p).resolve() != Path(bindir).resolve())
+    env = {**os.environ, "PATH": path, "LBMGMT_LOOP": daemon_loop}
+    assert shutil.which("lbmgmt", path=path) is None  # (else this proves nothing)
+    ports = ["--http-port", str(free_port()), "--udp-port", str(free_port(2)),
+             "--mgmt-port", str(free_port())]
+    proc = subprocess.Popen([".venv/bin/lbmgmt" if (ROOT / ".venv/bin/lbmgmt").exists()
+                             else f"{bindir}/lbmgmt", "demo", *ports], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        printed = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # (a line at a time, as the demo prints them)
+            printed.append(line.rstrip("\n"))
+            if "/metrics" in line:
+                printed.append(proc.stdout.readline().rstrip("\n"))  # the console line
+                break
+        commands = [line.strip() for line in printed
+                    if re.match(r"  (curl|\S*lbmgmt|\S*lb-console) ", line)]
+        assert len(commands) == 9, printed  # 5 curl, 3 lbmgmt, lb-console
+        for command in commands:
+            if "lb-console" in command:  # (a terminal program: it is there and runs)
+                program = command.split()[0]
+                r = subprocess.run([program, "--help"], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=DEADLINE)
+            else:
+                r = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=DEADLINE)
+            assert r.returncode == 0 and r.stdout.strip(), (command, r.stderr)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(DEADLINE) == 0
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.mark.parametrize("role, text, where", [
     ("balancer", '[balancer]\nkey = "k-0123456789abcdef"\nlisten = "*:notaport"\n',
      ":3: balancer.listen: "),
@@ -112,7 +161,8 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         path = balancer_config(tmp_path / "b.toml", udp=f"{HOST}:{busy.getsockname()[1]}")
         r = subprocess.run([*LBMGMT, "balancer", "-c", str(path)], capture_output=True,
                            text=True, timeout=DEADLINE)
-    assert r.returncode == 1 and "address already in use" in r.stderr
+    assert r.returncode == 1 and "cannot listen on UDP (edge reports)" in r.stderr
+    assert "Address already in use" in r.stderr and "[balancer] listen" in r.stderr
     assert "Traceback" not in r.stderr
 
 
