@@ -27,6 +27,9 @@ from lbmgmt.fleet.ports import HOST
 from lbmgmt.httpserve import serve_app
 
 
+DEMO_CAPACITY = 50.0  # clients each demo edge says it takes: load bars, Headroom
+
+
 async def _edge_page(name: str) -> tuple[web.AppRunner, int]:
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=f"{name} would serve {request.path_qs}\n")
@@ -72,7 +75,8 @@ async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 193
             page, port = await _edge_page(f"edge {n}")
             pages.append(page)
             edge = await fleet.add_edge(f"edge{n}", rng.randint(0, 20),
-                                        address=f"{HOST}:{port}", interval_ms=interval_ms)
+                                        address=f"{HOST}:{port}", interval_ms=interval_ms,
+                                        capacity=DEMO_CAPACITY)
             assert edge.management is not None
             lines.append(f"  edge {n:<3}  http://{HOST}:{port}  management "
                          f"{edge.management.address_text}  guid {edge.guid}")

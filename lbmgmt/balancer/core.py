@@ -76,6 +76,7 @@ class ServerStatus:
     bandwidth_limit: float | None = None
     max_clients: int | None = None
     streams: int = 0  # streams it carries, as its reports say
+    redirects_total: int = 0  # clients sent to it by this balancer, in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,7 +549,7 @@ class BalancerCore:
             suspect_for=max(0.0, e.suspect_until - now), group=e.report.group,
             private_address=e.report.private_address, bandwidth=e.report.bandwidth,
             bandwidth_limit=e.report.bandwidth_limit, max_clients=e.report.max_clients,
-            streams=len(e.streams))
+            streams=len(e.streams), redirects_total=e.redirects_total)
             for e in sorted(registry, key=lambda e: e.address)]
         return PoolStatus(redirector=self.redirector.name, servers=rows,
                           available_count=sum(r.available for r in rows),

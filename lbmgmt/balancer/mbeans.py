@@ -60,7 +60,8 @@ def server_summary(row: ServerStatus) -> dict[str, Any]:
             "lastDrop": row.last_drop, "suspectMs": round(row.suspect_for * 1000),
             "group": row.group, "privateAddress": row.private_address,
             "bandwidth": row.bandwidth, "bandwidthLimit": row.bandwidth_limit,
-            "maxClients": row.max_clients, "streams": row.streams}
+            "maxClients": row.max_clients, "streams": row.streams,
+            "redirectsTotal": row.redirects_total}
 
 
 class BalancerMBean(MBean):

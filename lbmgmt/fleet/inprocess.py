@@ -120,7 +120,8 @@ class InProcessFleet:
                        interval_ms: int = 2500, monitor: LoadMonitor | None = None,
                        mgmt_port: int | None = 0, guid: uuid.UUID | None = None,
                        targets: list[ReportTarget] | None = None,
-                       clock: Callable[[], float] = time.time) -> EdgeDaemon:
+                       clock: Callable[[], float] = time.time,
+                       capacity: float | None = None) -> EdgeDaemon:
         """Start an edge reporting to this fleet's balancer (or to ``targets``)."""
         guid_file = self.workdir / f"{name}.guid"
         if guid is not None:
@@ -130,7 +131,7 @@ class InProcessFleet:
         edge = EdgeDaemon(EdgeConfig(
             redirect_address=address or f"{name}.example:1935",
             targets_file=self.workdir / f"{name}.targets", guid_file=guid_file,
-            message_interval_ms=interval_ms,
+            message_interval_ms=interval_ms, capacity=capacity,
             monitor=monitor if monitor is not None else ManualMonitor(load),
             management=(None if mgmt_port is None else
                         ManagementConfig(Endpoint(self.host, mgmt_port)))),

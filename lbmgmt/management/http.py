@@ -1,4 +1,5 @@
-"""The management port (aiohttp): POST /jsonrpc and GET /metrics, behind auth."""
+"""The management port (aiohttp): POST /jsonrpc, GET /metrics and the status page (GET /),
+behind auth."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from lbmgmt.management.mbean import MBean, attribute
 from lbmgmt.management.metrics import Metrics
 from lbmgmt.management.runtime import RuntimeMBean, RuntimeWatch
 from lbmgmt.management.server import MBeanServer, Role
+from lbmgmt.management.web import add_status_page
 from lbmgmt.throttle import Throttle
 
 log = logging.getLogger("lbmgmt.management")
@@ -187,6 +189,7 @@ class ManagementServer:
                                            self._authenticate])
         app.router.add_post("/jsonrpc", self._jsonrpc)
         app.router.add_get("/metrics", self._metrics)
+        add_status_page(app)  # GET /: a page asking /jsonrpc, under the same checks
         self._runner, self.address = await serve_app(app, self.config.listen,
                                                      ssl_context=self.ssl_context,
                                                      gate=self.gate)

@@ -383,3 +383,13 @@ def test_a_stream_name_is_bounded_in_bytes_not_characters():
     from lbmgmt.streams import MAX_NAME_BYTES, named
     assert named("é" * (MAX_NAME_BYTES // 2)) is not None
     assert named("é" * (MAX_NAME_BYTES // 2 + 1)) is None
+
+
+def test_list_servers_counts_each_edges_redirects_for_a_rate():
+    from lbmgmt.balancer.mbeans import server_summary
+    pool = carrier_pool()
+    sent = Counter(pool.viewer() for _ in range(5))
+    pool.report("a:1935", load=5)  # a report: "since report" starts again, the total not
+    rows = {r.address: server_summary(r) for r in pool.core.status(pool.now).servers}
+    assert {a: rows[a]["redirectsTotal"] for a in rows} == {a: sent[a] for a in rows}
+    assert rows["a:1935"]["redirectsSinceReport"] == 0 and sum(sent.values()) == 5
