@@ -1,9 +1,13 @@
-"""The ``lbmgmt`` command: one subcommand per daemon, plus the demo."""
+"""The ``lbmgmt`` command: one subcommand per daemon, plus the demo.
+
+Each command imports what it runs when it runs, not here: ``lbmgmt --help`` and
+``lbmgmt SUBCOMMAND --help`` import no asyncio, aiohttp or cryptography
+(tests/unit/test_startup.py), and a daemon only its own modules (bench/startup.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import os
 import sys
@@ -11,10 +15,6 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from lbmgmt import __version__
-from lbmgmt.configfile import ConfigError
-from lbmgmt.endpoints import BindError
-from lbmgmt.edge.identity import GuidFileError
-from lbmgmt.logs import setup_logging
 from lbmgmt.management import script
 
 
@@ -143,6 +143,8 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     ``LBMGMT_LOOP=asyncio`` forces asyncio's own loop, ``LBMGMT_LOOP=uvloop``
     requires uvloop (the tests run the daemons on both).
     """
+    import asyncio  # (only a daemon or the demo runs a loop)
+
     choice = os.environ.get("LBMGMT_LOOP", "")
     if choice not in ("", "asyncio", "uvloop"):
         raise SystemExit(f"lbmgmt: LBMGMT_LOOP must be asyncio or uvloop, not {choice!r}")
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lbmgmt.logs import setup_logging  # (logging: not for --help)
+
     if args.command in ("call", "get", "set", "invoke", "hash-password", "new-token",
                         "new-key"):
         setup_logging(0)
@@ -193,6 +197,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     setup_logging(args.verbose, args.log_format)
+    # (the daemons' errors said below; their modules come with the daemons' own)
+    from lbmgmt.configfile import ConfigError
+    from lbmgmt.edge.identity import GuidFileError
+    from lbmgmt.endpoints import BindError
+
     try:
         if args.command == "balancer":
             from lbmgmt.balancer.config import load_balancer_config

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from lbmgmt import __version__
 from lbmgmt.configfile import ConfigError
@@ -26,9 +27,7 @@ from lbmgmt.edge.identity import load_or_create_guid
 from lbmgmt.edge.mbeans import SenderBeans
 from lbmgmt.edge.monitors import LoadMonitor, MonitorError
 from lbmgmt.edge.targets import ReportTarget, load_targets
-from lbmgmt.httpserve import stop_step
 from lbmgmt.logs import fields
-from lbmgmt.management.http import ManagementServer
 from lbmgmt.management.notifications import NotificationBuffer
 from lbmgmt.management.server import MBeanServer
 from lbmgmt.status import EdgeState, Report, ReportSealer, SharedKey
@@ -86,6 +85,20 @@ class TargetLink:
         if self._connecting is not None:
             self._connecting.cancel()
         self.close()
+
+
+class ManagementPort(Protocol):
+    """What the edge and its callers use of lbmgmt.management.http's ManagementServer, which
+    start() imports after the first report (its stack is most of an edge's start-up)."""
+
+    address: tuple[str, int] | None
+
+    @property
+    def address_text(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 class _TargetProtocol(asyncio.DatagramProtocol):
@@ -162,9 +175,7 @@ class EdgeDaemon:
         self.mbeans = MBeanServer(NotificationBuffer(mgmt.notification_buffer if mgmt else 1000),
                                   clock=clock)
         SenderBeans(self, self.mbeans)
-        self.management: ManagementServer | None = (
-            ManagementServer(mgmt, self.mbeans, daemon="edge")
-            if mgmt is not None and mgmt.enabled else None)
+        self.management: ManagementPort | None = None  # (made by start(), if enabled)
         self._started_mono = monotonic()
 
     # -- lifecycle -----------------------------------------------------------
@@ -177,20 +188,29 @@ class EdgeDaemon:
                                          line=link.target.line, target=str(link.target)))
 
     async def start(self) -> None:
-        """Open the management port and send the first report; on failure undo, re-raise."""
+        """Send the first report, then open the management port; on failure undo, re-raise.
+
+        The report goes first because the management port's stack (aiohttp, jsonrpcserver)
+        takes longer to import than all the rest of an edge's start (bench/startup.py): a
+        port that cannot be opened then stops the edge with a stopping report.
+        """
         self._warn_placeholder_keys()
         if not self.links:
             log.warning("no targets: this edge reports to no balancer",
                         extra=fields(file=str(self.config.targets_file)))
         try:
-            if self.management is not None:
-                with binding("TCP (management)", self.management.config.listen,
-                             "[management] listen"):
-                    await self.management.start()
             self.started_at = self.clock()
             self._started_mono = self.monotonic()
             self._reported = True
             await self.refresh_and_send()
+            mgmt = self.config.management
+            if mgmt is not None and mgmt.enabled:
+                await self._sends_made()  # (the import below holds the loop meanwhile)
+                from lbmgmt.management.http import ManagementServer
+
+                self.management = ManagementServer(mgmt, self.mbeans, daemon="edge")
+                with binding("TCP (management)", mgmt.listen, "[management] listen"):
+                    await self.management.start()
         except BaseException as exc:
             log.debug("edge start failed; closing what was started",
                       extra=fields(error=str(exc) or type(exc).__name__))
@@ -202,12 +222,23 @@ class EdgeDaemon:
             targets=len(self.links), monitor=self.monitor.describe(),
             management=self.management.url if self.management else "off"))
 
+    async def _sends_made(self) -> None:
+        """Until each target's socket is made (the report sent) or failed, RESOLVE_TIMEOUT
+        at most."""
+        connecting = {link._connecting for link in self.links
+                      if link._connecting is not None and not link._connecting.done()}
+        if connecting:
+            await asyncio.wait(connecting)
+
     async def stop(self) -> None:
         """Send a stopping report to every balancer, then close; each step bounded.
 
         Always returns (a step that hangs is logged and skipped); safe to call
         twice, and after a start that failed half way.
         """
+        # (it comes with aiohttp: imported by now if the management port was opened)
+        from lbmgmt.httpserve import stop_step
+
         if self._stopped.is_set():
             return
         self._stopped.set()

@@ -9,7 +9,6 @@ or refuses the login. Arguments are JSON where they parse as JSON (``1000``,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -18,11 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lbmgmt.endpoints import Endpoint
 from lbmgmt.management import strict_json
-from lbmgmt.management.auth import hash_password, hash_token, new_token
-from lbmgmt.management.client import ManagementClient, ManagementUnavailable, RpcError
-from lbmgmt.status.keys import new_key
+
+# The rest is imported where it is used (asyncio, aiohttp for the port, cryptography for
+# a key, dataclasses for an address): ``lbmgmt get --help`` needs none of it
+# (tests/unit/test_startup.py).
 
 EXIT_RPC_ERROR = 1
 EXIT_UNAVAILABLE = 3
@@ -41,6 +40,8 @@ def _address(text: str) -> str:
     """HOST:PORT (the port is required: there is no default worth guessing) or a URL."""
     if text.startswith(("http://", "https://")):
         return text
+    from lbmgmt.endpoints import Endpoint  # (with dataclasses: not for --help)
+
     try:
         Endpoint.parse(text)
     except ValueError as exc:
@@ -120,6 +121,8 @@ def _secret(path: str | None, env: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "hash-password":
+        from lbmgmt.management.auth import hash_password
+
         if sys.stdin.isatty():
             typed = getpass.getpass("password: ")
             if getpass.getpass("again: ") != typed:
@@ -133,9 +136,13 @@ def run(args: argparse.Namespace) -> int:
         print(f'password = "{hash_password(typed)}"')
         return 0
     if args.command == "new-key":
+        from lbmgmt.status.keys import new_key
+
         print(new_key())
         return 0
     if args.command == "new-token":
+        from lbmgmt.management.auth import hash_token, new_token
+
         fresh = new_token()
         print(f"token: {fresh}")
         print(f'token_sha256 = "{hash_token(fresh)}"')
@@ -157,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lbmgmt: {exc}", file=sys.stderr)
         return 2
+    import asyncio
+
     return asyncio.run(_call(args, params, password, token))
 
 
@@ -190,6 +199,8 @@ def _params(args: argparse.Namespace) -> Any:
 
 async def _call(args: argparse.Namespace, call_params: Any, password: str | None,
                 token: str | None) -> int:
+    from lbmgmt.management.client import ManagementClient, ManagementUnavailable, RpcError
+
     method: str
     params: Any
     if args.command == "call":

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-
 from lbmgmt.edge.monitors.base import MonitorError
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024  # one JSON answer (a page)
@@ -54,10 +52,14 @@ class HttpSource:
     def __init__(self, *, timeout: float, max_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self._session: aiohttp.ClientSession | None = None
+        # an aiohttp.ClientSession, made at the first get(): aiohttp is imported there
+        # (a quarter of a second: an edge with another monitor never needs it)
+        self._session: Any = None
 
     async def get(self, url: str) -> bytes:
         """The body of a 200 answer to ``url``; MonitorError for anything else."""
+        import aiohttp  # (a quarter of a second to import: only HTTP monitors need it)
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
