@@ -18,6 +18,11 @@ from lbmgmt import __version__
 from lbmgmt.management import script
 
 
+# what the demo's ports are set with, for the setting a bind error names
+DEMO_OPTIONS = {"[balancer] listen": "--udp-port", "[http] listen": "--http-port",
+                "[management] listen": "--mgmt-port"}
+
+
 def _add_logging(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more: -v info, -vv debug (default: warnings only)")
@@ -125,7 +130,8 @@ def _add_init(sub: Any) -> None:
                             + ("state file (balancer.state)" if p is bal
                                else "GUID file (edge.guid)")
                             + ", e.g. /var/lib/lbmgmt (systemd's StateDirectory); "
-                              "default: beside the config")
+                              "default: the state directory ($STATE_DIRECTORY, else "
+                              "$XDG_STATE_HOME/lbmgmt, else ~/.local/state/lbmgmt)")
         p.add_argument("--group", metavar="GROUP",
                        help="give the files to this group, the files holding the key "
                             "mode 0640 (the group of the service's user, e.g. lbmgmt)")
@@ -233,6 +239,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"lbmgmt {args.command}: {exc}", file=sys.stderr)
         return 2
     except BindError as exc:  # (names the protocol, the address and the setting)
+        if args.command == "demo":  # (no config file: its options)
+            exc.setting = DEMO_OPTIONS.get(exc.setting, exc.setting)
         print(f"lbmgmt {args.command}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -43,17 +43,15 @@ async def _edge_page(name: str) -> tuple[web.AppRunner, int]:
 def command(name: str) -> str:
     """How to run console script ``name`` from where the demo was started: its name if
     the shell finds this install's, else its path (a venv not activated:
-    ``.venv/bin/lbmgmt``), so that every line printed works as printed."""
+    ``/home/me/lbmgmt/.venv/bin/lbmgmt``), so that every line printed works as printed,
+    from any directory."""
     script = Path(sys.executable).parent / name
     if not script.exists():  # (not installed as a script: the name is all there is)
         return name
     found = shutil.which(name)
     if found is not None and Path(found).resolve() == script.resolve():
         return name
-    try:
-        return str(script.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(script.absolute())
+    return str(script.absolute())  # (from any directory: a new terminal opens in ~)
 
 
 async def run_demo(*, edges: int = 3, http_port: int = 1935, udp_port: int = 1934,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -132,6 +133,7 @@ def binding(what: str, address: Endpoint | str, setting: str) -> Iterator[None]:
     except OSError as exc:
         shown = str(address) if not isinstance(address, Endpoint) else (
             join_host_port(address.host or "*", address.port))
-        raise BindError(exc.errno, what, shown, setting,
-                        exc.strerror or str(exc)) from exc
+        # (the errno's own words: asyncio's message repeats the address)
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        raise BindError(exc.errno, what, shown, setting, reason) from exc
 

@@ -218,7 +218,8 @@ class EdgeDaemon:
             raise
         self._task = asyncio.create_task(self._loop(), name="edge-report-loop")
         log.info("edge started", extra=fields(
-            guid=str(self.guid), address=self.config.redirect_address,
+            guid=str(self.guid), guid_file=str(self.config.guid_file),
+            address=self.config.redirect_address,
             targets=len(self.links), monitor=self.monitor.describe(),
             management=self.management.url if self.management else "off"))
 
@@ -292,7 +293,6 @@ class EdgeDaemon:
         await self.start()
         if self._drain_asked and not self._stop_requested.is_set():
             self._begin_drain()  # (SIGTERM came while it started: drained all the same)
-            await self.send_now()  # (said at once: the loop's first wait is a whole one)
         try:
             await self._stop_requested.wait()
         finally:
@@ -620,8 +620,8 @@ class EdgeDaemon:
         loop = asyncio.get_running_loop()
         next_report = loop.time() + self.message_interval
         while not self._stopped.is_set():
-            self._wake.clear()
-            # Until the next report, or the next load sample if sooner.
+            # Until the next report, or the next load sample if sooner; a wake set before
+            # (a SIGHUP or a drain while start() opened the management port) ends it at once.
             wait = next_report - loop.time()
             sample = self.config.load_sample_ms / 1000
             if sample > 0:
@@ -634,8 +634,10 @@ class EdgeDaemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, wait)):
                     await self._wake.wait()
+            woken = self._wake.is_set()
+            self._wake.clear()
             try:
-                if self._wake.is_set() or loop.time() >= next_report:
+                if woken or loop.time() >= next_report:
                     next_report = loop.time() + self.message_interval
                     await self.refresh_and_send()
                     continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def test_edge_config_defaults_env_and_relative_paths(tmp_path, monkeypatch):
     assert cfg.redirect_address == "edge7.example.net:1935"
     assert cfg.targets_file == tmp_path / "targets.txt"
     # the GUID: in the state directory, named for the config, never beside it
-    assert cfg.guid_file == state_directory() / "edge.guid"
+    assert cfg.guid_file == default_file(tmp_path / "edge.toml", ".guid")
+    assert cfg.guid_file.parent == state_directory()
     assert not cfg.guid_file.is_relative_to(tmp_path)
     assert cfg.message_interval_ms == 2500 and cfg.capacity is None
     assert isinstance(cfg.monitor, ManualMonitor)
@@ -105,15 +107,25 @@ def test_edge_config_defaults_env_and_relative_paths(tmp_path, monkeypatch):
 def test_the_state_directory_is_systemds_then_xdgs_then_the_home_default(env, expected):
     home = Path.home() / ".local" / "state" / "lbmgmt"
     assert state_directory(env) == (home if expected == "HOME" else Path(expected))
-    assert default_file(Path("/etc/lbmgmt/edge-b.toml"), ".guid", env).name == "edge-b.guid"
+    name = default_file(Path("/etc/lbmgmt/edge-b.toml"), ".guid", env).name
+    assert re.fullmatch(r"edge-b-[0-9a-f]{8}\.guid", name)
+
+
+def test_two_configs_of_one_name_never_share_a_guid_file(tmp_path):
+    """Two edges set up alike on one host (edge1/edge.toml, edge2/edge.toml)."""
+    one = default_file(tmp_path / "edge1" / "edge.toml", ".guid")
+    two = default_file(tmp_path / "edge2" / "edge.toml", ".guid")
+    assert one != two and one.parent == two.parent
+    assert one == default_file(tmp_path / "edge1" / "edge.toml", ".guid")  # and stays
 
 
 async def test_an_edge_makes_its_guid_in_a_state_directory_that_does_not_exist_yet(
         tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    guid = load_or_create_guid(default_file(tmp_path / "edge.toml", ".guid"))
+    path = default_file(tmp_path / "edge.toml", ".guid")
+    guid = load_or_create_guid(path)
     made = tmp_path / "state" / "lbmgmt"
-    assert (made / "edge.guid").read_text().strip() == str(guid)
+    assert path.parent == made and path.read_text().strip() == str(guid)
     assert made.stat().st_mode & 0o777 == 0o700
 
 

@@ -31,7 +31,7 @@ from lbmgmt.edge.config import load_edge_config
 from lbmgmt.edge.targets import load_targets
 from lbmgmt.status import SharedKey
 from lbmgmt.status.keys import PLACEHOLDER_KEYS
-from lbmgmt.statedir import state_directory
+from lbmgmt.statedir import default_file, state_directory
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
@@ -115,7 +115,8 @@ def test_init_balancer_writes_a_config_that_loads_with_a_fresh_key(tmp_path, cap
     assert len(key) >= 32 and key not in out  # the operator is told where, never what
     assert mode(path) == 0o600
     # in the state directory by default, never beside the config
-    assert config.state_file == state_directory() / "balancer.state"
+    assert config.state_file == default_file(tmp_path / "balancer.toml", ".state")
+    assert config.state_file.parent == state_directory()
     assert f"wrote {path} (mode 0600" in out
     assert f"Next: lbmgmt balancer --config {path}" in out
     # the header says how to run this copy, not the example
@@ -153,7 +154,7 @@ def test_init_edge_with_the_balancers_key_loads_and_the_keys_match(tmp_path, cap
     assert status == 0 and err == "" and key not in out
     edge = load_edge_config(tmp_path / "edge" / "edge.toml")
     assert edge.redirect_address == "edge1.example.net:1935"
-    assert edge.guid_file == state_directory() / "edge.guid"
+    assert edge.guid_file == default_file(tmp_path / "edge" / "edge.toml", ".guid")
     targets = load_targets(edge.targets_file)
     balancer = load_balancer_config(tmp_path / "lb" / "balancer.toml")
     assert [(t.host, t.port) for t in targets] == [("127.0.0.1", 1934)]

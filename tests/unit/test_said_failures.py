@@ -105,3 +105,17 @@ def test_a_port_already_taken_is_named_with_its_protocol_and_setting(
     assert f"lbmgmt {daemon}: cannot listen on {what} 127.0.0.1:{port}" in err
     assert f"set another port in {setting}" in err
     assert "another balancer running" not in err
+
+
+def test_the_demo_names_its_own_option_for_a_port_already_taken(capsys):
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        assert cli.main(["demo", "--udp-port", str(port), "--http-port", str(free_port()),
+                         "--mgmt-port", str(free_port())]) == 1
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert f"cannot listen on UDP (edge reports) 127.0.0.1:{port}: Address already in use" in err
+    assert "set another port in --udp-port" in err and "[balancer]" not in err
