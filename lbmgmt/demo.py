@@ -100,6 +100,8 @@ Manage it (JSON-RPC 2.0 on the management ports; lb-console attaches there too):
   {lbmgmt} call {mgmt} pollNotifications 0 30
   curl -s {mgmt}/metrics
   {console} {mgmt}
+
+In a browser, the status page (drain and undrain edges there): http://{mgmt}/
 """, file=out, flush=True)
         while not stop.is_set():
             for edge in fleet.edges:

@@ -97,8 +97,7 @@ def test_every_command_the_demo_prints_runs_as_printed(daemon_loop):
         assert proc.stdout is not None
         for line in proc.stdout:  # (a line at a time, as the demo prints them)
             printed.append(line.rstrip("\n"))
-            if "/metrics" in line:
-                printed.append(proc.stdout.readline().rstrip("\n"))  # the console line
+            if "the status page" in line:
                 break
         commands = [line.strip() for line in printed
                     if re.match(r"  (curl|\S*lbmgmt|\S*lb-console) ", line)]
@@ -112,6 +111,10 @@ def test_every_command_the_demo_prints_runs_as_printed(daemon_loop):
                 r = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env,
                                    capture_output=True, text=True, timeout=DEADLINE)
             assert r.returncode == 0 and r.stdout.strip(), (command, r.stderr)
+        page = re.search(r"(http://\S+/)$", printed[-1])
+        assert page is not None, printed[-1]
+        r = curl(page.group(1))
+        assert "<html" in r.stdout.lower()
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(DEADLINE) == 0
