@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import math
 import signal
@@ -203,12 +204,16 @@ class EdgeDaemon:
             self._started_mono = self.monotonic()
             self._reported = True
             await self.refresh_and_send()
+            # Reporting from now on, while the management port comes up: its stack takes
+            # long to import on a busy host, and a silent edge would leave the pool.
+            self._task = asyncio.create_task(self._loop(), name="edge-report-loop")
             mgmt = self.config.management
             if mgmt is not None and mgmt.enabled:
-                await self._sends_made()  # (the import below holds the loop meanwhile)
-                from lbmgmt.management.http import ManagementServer
-
-                self.management = ManagementServer(mgmt, self.mbeans, daemon="edge")
+                await self._sends_made()  # (the first report out before the port opens)
+                # (imported in a thread: the loop goes on reporting meanwhile)
+                http = await asyncio.to_thread(importlib.import_module,
+                                               "lbmgmt.management.http")
+                self.management = http.ManagementServer(mgmt, self.mbeans, daemon="edge")
                 with binding("TCP (management)", mgmt.listen, "[management] listen"):
                     await self.management.start()
         except BaseException as exc:
@@ -216,7 +221,6 @@ class EdgeDaemon:
                       extra=fields(error=str(exc) or type(exc).__name__))
             await self.stop()
             raise
-        self._task = asyncio.create_task(self._loop(), name="edge-report-loop")
         log.info("edge started", extra=fields(
             guid=str(self.guid), guid_file=str(self.config.guid_file),
             address=self.config.redirect_address,
@@ -618,7 +622,9 @@ class EdgeDaemon:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        next_report = loop.time() + self.message_interval
+        # an interval after the last report (start() may have taken a while since)
+        since = min(self.message_interval, max(0.0, self.monotonic() - self._reported_at))
+        next_report = loop.time() + self.message_interval - since
         while not self._stopped.is_set():
             # Until the next report, or the next load sample if sooner; a wake set before
             # (a SIGHUP or a drain while start() opened the management port) ends it at once.
