@@ -380,9 +380,25 @@ async def test_logins_roles_and_requests_from_another_origin(fleet: Fleet, tmp_p
     # Refusals said in words on the page, never a blank one: the port's own 429 (guesses
     # at the viewer's password lock that user out), then answers as a proxy or a changed
     # login could give.
+    # The page's own refreshes are held meanwhile: a good login clears that user's count
+    # (auth.py), and one landing between the guesses (a busy machine spreads them over
+    # its 2 s refresh) would leave the viewer never locked out.
+    guessed, holding, let_go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held(route: Any) -> None:
+        holding.set()
+        await guessed.wait()
+        await route.continue_()
+        let_go.set()
+    await viewer.page.route("**/jsonrpc", held)
+    # (a refresh held: the one before it has been answered, none is in flight)
+    await asyncio.wait_for(holding.wait(), DEADLINE)
     wrong = Rpc(fleet.http, lb.mgmt_url, basic("viewer", "guess"))
     for _ in range(5):
         assert (await wrong.raw({"jsonrpc": "2.0", "id": 1, "method": "version"}))[0] == 401
+    guessed.set()
+    await asyncio.wait_for(let_go.wait(), DEADLINE)  # (then unrouted: no handler cut short)
+    await viewer.page.unroute("**/jsonrpc", held)
     await expect(viewer.page.locator("#status")).to_contain_text(
         "Too many failed logins from this address (HTTP 429)")
     await expect(viewer.page.locator("#edges tbody tr")).to_have_count(2)  # kept, greyed
