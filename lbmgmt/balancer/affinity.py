@@ -241,13 +241,11 @@ class StreamAffinity:
     def attach(self, registry: ServerRegistry) -> None:
         self.detach()
         self.registry = registry
-        registry.observers.append(self)
-        for entry in registry:
-            self.updated(entry)
+        registry.follow(self)
 
     def detach(self) -> None:
-        if self.registry is not None and self in self.registry.observers:
-            self.registry.observers.remove(self)
+        if self.registry is not None:
+            self.registry.unfollow(self)
         self.registry = None
         self._reset()
 

@@ -42,16 +42,13 @@ class Redirector(abc.ABC):
 
     def attach(self, registry: ServerRegistry) -> None:
         """Start following ``registry`` (and stop following the one before, if any)."""
-        if self.registry is not None and self in self.registry.observers:
-            self.registry.observers.remove(self)
+        self.detach()
         self.registry = registry
-        registry.observers.append(self)
-        for entry in registry:
-            self.updated(entry)
+        registry.follow(self)
 
     def detach(self) -> None:
-        if self.registry is not None and self in self.registry.observers:
-            self.registry.observers.remove(self)
+        if self.registry is not None:
+            self.registry.unfollow(self)
         self.registry = None
 
     # RegistryObserver: redirectors without an index ignore changes.

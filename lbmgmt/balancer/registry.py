@@ -132,11 +132,6 @@ class ServerEntry:
         return "DRAINING" if report.draining is not None else report.state.name
 
     @property
-    def full(self) -> bool:
-        """At its ``max_clients``, counting the clients sent since its report."""
-        return self.report.load + self.pending_load >= self.max_clients
-
-    @property
     def interval(self) -> float:
         """The edge's own report interval, seconds."""
         return self.report.interval_ms / 1000
@@ -352,6 +347,16 @@ class ServerRegistry:
     def _updated(self, entry: ServerEntry) -> None:
         for observer in self.observers:
             observer.updated(entry)
+
+    def follow(self, observer: RegistryObserver) -> None:
+        """``observer`` hears of every change from now on, and of every entry now."""
+        self.observers.append(observer)
+        for entry in self:
+            observer.updated(entry)
+
+    def unfollow(self, observer: RegistryObserver) -> None:
+        if observer in self.observers:
+            self.observers.remove(observer)
 
     def sample(self, rng: random.Random) -> ServerEntry | None:
         return self._order[rng.randrange(len(self._order))] if self._order else None
