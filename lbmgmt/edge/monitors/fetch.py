@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+from lbmgmt.configfile import Section
 from lbmgmt.edge.monitors.base import MonitorError
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024  # one JSON answer (a page)
@@ -44,6 +45,22 @@ def checked_url(url: str, what: str = "URL") -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{what} must be http(s)://host..., not {shown_url(url)!r}")
     return url
+
+
+def read_timeout(section: Section) -> float:
+    """The ``[monitor] timeout_ms`` of an HTTP monitor (2000, 10 to 60 000), in seconds:
+    its whole read's budget, every page together."""
+    ms: int = section.get_int("timeout_ms", 2000, min=10, max=60_000)
+    return ms / 1000
+
+
+def read_filter(section: Section, key: str, noun: str) -> list[str] | None:
+    """An optional list of names to count (``paths``, ``applications``); None: all. An
+    empty list is an error: it would count nothing, a load of 0 for ever."""
+    names: list[str] | None = section.get_str_list(key, None)
+    if names == []:
+        section.fail(key, f"name at least one {noun}, or leave it out to count all")
+    return names
 
 
 class HttpSource:

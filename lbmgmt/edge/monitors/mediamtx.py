@@ -23,7 +23,7 @@ from lbmgmt.edge.bandwidth import CounterRate
 from lbmgmt.edge.monitors.base import LoadMonitor, MonitorError
 from lbmgmt.edge.monitors.fetch import (
     MAX_PAGES, HttpSource, checked_url, json_array, json_count, json_flag, json_object,
-    json_text, member, most_watched, parse_json, shown_url)
+    json_text, member, most_watched, parse_json, read_filter, read_timeout, shown_url)
 
 PAGE_SIZE = 100
 # Its outbound bits/s are the byte counters' growth over at least this long (a rate over
@@ -60,10 +60,8 @@ class MediaMtxMonitor(LoadMonitor):
     @classmethod
     def from_config(cls, section: Section) -> MediaMtxMonitor:
         url = section.get_str("api_url", "http://127.0.0.1:9997")
-        paths = section.get_str_list("paths", None)
-        if paths == []:
-            section.fail("paths", "name at least one path, or leave it out to count all")
-        timeout = section.get_int("timeout_ms", 2000, min=10, max=60_000) / 1000
+        paths = read_filter(section, "paths", "path")
+        timeout = read_timeout(section)
         try:
             return cls(url, paths=paths, timeout=timeout)
         except ValueError as exc:

@@ -19,10 +19,11 @@ from typing import cast
 
 from lbmgmt.configfile import Section
 from lbmgmt.edge.monitors.base import LoadMonitor, MonitorError
-from lbmgmt.edge.monitors.fetch import HttpSource, checked_url, most_watched, shown_url
+from lbmgmt.edge.monitors.fetch import (HttpSource, checked_url, most_watched, read_filter,
+                                         read_timeout, shown_url)
 
-# The stat page lists every client (some 250 bytes each): 32 MiB is 100 000 clients.
-MAX_STAT_PAGE = 8 * 1024 * 1024  # bytes: ~25 000 clients' rows
+# The stat page lists every client (some 250 bytes each): 8 MiB is some 30 000 clients.
+MAX_STAT_PAGE = 8 * 1024 * 1024
 MAX_ELEMENTS = 500_000  # XML elements parsed at most (about 50 MB of tree)
 PARSE_CHUNK = 64 * 1024  # fed to the parser at a time, off the event loop
 
@@ -51,11 +52,8 @@ class NginxRtmpMonitor(LoadMonitor):
     @classmethod
     def from_config(cls, section: Section) -> NginxRtmpMonitor:
         url = section.get_str("url", "http://127.0.0.1:8080/stat")
-        apps = section.get_str_list("applications", None)
-        if apps == []:
-            section.fail("applications", "name at least one application, or leave it out "
-                                         "to count all")
-        timeout = section.get_int("timeout_ms", 2000, min=10, max=60_000) / 1000
+        apps = read_filter(section, "applications", "application")
+        timeout = read_timeout(section)
         try:
             return cls(url, applications=apps, timeout=timeout)
         except ValueError as exc:

@@ -25,7 +25,7 @@ from lbmgmt.configfile import Section
 from lbmgmt.edge.monitors.base import LoadMonitor, MonitorError
 from lbmgmt.edge.monitors.fetch import (
     MAX_PAGES, HttpSource, checked_url, json_array, json_count, json_flag, json_object,
-    json_rate, json_text, member, most_watched, parse_json, shown_url)
+    json_rate, json_text, member, most_watched, parse_json, read_timeout, shown_url)
 
 PAGE_SIZE = 100
 
@@ -49,7 +49,7 @@ class SrsMonitor(LoadMonitor):
     @classmethod
     def from_config(cls, section: Section) -> SrsMonitor:
         url = section.get_str("api_url", "http://127.0.0.1:1985")
-        timeout = section.get_int("timeout_ms", 2000, min=10, max=60_000) / 1000
+        timeout = read_timeout(section)
         try:
             return cls(url, timeout=timeout)
         except ValueError as exc:
