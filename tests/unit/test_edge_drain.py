@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,15 +24,6 @@ from lbmgmt.status import EdgeState
 from tests.unit.test_edge_streams import HANG, Balancer, config
 
 PAUSED, RUNNING, STOPPING = EdgeState.PAUSED, EdgeState.RUNNING, EdgeState.STOPPING
-
-
-@pytest.fixture
-async def balancer() -> AsyncIterator[Balancer]:
-    lb = await Balancer().start()
-    try:
-        yield lb
-    finally:
-        lb.close()
 
 
 class Clock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +73,6 @@ class Balancer(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-@pytest.fixture
-async def balancer() -> AsyncIterator[Balancer]:
-    lb = await Balancer().start()
-    try:
-        yield lb
-    finally:
-        lb.close()
 
 
 def config(tmp_path: Path, monitor: Any, **kw: Any) -> EdgeConfig:
